@@ -1,0 +1,128 @@
+// Package ruleset models the one nftables table ctguard owns (inet ctguard)
+// and builds it from policies. It is pure: the kernel edge lives in
+// controller/nft, which translates this model to and from netlink.
+package ruleset
+
+// Family and name of the table ctguard alone owns.
+const (
+	TableFamily = "inet"
+	TableName   = "ctguard"
+)
+
+// Priority of every ctguard base chain: after conntrack (-200), ahead of the
+// usual filter chains (0), so a local reject rule never sees the packet.
+const Priority = -10
+
+// Table is the whole desired (or observed) content of inet ctguard.
+// Slices are kept in a canonical order so two equal tables compare equal
+// with reflect.DeepEqual.
+type Table struct {
+	Counters []Counter // named counter objects, sorted by Name
+	Sets     []Set     // named sets, sorted by Name
+	Chains   []Chain   // base chains, in the order input, forward, output
+}
+
+// Counter is a named nft counter object. Values are observations only; they
+// are ignored when tables are compared for planning.
+type Counter struct {
+	Name    string
+	Packets uint64
+	Bytes   uint64
+}
+
+// SetType is the nft key type of a named set.
+type SetType string
+
+// The set key types ctguard uses.
+const (
+	SetIPv4Addr    SetType = "ipv4_addr"
+	SetIPv6Addr    SetType = "ipv6_addr"
+	SetInetService SetType = "inet_service"
+	SetIfname      SetType = "ifname"
+)
+
+// Set is a named nft set. Interval sets hold merged, non-overlapping,
+// sorted elements ("198.18.0.0/15", "443", "8000-8100"); others hold sorted
+// single values.
+type Set struct {
+	Name     string
+	Type     SetType
+	Interval bool
+	Elements []string
+}
+
+// Hook is the netfilter hook of a base chain; the chain is named after it.
+type Hook string
+
+// The hooks ctguard installs base chains on.
+const (
+	HookInput   Hook = "input"
+	HookForward Hook = "forward"
+	HookOutput  Hook = "output"
+)
+
+// Chain is a filter base chain with policy accept.
+type Chain struct {
+	Hook     Hook
+	Priority int
+	Rules    []Rule
+}
+
+// Name is the chain's name in the table: the name of its hook.
+func (c Chain) Name() string { return string(c.Hook) }
+
+// Purpose says why a rule exists; with the policy name it identifies a rule.
+type Purpose string
+
+// The rule purposes.
+const (
+	// PurposeDropInvalid drops invalid TCP packets (dropInvalid workaround).
+	PurposeDropInvalid Purpose = "drop-invalid"
+	// PurposeCountInvalid counts invalid TCP packets that still reach the
+	// box (observe-only, for perFlow liberal policies).
+	PurposeCountInvalid Purpose = "count-invalid"
+	// PurposeCountInvalidRST counts TCP RSTs the box itself emits with
+	// ct state invalid: exactly the incident's RST.
+	PurposeCountInvalidRST Purpose = "count-invalid-rst"
+)
+
+// NFProto restricts a rule to one layer-3 protocol; empty means both.
+type NFProto string
+
+// The layer-3 protocols a rule can be restricted to.
+const (
+	NFProtoAny  NFProto = ""
+	NFProtoIPv4 NFProto = "ipv4"
+	NFProtoIPv6 NFProto = "ipv6"
+)
+
+// Rule matches "meta l4proto tcp ct state invalid" plus the optional scoping
+// below, counts into a named counter, and drops when Drop is set.
+// Every rule carries the comment Comment() in its user data.
+type Rule struct {
+	Policy  string
+	Purpose Purpose
+	NFProto NFProto
+	// RSTOnly adds "tcp flags rst" (only for PurposeCountInvalidRST).
+	RSTOnly bool
+	// IifnameSet names an ifname set for "iifname @set"; empty = any.
+	IifnameSet string
+	// AddrSet names an address set; AddrIsDest says whether it matches the
+	// destination (output chain) or the source address.
+	AddrSet    string
+	AddrIsDest bool
+	// PortSet names an inet_service set; PortIsDest as for AddrIsDest.
+	PortSet    string
+	PortIsDest bool
+	Counter    string
+	Drop       bool
+}
+
+// Comment is the rule's nft comment; controller/nft stores and recognises it.
+func (r Rule) Comment() string {
+	c := "ctguard policy " + r.Policy + ": " + string(r.Purpose)
+	if r.NFProto != NFProtoAny {
+		c += " " + string(r.NFProto)
+	}
+	return c
+}

@@ -1,0 +1,130 @@
+// Package netnstest gives kernel tests their own network namespaces and
+// independent cross-checks with the system's nft and conntrack tools.
+package netnstest
+
+import (
+	"bytes"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"os"
+	"os/exec"
+	"runtime"
+	"testing"
+
+	"github.com/vishvananda/netns"
+)
+
+// RequirePrivileged skips the test unless it runs as root. When
+// CTGUARD_REQUIRE_PRIVILEGED=1 (set by .ci/run) it fails instead, so CI can
+// never silently skip the kernel tests.
+func RequirePrivileged(t testing.TB) {
+	t.Helper()
+	if os.Geteuid() == 0 {
+		return
+	}
+	if os.Getenv("CTGUARD_REQUIRE_PRIVILEGED") == "1" {
+		t.Fatalf("kernel test needs root (CAP_NET_ADMIN) and CTGUARD_REQUIRE_PRIVILEGED=1 forbids skipping")
+	}
+	t.Skip("kernel test skipped: needs root (CAP_NET_ADMIN) to create network namespaces")
+}
+
+// NS is a named network namespace created for one test.
+type NS struct {
+	Name   string
+	Handle netns.NsHandle
+}
+
+// Fd returns the namespace's file descriptor, for netlink sockets that must
+// be opened inside it.
+func (n *NS) Fd() int { return int(n.Handle) }
+
+// NewNetNS creates a uniquely named network namespace (visible to
+// "ip netns exec") with loopback up, and deletes it when the test ends. The
+// calling goroutine's thread is never left inside it.
+func NewNetNS(t testing.TB, prefix string) *NS {
+	t.Helper()
+	RequirePrivileged(t)
+	b := make([]byte, 4)
+	if _, err := rand.Read(b); err != nil {
+		t.Fatal(err)
+	}
+	name := "ctg-" + prefix + "-" + hex.EncodeToString(b)
+	if len(name) > 32 {
+		name = name[:32]
+	}
+	h, err := newNamed(name)
+	if err != nil {
+		t.Fatalf("create netns %s: %v", name, err)
+	}
+	ns := &NS{Name: name, Handle: h}
+	t.Cleanup(func() {
+		h.Close()
+		if err := netns.DeleteNamed(name); err != nil {
+			t.Errorf("delete netns %s: %v", name, err)
+		}
+	})
+	ns.MustRun(t, "ip", "link", "set", "lo", "up")
+	return ns
+}
+
+// newNamed creates the namespace on a locked thread and switches that
+// thread back before unlocking it.
+func newNamed(name string) (netns.NsHandle, error) {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	orig, err := netns.Get()
+	if err != nil {
+		return 0, err
+	}
+	defer orig.Close()
+	h, err := netns.NewNamed(name)
+	if err != nil {
+		return 0, err
+	}
+	if err := netns.Set(orig); err != nil {
+		// The thread is stuck in the new namespace: never unlock it.
+		runtime.Goexit()
+	}
+	return h, nil
+}
+
+// Run runs a command inside the namespace ("ip netns exec") and returns its
+// combined output.
+func (n *NS) Run(name string, args ...string) ([]byte, error) {
+	cmd := exec.Command("ip", append([]string{"netns", "exec", n.Name, name}, args...)...)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	err := cmd.Run()
+	return out.Bytes(), err
+}
+
+// MustRun is Run that fails the test on error.
+func (n *NS) MustRun(t testing.TB, name string, args ...string) []byte {
+	t.Helper()
+	out, err := n.Run(name, args...)
+	if err != nil {
+		t.Fatalf("%s %v in %s: %v\n%s", name, args, n.Name, err, out)
+	}
+	return out
+}
+
+// NftJSON runs "nft -j <args>" in the namespace and decodes its output.
+func (n *NS) NftJSON(t testing.TB, args ...string) map[string]any {
+	t.Helper()
+	out := n.MustRun(t, "nft", append([]string{"-j"}, args...)...)
+	var v map[string]any
+	if len(bytes.TrimSpace(out)) == 0 {
+		return map[string]any{}
+	}
+	if err := json.Unmarshal(out, &v); err != nil {
+		t.Fatalf("nft -j %v: bad JSON: %v\n%s", args, err, out)
+	}
+	return v
+}
+
+// Sysctl reads a sysctl (dotted name) inside the namespace.
+func (n *NS) Sysctl(t testing.TB, name string) string {
+	t.Helper()
+	return string(bytes.TrimSpace(n.MustRun(t, "sysctl", "-n", name)))
+}
