@@ -120,3 +120,39 @@ func (p *Policy) IsPerFlow() bool {
 func (p *Policy) IsGlobalLiberal() bool {
 	return p.Spec.Workaround == WorkaroundLiberal && p.Spec.Liberal != nil && p.Spec.Liberal.Scope == ScopeGlobal
 }
+
+// Directions returns the conntrack directions a per-flow policy flags
+// ([reply] when unset), or nil when the policy is not per-flow.
+func (p *Policy) Directions() []Direction {
+	if !p.IsPerFlow() {
+		return nil
+	}
+	if len(p.Spec.Liberal.Directions) == 0 {
+		return []Direction{DirectionReply}
+	}
+	return p.Spec.Liberal.Directions
+}
+
+// ExistingFlows reports whether a per-flow policy also flags matching flows
+// already in the conntrack table (true when unset).
+func (p *Policy) ExistingFlows() bool {
+	return p.IsPerFlow() && (p.Spec.Liberal.ExistingFlows == nil || *p.Spec.Liberal.ExistingFlows)
+}
+
+// NATOnly reports whether a per-flow policy selects only flows this box
+// source-NATs (true when unset).
+func (p *Policy) NATOnly() bool {
+	return p.IsPerFlow() && (p.Spec.Match.NATOnly == nil || *p.Spec.Match.NATOnly)
+}
+
+// Hooks returns the hooks a dropInvalid policy's rule goes on ([input] when
+// unset), or nil for a liberal policy.
+func (p *Policy) Hooks() []Hook {
+	if p.Spec.Workaround != WorkaroundDropInvalid {
+		return nil
+	}
+	if p.Spec.DropInvalid == nil || len(p.Spec.DropInvalid.Hooks) == 0 {
+		return []Hook{HookInput}
+	}
+	return p.Spec.DropInvalid.Hooks
+}

@@ -1,0 +1,188 @@
+package policy
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+
+	"gopkg.in/yaml.v3"
+)
+
+// Load reads the policies at path: a file of YAML documents separated by
+// "---", or a directory whose *.yaml and *.yml entries are read in name
+// order (not recursively, following symlinks, skipping names that start
+// with "." such as a Kubernetes ConfigMap mount's ..data). Finding no policy
+// at all is an error wrapping ErrNoPolicies. Names must be unique across
+// all files. On any problem Load returns no policies and an ErrorList of
+// every problem found.
+func Load(path string) ([]Policy, error) {
+	info, err := os.Stat(path)
+	if err != nil {
+		return nil, ErrorList{ioError(path, err)}
+	}
+	files := []string{path}
+	var l loader
+	if info.IsDir() {
+		files = l.listDir(path)
+	}
+	for _, f := range files {
+		data, err := os.ReadFile(f)
+		if err != nil {
+			l.errs = append(l.errs, ioError(f, err))
+			continue
+		}
+		l.parse(f, data)
+	}
+	if len(l.policies) == 0 && len(l.errs) == 0 {
+		msg := ErrNoPolicies.Error()
+		if info.IsDir() && len(files) == 0 {
+			msg += " (no *.yaml or *.yml files)"
+		}
+		l.errs = append(l.errs, &FieldError{File: path, Msg: msg, Err: ErrNoPolicies})
+	}
+	return l.result()
+}
+
+// Parse decodes and validates the policy documents of one file's contents;
+// file is used in messages and as Policy.Source. Empty documents are
+// skipped, so empty data yields no policies and no error. On any problem
+// Parse returns no policies and an ErrorList of every problem found.
+func Parse(file string, data []byte) ([]Policy, error) {
+	var l loader
+	l.parse(file, data)
+	return l.result()
+}
+
+// loader collects policies and problems across files.
+type loader struct {
+	policies []Policy
+	errs     ErrorList
+	names    map[string]string // metadata.name -> "file:line" of its first definition
+}
+
+func (l *loader) result() ([]Policy, error) {
+	if len(l.errs) > 0 {
+		return nil, l.errs
+	}
+	return l.policies, nil
+}
+
+// listDir returns the policy files of dir in name order.
+func (l *loader) listDir(dir string) []string {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		l.errs = append(l.errs, ioError(dir, err))
+		return nil
+	}
+	var files []string
+	for _, e := range entries {
+		name := e.Name()
+		if strings.HasPrefix(name, ".") || (filepath.Ext(name) != ".yaml" && filepath.Ext(name) != ".yml") {
+			continue
+		}
+		path := filepath.Join(dir, name)
+		info, err := os.Stat(path) // follows the symlinks of a ConfigMap mount
+		if err != nil {
+			l.errs = append(l.errs, ioError(path, err))
+			continue
+		}
+		if info.Mode().IsRegular() {
+			files = append(files, path)
+		}
+	}
+	return files
+}
+
+// parse adds the policies of one file, and its problems in file order.
+func (l *loader) parse(file string, data []byte) {
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	for {
+		var node yaml.Node
+		err := dec.Decode(&node)
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			l.errs = append(l.errs, syntaxError(file, err))
+			return
+		}
+		d := newDocument(file)
+		p, ok := d.run(&node)
+		if !ok {
+			continue
+		}
+		l.checkUnique(d)
+		if len(d.errs) == 0 {
+			l.policies = append(l.policies, p)
+		}
+		l.errs = append(l.errs, d.errors()...)
+	}
+}
+
+// checkUnique reports a document whose name an earlier one already has.
+func (l *loader) checkUnique(d *document) {
+	name := d.name
+	if name == "" || !d.ok("metadata.name") {
+		return
+	}
+	at := d.pos["metadata.name"]
+	if first, dup := l.names[name]; dup {
+		d.errorf(at, "metadata.name", "duplicate name %q (also defined at %s)", name, first)
+		return
+	}
+	if l.names == nil {
+		l.names = map[string]string{}
+	}
+	l.names[name] = fmt.Sprintf("%s:%d", d.file, at.line)
+}
+
+// run decodes and validates one document. It reports false for an empty
+// document.
+func (d *document) run(doc *yaml.Node) (Policy, bool) {
+	if len(doc.Content) == 0 {
+		return Policy{}, false
+	}
+	root := resolve(doc.Content[0])
+	if isNull(root) {
+		return Policy{}, false
+	}
+	d.start = at(root)
+	d.name = peekName(root)
+	p, ok := d.decode(root)
+	if ok {
+		d.validate(&p)
+	}
+	p.Source = d.file
+	return p, true
+}
+
+var yamlErrLine = regexp.MustCompile(`^yaml: line (\d+): `)
+
+// syntaxError turns a yaml.v3 syntax error into a FieldError with its line.
+func syntaxError(file string, err error) *FieldError {
+	msg := err.Error()
+	line := 0
+	if m := yamlErrLine.FindStringSubmatch(msg); m != nil {
+		line, _ = strconv.Atoi(m[1])
+		msg = msg[len(m[0]):]
+	}
+	return &FieldError{File: file, Line: line, Msg: "invalid YAML: " + strings.TrimPrefix(msg, "yaml: "), Err: err}
+}
+
+// ioError reports a file that cannot be read, keeping the cause for
+// errors.Is (fs.ErrNotExist, fs.ErrPermission).
+func ioError(path string, err error) *FieldError {
+	msg := err.Error()
+	var pe *fs.PathError
+	if errors.As(err, &pe) {
+		msg = pe.Err.Error()
+	}
+	return &FieldError{File: path, Msg: msg, Err: err}
+}
