@@ -84,6 +84,10 @@ const (
 	// PurposeCountInvalidRST counts TCP RSTs the box itself emits with
 	// ct state invalid: exactly the incident's RST.
 	PurposeCountInvalidRST Purpose = "count-invalid-rst"
+	// PurposeUnrecognised marks an observed rule in inet ctguard that
+	// controller/nft could not map back to a ctguard rule (Build never
+	// makes one); Detail says what it was.
+	PurposeUnrecognised Purpose = "unrecognised"
 )
 
 // NFProto restricts a rule to one layer-3 protocol; empty means both.
@@ -116,6 +120,9 @@ type Rule struct {
 	PortIsDest bool
 	Counter    string
 	Drop       bool
+	// Detail describes an observed PurposeUnrecognised rule (its handle and
+	// comment); empty for every other rule.
+	Detail string
 }
 
 // Comment is the rule's nft comment; controller/nft stores and recognises it.

@@ -1,0 +1,304 @@
+// Package nft is ctguard's kernel edge for nftables: it installs, reads and
+// removes table inet ctguard (the ruleset model) over netlink with
+// google/nftables, in one network namespace. Fake is an atomic in-memory
+// stand-in with the same methods for unit tests.
+package nft
+
+import (
+	"cmp"
+	"fmt"
+	"maps"
+	"math/bits"
+	"slices"
+	"sync"
+
+	"github.com/ctguard/ctguard/controller/ruleset"
+	"github.com/google/nftables"
+	"github.com/google/nftables/binaryutil"
+	"github.com/google/nftables/expr"
+	"github.com/mdlayher/netlink"
+	"golang.org/x/sys/unix"
+)
+
+// sendBuffer is the socket send buffer forced for batches: one batch holds
+// the whole table, and a 10,000-range set alone is about half a megabyte.
+const sendBuffer = 64 << 20
+
+// Client talks nftables netlink in one network namespace. google/nftables
+// allocates set IDs from an unsynchronised global counter: do all writes,
+// of every Client, from one goroutine. A Client serialises its own calls.
+type Client struct {
+	mu    sync.Mutex
+	conn  *nftables.Conn // lasting, for reads
+	opts  []nftables.ConnOption
+	table *nftables.Table
+}
+
+// New opens a netlink connection in the namespace of netnsFd, or in the
+// caller's current namespace when netnsFd < 0.
+func New(netnsFd int) (*Client, error) {
+	opts := []nftables.ConnOption{nftables.WithSockOptions(forceSendBuffer)}
+	if netnsFd >= 0 {
+		opts = append(opts, nftables.WithNetNSFd(netnsFd))
+	}
+	conn, err := nftables.New(append(opts, nftables.AsLasting())...)
+	if err != nil {
+		return nil, fmt.Errorf("nftables netlink: %w", err)
+	}
+	return &Client{conn: conn, opts: opts, table: &nftables.Table{Name: ruleset.TableName, Family: nftables.TableFamilyINet}}, nil
+}
+
+// batch returns a fresh connection to queue one write batch on: a batch
+// abandoned half-built is then simply dropped, never sent by a later Flush.
+func (c *Client) batch() (*nftables.Conn, error) {
+	b, err := nftables.New(c.opts...)
+	if err != nil {
+		return nil, fmt.Errorf("nftables netlink: %w", err)
+	}
+	return b, nil
+}
+
+// forceSendBuffer lets one batch carry a large table (as nft does). It
+// falls back to the capped SO_SNDBUF without CAP_NET_ADMIN.
+func forceSendBuffer(c *netlink.Conn) error {
+	raw, err := c.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var serr error
+	if err := raw.Control(func(fd uintptr) {
+		serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_SNDBUFFORCE, sendBuffer)
+	}); err != nil {
+		return err
+	}
+	if serr != nil {
+		return c.SetWriteBuffer(sendBuffer)
+	}
+	return nil
+}
+
+// Close closes the netlink connection.
+func (c *Client) Close() error {
+	return c.conn.CloseLasting()
+}
+
+// Read returns the content of table inet ctguard, or nil, nil when the
+// table is absent. Rules it cannot map back to the model come back as
+// PurposeUnrecognised rules; table flags (such as dormant) and other objects
+// the model cannot express make it fail with ErrUnrecognised. The dumps are not one atomic snapshot, which
+// is fine as long as ctguard alone writes the table.
+func (c *Client) Read() (*ruleset.Table, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	tables, err := c.conn.ListTablesOfFamily(nftables.TableFamilyINet)
+	if err != nil {
+		return nil, fmt.Errorf("list inet tables: %w", err)
+	}
+	i := slices.IndexFunc(tables, func(t *nftables.Table) bool { return t.Name == ruleset.TableName })
+	if i < 0 {
+		return nil, nil
+	}
+	// google/nftables decodes the big-endian flags attribute natively.
+	if flags := bits.ReverseBytes32(tables[i].Flags); flags != 0 {
+		// e.g. dormant: every rule would be inert while the table looks right.
+		return nil, fmt.Errorf("table flags %#x (ctguard sets none): %w", flags, ErrUnrecognised)
+	}
+	var t ruleset.Table
+	counters, foreign, err := c.objects()
+	if err != nil {
+		return nil, err
+	}
+	if len(foreign) > 0 {
+		return nil, fmt.Errorf("stateful objects %q: %w", foreign, ErrUnrecognised)
+	}
+	t.Counters = slices.SortedFunc(maps.Values(counters), func(a, b ruleset.Counter) int { return cmp.Compare(a.Name, b.Name) })
+	if t.Sets, err = c.readSets(); err != nil {
+		return nil, err
+	}
+	if t.Chains, err = c.readChains(); err != nil {
+		return nil, err
+	}
+	return &t, nil
+}
+
+// Counters reads ctguard's named counters without resetting them; the map
+// is empty when the table is absent.
+func (c *Client) Counters() (map[string]ruleset.Counter, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	counters, _, err := c.objects()
+	return counters, err
+}
+
+// objects reads the table's stateful objects: its counters, and the names
+// of any other objects (ctguard creates none).
+func (c *Client) objects() (counters map[string]ruleset.Counter, foreign []string, err error) {
+	objs, err := c.conn.GetNamedObjects(c.table)
+	if err != nil {
+		return nil, nil, fmt.Errorf("read counters: %w", err)
+	}
+	counters = make(map[string]ruleset.Counter, len(objs))
+	for _, o := range objs {
+		n, ok := o.(*nftables.NamedObj)
+		if !ok || n.Table == nil || n.Table.Name != ruleset.TableName {
+			continue
+		}
+		if v, isCounter := n.Obj.(*expr.Counter); isCounter && n.Type == nftables.ObjTypeCounter {
+			counters[n.Name] = ruleset.Counter{Name: n.Name, Packets: v.Packets, Bytes: v.Bytes}
+		} else {
+			foreign = append(foreign, n.Name)
+		}
+	}
+	return counters, foreign, nil
+}
+
+func (c *Client) readSets() ([]ruleset.Set, error) {
+	sets, err := c.conn.GetSets(c.table)
+	if err != nil {
+		return nil, fmt.Errorf("read sets: %w", err)
+	}
+	var out []ruleset.Set
+	for _, s := range sets {
+		if s.Anonymous {
+			continue // belongs to a rule, which then reads as unrecognised
+		}
+		typ, ok := setType(s.KeyType)
+		if !ok || s.Interval == (typ == ruleset.SetIfname) || s.IsMap || s.HasTimeout || s.Dynamic || s.Concatenation || s.Constant {
+			return nil, fmt.Errorf("set %s of type %s: %w", s.Name, s.KeyType.Name, ErrUnrecognised)
+		}
+		elems, err := c.conn.GetSetElements(s)
+		if err != nil {
+			return nil, fmt.Errorf("read set %s: %w", s.Name, err)
+		}
+		rendered, err := decodeElements(typ, elems)
+		if err != nil {
+			return nil, fmt.Errorf("set %s: %w: %w", s.Name, ErrUnrecognised, err)
+		}
+		out = append(out, ruleset.Set{Name: s.Name, Type: typ, Interval: s.Interval, Elements: rendered})
+	}
+	slices.SortFunc(out, func(a, b ruleset.Set) int { return cmp.Compare(a.Name, b.Name) })
+	return out, nil
+}
+
+func (c *Client) readChains() ([]ruleset.Chain, error) {
+	chains, err := c.conn.ListChainsOfTableFamily(nftables.TableFamilyINet)
+	if err != nil {
+		return nil, fmt.Errorf("list chains: %w", err)
+	}
+	var out []ruleset.Chain
+	for _, ch := range chains {
+		if ch.Table == nil || ch.Table.Name != ruleset.TableName {
+			continue
+		}
+		hook := ruleset.Hook(ch.Name)
+		want, ok := chainHooks[hook]
+		if !ok || ch.Hooknum == nil || *ch.Hooknum != want || ch.Priority == nil || ch.Type != nftables.ChainTypeFilter ||
+			ch.Policy == nil || *ch.Policy != nftables.ChainPolicyAccept {
+			return nil, fmt.Errorf("chain %s is not a filter base chain with policy accept on hook %s: %w", ch.Name, ch.Name, ErrUnrecognised)
+		}
+		rules, err := c.conn.GetRules(c.table, ch)
+		if err != nil {
+			return nil, fmt.Errorf("read rules of chain %s: %w", ch.Name, err)
+		}
+		chain := ruleset.Chain{Hook: hook, Priority: int(*ch.Priority)}
+		for _, r := range rules {
+			chain.Rules = append(chain.Rules, decodeRule(r))
+		}
+		out = append(out, chain)
+	}
+	slices.SortFunc(out, func(a, b ruleset.Chain) int { return cmp.Compare(hookOrder[a.Hook], hookOrder[b.Hook]) })
+	return out, nil
+}
+
+// Replace makes table inet ctguard exactly t in one atomic batch: the old
+// table (if any) is deleted and t created. Counter values are carried over:
+// each counter starts at its current value (packets counted between that
+// read and the commit are lost), a new one at the value in t.
+func (c *Client) Replace(t ruleset.Table) error {
+	if _, err := canonical(t); err != nil {
+		return err
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	current, _, err := c.objects()
+	if err != nil {
+		return err
+	}
+	b, err := c.batch()
+	if err != nil {
+		return err
+	}
+	b.AddTable(c.table)
+	b.DelTable(c.table)
+	b.AddTable(c.table)
+	for _, ct := range t.Counters {
+		if cur, ok := current[ct.Name]; ok {
+			ct = cur
+		}
+		b.AddObj(&nftables.CounterObj{Table: c.table, Name: ct.Name, Packets: ct.Packets, Bytes: ct.Bytes})
+	}
+	setIDs := map[string]uint32{}
+	for _, s := range t.Sets {
+		if err := c.addSet(b, s, setIDs); err != nil {
+			return err
+		}
+	}
+	for _, ch := range t.Chains {
+		chain := b.AddChain(&nftables.Chain{
+			Name:     ch.Name(),
+			Table:    c.table,
+			Type:     nftables.ChainTypeFilter,
+			Hooknum:  nftables.ChainHookRef(chainHooks[ch.Hook]),
+			Priority: nftables.ChainPriorityRef(nftables.ChainPriority(ch.Priority)),
+			Policy:   policyRef(nftables.ChainPolicyAccept),
+		})
+		for _, r := range ch.Rules {
+			b.AddRule(&nftables.Rule{Table: c.table, Chain: chain, Exprs: ruleExprs(r, setIDs), UserData: commentData(r.Comment())})
+		}
+	}
+	if err := b.Flush(); err != nil {
+		return fmt.Errorf("replace table inet ctguard: %w", err)
+	}
+	return nil
+}
+
+// addSet queues a set and its elements, in messages small enough for one
+// netlink attribute each.
+func (c *Client) addSet(b *nftables.Conn, s ruleset.Set, setIDs map[string]uint32) error {
+	set := &nftables.Set{Table: c.table, Name: s.Name, KeyType: keyTypes[s.Type], Interval: s.Interval}
+	if s.Type == ruleset.SetIfname {
+		set.KeyByteOrder = binaryutil.NativeEndian // as nft declares strings; else nft lists "" elements
+	}
+	if err := b.AddSet(set, nil); err != nil {
+		return fmt.Errorf("set %s: %w", s.Name, err)
+	}
+	setIDs[s.Name] = set.ID
+	for chunk := range slices.Chunk(s.Elements, elementsPerMessage) {
+		elems, err := setElements(ruleset.Set{Name: s.Name, Type: s.Type, Elements: chunk})
+		if err != nil {
+			return err
+		}
+		if err := b.SetAddElements(set, elems); err != nil {
+			return fmt.Errorf("set %s: %w", s.Name, err)
+		}
+	}
+	return nil
+}
+
+func policyRef(p nftables.ChainPolicy) *nftables.ChainPolicy { return &p }
+
+// Delete removes table inet ctguard in one batch; an absent table is fine.
+func (c *Client) Delete() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	b, err := c.batch()
+	if err != nil {
+		return err
+	}
+	b.AddTable(c.table)
+	b.DelTable(c.table)
+	if err := b.Flush(); err != nil {
+		return fmt.Errorf("delete table inet ctguard: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,228 @@
+package ruleset
+
+import (
+	"cmp"
+	"net/netip"
+	"slices"
+	"strings"
+
+	"github.com/ctguard/ctguard/policy"
+)
+
+// Build returns the desired content of inet ctguard for the policies:
+//
+//   - dropInvalid: on each of its hooks (input when none is given), a rule
+//     dropping invalid TCP packets, scoped by iifname, by the packet's SOURCE
+//     address (match.destinations: the invalid packet comes from the server)
+//     and SOURCE port (match.destinationPorts);
+//   - perFlow liberal: the same scoping without the drop, on input, counting
+//     invalid packets the per-flow flag did not save (sources and natOnly
+//     cannot be used: an invalid packet has no conntrack entry);
+//   - every policy: an output rule counting the RSTs the box itself sends
+//     with ct state invalid TO the policy's destinations and ports.
+//
+// A policy whose destinations hold both families gets one rule per family;
+// a family without a matching destination gets no rule, so a rule is never
+// wider than its policy. Names of sets and counters derive from the policy
+// name (see ObjectName). The result is in canonical order.
+func Build(policies []policy.Policy) Table {
+	b := builder{
+		defs:     map[string]Set{},
+		counters: map[string]bool{},
+		rules:    map[Hook][]Rule{},
+	}
+	for _, p := range policies {
+		b.add(p)
+	}
+	return b.table()
+}
+
+// ObjectName is the name of a set or counter of the policy: the policy
+// name and suffix joined by sep, made a valid unquoted nft identifier
+// (nft 1.0 accepts no quoted set or counter names): characters outside
+// [A-Za-z0-9_.-] become "_", and a name not starting with a letter gets a
+// leading "_".
+func ObjectName(policyName, sep, suffix string) string {
+	var sb strings.Builder
+	name := policyName + sep + suffix
+	if c := name[0]; !isLetter(c) && c != '_' && c != '.' {
+		sb.WriteByte('_')
+	}
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		if isLetter(c) || c >= '0' && c <= '9' || c == '_' || c == '.' || c == '-' {
+			sb.WriteByte(c)
+		} else {
+			sb.WriteByte('_')
+		}
+	}
+	return sb.String()
+}
+
+func isLetter(c byte) bool { return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' }
+
+// CounterName is the name of the counter of a policy's rules of one purpose
+// and layer-3 protocol, e.g. "egress-snat_drop-invalid_ipv4".
+func CounterName(policyName string, purpose Purpose, proto NFProto) string {
+	suffix := string(purpose)
+	if proto != NFProtoAny {
+		suffix += "_" + string(proto)
+	}
+	return ObjectName(policyName, "_", suffix)
+}
+
+// builder accumulates the table while Build walks the policies.
+type builder struct {
+	defs     map[string]Set // candidate sets; only referenced ones are kept
+	counters map[string]bool
+	rules    map[Hook][]Rule
+}
+
+// variant is one layer-3 protocol a policy's rules are split into.
+type variant struct {
+	proto   NFProto
+	addrSet string
+}
+
+// scope is the packet-header scoping shared by a policy's rules.
+type scope struct {
+	variants []variant
+	portSet  string
+	ifaceSet string
+}
+
+func (b *builder) add(p policy.Policy) {
+	name := p.Metadata.Name
+	sc := b.scope(name, p.Spec.Match)
+	switch {
+	case p.Spec.Workaround == policy.WorkaroundDropInvalid && p.Spec.DropInvalid != nil:
+		hooks := p.Spec.DropInvalid.Hooks
+		if len(hooks) == 0 {
+			hooks = []policy.Hook{policy.HookInput}
+		}
+		if ifaces := p.Spec.DropInvalid.Interfaces; len(ifaces) > 0 {
+			sc.ifaceSet = ObjectName(name, "-", "ifaces")
+			b.defs[sc.ifaceSet] = Set{Name: sc.ifaceSet, Type: SetIfname, Elements: sortedUnique(ifaces)}
+		}
+		for _, h := range hooks {
+			b.addRules(Hook(h), name, PurposeDropInvalid, sc)
+		}
+	case p.IsPerFlow():
+		b.addRules(HookInput, name, PurposeCountInvalid, sc)
+	}
+	b.addRules(HookOutput, name, PurposeCountInvalidRST, sc)
+}
+
+// scope defines the policy's address and port sets and splits it by family.
+func (b *builder) scope(name string, m policy.Match) scope {
+	var sc scope
+	if len(m.DestinationPorts) > 0 {
+		sc.portSet = ObjectName(name, "-", "ports")
+		b.defs[sc.portSet] = Set{Name: sc.portSet, Type: SetInetService, Interval: true, Elements: renderAll(MergePorts(m.DestinationPorts))}
+	}
+	var v4, v6 []netip.Prefix
+	for _, d := range m.Destinations {
+		if d.Addr().Is4() {
+			v4 = append(v4, d)
+		} else {
+			v6 = append(v6, d)
+		}
+	}
+	families := map[policy.Family][]NFProto{
+		policy.FamilyIPv4: {NFProtoIPv4},
+		policy.FamilyIPv6: {NFProtoIPv6},
+	}[m.Family]
+	if families == nil {
+		families = []NFProto{NFProtoIPv4, NFProtoIPv6}
+		if len(m.Destinations) == 0 {
+			families = []NFProto{NFProtoAny}
+		}
+	}
+	for _, proto := range families {
+		v := variant{proto: proto}
+		if len(m.Destinations) > 0 {
+			prefixes, suffix, typ := v4, "dst4", SetIPv4Addr
+			if proto == NFProtoIPv6 {
+				prefixes, suffix, typ = v6, "dst6", SetIPv6Addr
+			}
+			if len(prefixes) == 0 {
+				continue // this family has nothing to match
+			}
+			v.addrSet = ObjectName(name, "-", suffix)
+			b.defs[v.addrSet] = Set{Name: v.addrSet, Type: typ, Interval: true, Elements: renderAll(MergePrefixes(prefixes))}
+		}
+		sc.variants = append(sc.variants, v)
+	}
+	return sc
+}
+
+// addRules adds one rule per family variant of the scope to the hook's chain.
+func (b *builder) addRules(hook Hook, name string, purpose Purpose, sc scope) {
+	out := hook == HookOutput
+	for _, v := range sc.variants {
+		r := Rule{
+			Policy:     name,
+			Purpose:    purpose,
+			NFProto:    v.proto,
+			RSTOnly:    purpose == PurposeCountInvalidRST,
+			AddrSet:    v.addrSet,
+			AddrIsDest: out && v.addrSet != "",
+			PortSet:    sc.portSet,
+			PortIsDest: out && sc.portSet != "",
+			Counter:    CounterName(name, purpose, v.proto),
+			Drop:       purpose == PurposeDropInvalid,
+		}
+		if !out {
+			r.IifnameSet = sc.ifaceSet
+		}
+		b.counters[r.Counter] = true
+		b.rules[hook] = append(b.rules[hook], r)
+	}
+}
+
+// table assembles the canonical Table: referenced sets only, sorted names,
+// chains in hook order with rules by policy, purpose and protocol.
+func (b *builder) table() Table {
+	var t Table
+	used := map[string]bool{}
+	for _, hook := range []Hook{HookInput, HookForward, HookOutput} {
+		rules := b.rules[hook]
+		if len(rules) == 0 {
+			continue
+		}
+		slices.SortStableFunc(rules, func(x, y Rule) int {
+			return cmp.Or(cmp.Compare(x.Policy, y.Policy), cmp.Compare(x.Purpose, y.Purpose), cmp.Compare(x.NFProto, y.NFProto))
+		})
+		for _, r := range rules {
+			for _, s := range []string{r.IifnameSet, r.AddrSet, r.PortSet} {
+				if s != "" {
+					used[s] = true
+				}
+			}
+		}
+		t.Chains = append(t.Chains, Chain{Hook: hook, Priority: Priority, Rules: rules})
+	}
+	for name := range used {
+		t.Sets = append(t.Sets, b.defs[name])
+	}
+	slices.SortFunc(t.Sets, func(x, y Set) int { return cmp.Compare(x.Name, y.Name) })
+	for name := range b.counters {
+		t.Counters = append(t.Counters, Counter{Name: name})
+	}
+	slices.SortFunc(t.Counters, func(x, y Counter) int { return cmp.Compare(x.Name, y.Name) })
+	return t
+}
+
+func renderAll[T interface{ String() string }](xs []T) []string {
+	out := make([]string, len(xs))
+	for i, x := range xs {
+		out[i] = x.String()
+	}
+	return out
+}
+
+func sortedUnique(xs []string) []string {
+	out := slices.Clone(xs)
+	slices.Sort(out)
+	return slices.Compact(out)
+}

@@ -1,0 +1,159 @@
+package ruleset
+
+import (
+	"fmt"
+	"net/netip"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/ctguard/ctguard/policy"
+)
+
+// AddrRange is an inclusive range of addresses of one family.
+type AddrRange struct {
+	First, Last netip.Addr
+}
+
+// PortSpan is an inclusive range of TCP ports.
+type PortSpan struct {
+	First, Last uint16
+}
+
+// MergePrefixes turns prefixes of one family into sorted, non-overlapping,
+// non-adjacent ranges, as nft interval sets require.
+func MergePrefixes(prefixes []netip.Prefix) []AddrRange {
+	ranges := make([]AddrRange, 0, len(prefixes))
+	for _, p := range prefixes {
+		p = p.Masked()
+		ranges = append(ranges, AddrRange{First: p.Addr(), Last: lastAddr(p)})
+	}
+	slices.SortFunc(ranges, func(a, b AddrRange) int { return a.First.Compare(b.First) })
+	var merged []AddrRange
+	for _, r := range ranges {
+		if n := len(merged); n > 0 {
+			cur := &merged[n-1]
+			next := cur.Last.Next()
+			if !next.IsValid() || r.First.Compare(next) <= 0 {
+				if r.Last.Compare(cur.Last) > 0 {
+					cur.Last = r.Last
+				}
+				continue
+			}
+		}
+		merged = append(merged, r)
+	}
+	return merged
+}
+
+// MergePorts turns port ranges into sorted, non-overlapping, non-adjacent
+// spans.
+func MergePorts(ports []policy.PortRange) []PortSpan {
+	spans := make([]PortSpan, 0, len(ports))
+	for _, p := range ports {
+		spans = append(spans, PortSpan{First: min(p.From, p.To), Last: max(p.From, p.To)})
+	}
+	slices.SortFunc(spans, func(a, b PortSpan) int { return int(a.First) - int(b.First) })
+	var merged []PortSpan
+	for _, s := range spans {
+		if n := len(merged); n > 0 {
+			cur := &merged[n-1]
+			if uint32(s.First) <= uint32(cur.Last)+1 {
+				cur.Last = max(cur.Last, s.Last)
+				continue
+			}
+		}
+		merged = append(merged, s)
+	}
+	return merged
+}
+
+// String renders the range as nft lists it: "198.18.0.1" for one address,
+// "198.18.0.0/15" for a whole prefix, "198.18.1.0-198.18.2.255" otherwise.
+func (r AddrRange) String() string {
+	if r.First == r.Last {
+		return r.First.String()
+	}
+	for bits := 0; bits <= r.First.BitLen(); bits++ {
+		p := netip.PrefixFrom(r.First, bits)
+		if p.Masked().Addr() != r.First {
+			continue
+		}
+		last := lastAddr(p)
+		if last == r.Last {
+			return p.String()
+		}
+		if last.Compare(r.Last) < 0 {
+			break
+		}
+	}
+	return r.First.String() + "-" + r.Last.String()
+}
+
+// String renders the span as nft lists it: "443" or "8000-8100".
+func (s PortSpan) String() string {
+	if s.First == s.Last {
+		return strconv.Itoa(int(s.First))
+	}
+	return strconv.Itoa(int(s.First)) + "-" + strconv.Itoa(int(s.Last))
+}
+
+// ParseAddrRange parses an element rendered by AddrRange.String.
+func ParseAddrRange(s string) (AddrRange, error) {
+	if first, last, ok := strings.Cut(s, "-"); ok {
+		a, err := netip.ParseAddr(first)
+		if err != nil {
+			return AddrRange{}, fmt.Errorf("address range %q: %w", s, err)
+		}
+		b, err := netip.ParseAddr(last)
+		if err != nil {
+			return AddrRange{}, fmt.Errorf("address range %q: %w", s, err)
+		}
+		if a.BitLen() != b.BitLen() || a.Compare(b) > 0 {
+			return AddrRange{}, fmt.Errorf("address range %q: bounds out of order or of mixed families", s)
+		}
+		return AddrRange{First: a, Last: b}, nil
+	}
+	if strings.Contains(s, "/") {
+		p, err := netip.ParsePrefix(s)
+		if err != nil {
+			return AddrRange{}, fmt.Errorf("address prefix %q: %w", s, err)
+		}
+		p = p.Masked()
+		return AddrRange{First: p.Addr(), Last: lastAddr(p)}, nil
+	}
+	a, err := netip.ParseAddr(s)
+	if err != nil {
+		return AddrRange{}, fmt.Errorf("address %q: %w", s, err)
+	}
+	return AddrRange{First: a, Last: a}, nil
+}
+
+// ParsePortSpan parses an element rendered by PortSpan.String.
+func ParsePortSpan(s string) (PortSpan, error) {
+	first, last, isRange := strings.Cut(s, "-")
+	a, err := strconv.ParseUint(first, 10, 16)
+	if err != nil {
+		return PortSpan{}, fmt.Errorf("port %q: %w", s, err)
+	}
+	b := a
+	if isRange {
+		if b, err = strconv.ParseUint(last, 10, 16); err != nil {
+			return PortSpan{}, fmt.Errorf("port range %q: %w", s, err)
+		}
+	}
+	if a > b {
+		return PortSpan{}, fmt.Errorf("port range %q: bounds out of order", s)
+	}
+	return PortSpan{First: uint16(a), Last: uint16(b)}, nil
+}
+
+// lastAddr is the highest address inside p (p must be masked).
+func lastAddr(p netip.Prefix) netip.Addr {
+	b := p.Addr().AsSlice()
+	for i := p.Bits(); i < len(b)*8; i++ {
+		b[i/8] |= 0x80 >> (i % 8)
+	}
+	a, _ := netip.AddrFromSlice(b)
+	return a
+}
