@@ -1,0 +1,214 @@
+package journal
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sync"
+
+	"golang.org/x/sys/unix"
+)
+
+// DefaultDir is the default state directory (--state-dir).
+const DefaultDir = "/var/lib/ctguard"
+
+// File names inside the state directory.
+const (
+	FileName = "journal.json"
+	LockName = "lock"
+	// LiveName is the status snapshot a running controller keeps.
+	LiveName = "live.json"
+	// tempPattern names the temporary files Save writes before renaming;
+	// Load never reads them, so a crash mid-Save leaves the old journal.
+	tempPattern = FileName + ".tmp-*"
+)
+
+// Errors callers branch on.
+var (
+	// ErrLocked: another process holds the state lock.
+	ErrLocked = errors.New("another ctguard holds the state lock")
+	// ErrInsecureDir: the state directory is writable by group or others.
+	ErrInsecureDir = errors.New("state directory is writable by group or others")
+)
+
+// Store is the journal file of one state directory.
+type Store struct {
+	dir string
+}
+
+// Open returns the store in dir, creating dir with mode 0700 if needed. It
+// refuses an existing directory that group or others can write.
+func Open(dir string) (*Store, error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("state directory: %w", err)
+	}
+	fi, err := os.Stat(dir)
+	if err != nil {
+		return nil, fmt.Errorf("state directory: %w", err)
+	}
+	if !fi.IsDir() {
+		return nil, fmt.Errorf("state directory %s: not a directory", dir)
+	}
+	if fi.Mode().Perm()&0o022 != 0 {
+		return nil, fmt.Errorf("%w: %s has mode %#o", ErrInsecureDir, dir, fi.Mode().Perm())
+	}
+	return &Store{dir: dir}, nil
+}
+
+// Path returns the journal file's path.
+func (s *Store) Path() string { return filepath.Join(s.dir, FileName) }
+
+// Load reads the journal. A missing file gives an empty journal of
+// CurrentVersion, not an error.
+func (s *Store) Load() (*Journal, error) {
+	b, err := os.ReadFile(s.Path())
+	if errors.Is(err, fs.ErrNotExist) {
+		return &Journal{Version: CurrentVersion}, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("load journal: %w", err)
+	}
+	var j Journal
+	if err := json.Unmarshal(b, &j); err != nil {
+		return nil, fmt.Errorf("load journal %s: %w", s.Path(), err)
+	}
+	if j.Version != CurrentVersion {
+		return nil, fmt.Errorf("load journal %s: %w %d (this ctguard reads %d)", s.Path(), ErrUnsupportedVersion, j.Version, CurrentVersion)
+	}
+	return &j, nil
+}
+
+// Save replaces the journal atomically with j, stamped CurrentVersion: it
+// writes a temporary file in the same directory, syncs it, renames it over
+// journal.json and syncs the directory. The file has mode 0600. Writers
+// hold the state lock (Lock).
+func (s *Store) Save(j *Journal) error {
+	out := *j
+	out.Version = CurrentVersion
+	b, err := json.MarshalIndent(&out, "", "  ")
+	if err != nil {
+		return fmt.Errorf("save journal: %w", err)
+	}
+	b = append(b, '\n')
+	if err := s.replace(FileName, b); err != nil {
+		return fmt.Errorf("save journal %s: %w", s.Path(), err)
+	}
+	return nil
+}
+
+// SaveLive replaces live.json, the running controller's status snapshot,
+// atomically with v as JSON. It needs no lock: there is one writer.
+func (s *Store) SaveLive(v any) error {
+	b, err := json.MarshalIndent(v, "", "  ")
+	if err == nil {
+		err = s.replace(LiveName, append(b, '\n'))
+	}
+	if err != nil {
+		return fmt.Errorf("save live status: %w", err)
+	}
+	return nil
+}
+
+// LoadLive decodes live.json into v; a missing file matches fs.ErrNotExist.
+func (s *Store) LoadLive(v any) error {
+	b, err := os.ReadFile(filepath.Join(s.dir, LiveName))
+	if err != nil {
+		return err
+	}
+	if err := json.Unmarshal(b, v); err != nil {
+		return fmt.Errorf("load live status %s: %w", filepath.Join(s.dir, LiveName), err)
+	}
+	return nil
+}
+
+// replace writes b to a temporary file and renames it over name.
+func (s *Store) replace(name string, b []byte) (err error) {
+	f, err := os.CreateTemp(s.dir, name+".tmp-*") // mode 0600
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if err != nil {
+			f.Close()
+			os.Remove(f.Name())
+		}
+	}()
+	if _, err := f.Write(b); err != nil {
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	if err := os.Rename(f.Name(), filepath.Join(s.dir, name)); err != nil {
+		return err
+	}
+	return s.syncDir()
+}
+
+// Remove deletes the journal; a missing journal is not an error.
+func (s *Store) Remove() error {
+	if err := os.Remove(s.Path()); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("remove journal: %w", err)
+	}
+	if err := s.syncDir(); err != nil {
+		return fmt.Errorf("remove journal: %w", err)
+	}
+	return nil
+}
+
+// syncDir makes a rename or removal in the state directory durable.
+func (s *Store) syncDir() error {
+	d, err := os.Open(s.dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}
+
+// Lock takes the state lock (flock on dir/lock) without waiting. While it
+// is held no other ctguard can take it; the second one gets an error
+// wrapping ErrLocked. It also removes temporary files a crashed Save left
+// behind. Call unlock once done; calling it again does nothing.
+func (s *Store) Lock() (unlock func(), err error) {
+	f, err := os.OpenFile(filepath.Join(s.dir, LockName), os.O_RDWR|os.O_CREATE|unix.O_CLOEXEC|unix.O_NOFOLLOW, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("state lock: %w", err)
+	}
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		f.Close()
+		if errors.Is(err, unix.EWOULDBLOCK) {
+			return nil, fmt.Errorf("%w in %s", ErrLocked, s.dir)
+		}
+		return nil, fmt.Errorf("state lock %s: %w", s.dir, err)
+	}
+	if err := s.removeTemps(); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("state lock %s: %w", s.dir, err)
+	}
+	var once sync.Once
+	return func() { once.Do(func() { f.Close() }) }, nil
+}
+
+// removeTemps removes leftover temporary files of Save.
+func (s *Store) removeTemps() error {
+	entries, err := os.ReadDir(s.dir)
+	if err != nil {
+		return err
+	}
+	for _, e := range entries {
+		if ok, _ := filepath.Match(tempPattern, e.Name()); !ok {
+			continue
+		}
+		if err := os.Remove(filepath.Join(s.dir, e.Name())); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return err
+		}
+	}
+	return nil
+}

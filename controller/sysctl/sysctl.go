@@ -1,0 +1,157 @@
+// Package sysctl reads and writes the sysctls of one network namespace.
+//
+// net.* sysctls are per network namespace, and /proc/sys shows the
+// namespace of the thread that opens the file. So every file is opened on a
+// locked OS thread switched into the target namespace and back; once open,
+// the file stays bound to that namespace and is read or written from any
+// thread.
+package sysctl
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"runtime"
+	"strings"
+
+	"github.com/vishvananda/netns"
+)
+
+// BeLiberal is the global switch of the liberal workaround: 1 turns off TCP
+// window checking for every flow of the namespace.
+const BeLiberal = "net.netfilter.nf_conntrack_tcp_be_liberal"
+
+// ErrInvalidName reports a sysctl name that is not a dotted name of plain
+// components (letters, digits, '_' and '-').
+var ErrInvalidName = errors.New("invalid sysctl name")
+
+// Sysctl reads and writes the sysctls of one network namespace. A sysctl
+// that does not exist (for example nf_conntrack not loaded) gives an error
+// matching fs.ErrNotExist.
+type Sysctl struct {
+	netnsFd int
+}
+
+// Open returns a Sysctl for the network namespace open as netnsFd, or for
+// the current namespace when netnsFd < 0. The caller keeps netnsFd open for
+// as long as it uses the Sysctl.
+func Open(netnsFd int) *Sysctl {
+	return &Sysctl{netnsFd: netnsFd}
+}
+
+// Get returns the value of the dotted sysctl name, without its trailing
+// newline.
+func (s *Sysctl) Get(name string) (string, error) {
+	f, err := s.open(name, os.O_RDONLY)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	b, err := io.ReadAll(f)
+	if err != nil {
+		return "", fmt.Errorf("get sysctl %s: %w", name, err)
+	}
+	return strings.TrimRight(string(b), "\n"), nil
+}
+
+// Set writes value to the dotted sysctl name in a single write.
+func (s *Sysctl) Set(name, value string) error {
+	f, err := s.open(name, os.O_WRONLY)
+	if err != nil {
+		return err
+	}
+	if _, err := f.WriteString(value); err != nil {
+		f.Close()
+		return fmt.Errorf("set sysctl %s=%q: %w", name, value, err)
+	}
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("set sysctl %s=%q: %w", name, value, err)
+	}
+	return nil
+}
+
+// open opens the /proc/sys file of name from inside the target namespace.
+func (s *Sysctl) open(name string, flag int) (*os.File, error) {
+	path, err := procPath(name)
+	if err != nil {
+		return nil, err
+	}
+	if s.netnsFd < 0 {
+		f, err := os.OpenFile(path, flag, 0)
+		if err != nil {
+			return nil, fmt.Errorf("sysctl %s: %w", name, err)
+		}
+		return f, nil
+	}
+	type result struct {
+		f   *os.File
+		err error
+	}
+	done := make(chan result, 1)
+	// A goroutine of its own: if its thread cannot switch back, the thread
+	// stays locked and dies with the goroutine, and the caller's goroutine
+	// never runs in the wrong namespace.
+	go func() {
+		f, err := openIn(netns.NsHandle(s.netnsFd), path, flag)
+		done <- result{f, err}
+	}()
+	r := <-done
+	if r.err != nil {
+		return nil, fmt.Errorf("sysctl %s: %w", name, r.err)
+	}
+	return r.f, nil
+}
+
+// openIn opens path on the calling goroutine's thread switched into target.
+// It unlocks the thread only after switching it back.
+func openIn(target netns.NsHandle, path string, flag int) (*os.File, error) {
+	runtime.LockOSThread()
+	orig, err := netns.Get()
+	if err != nil {
+		runtime.UnlockOSThread()
+		return nil, fmt.Errorf("get current netns: %w", err)
+	}
+	defer orig.Close()
+	if err := netns.Set(target); err != nil {
+		runtime.UnlockOSThread()
+		return nil, fmt.Errorf("enter netns: %w", err)
+	}
+	f, openErr := os.OpenFile(path, flag, 0)
+	if err := netns.Set(orig); err != nil {
+		// Never unlock: the thread must die with its goroutine.
+		if f != nil {
+			f.Close()
+		}
+		return nil, fmt.Errorf("leave netns: %w", err)
+	}
+	runtime.UnlockOSThread()
+	return f, openErr
+}
+
+// procPath maps a dotted sysctl name to its /proc/sys file.
+func procPath(name string) (string, error) {
+	parts := strings.Split(name, ".")
+	for _, p := range parts {
+		if !validComponent(p) {
+			return "", fmt.Errorf("%w: %q", ErrInvalidName, name)
+		}
+	}
+	return "/proc/sys/" + strings.Join(parts, "/"), nil
+}
+
+// validComponent reports whether p is a non-empty run of letters, digits,
+// '_' and '-'.
+func validComponent(p string) bool {
+	if p == "" {
+		return false
+	}
+	for _, r := range p {
+		switch {
+		case r >= 'a' && r <= 'z', r >= 'A' && r <= 'Z', r >= '0' && r <= '9', r == '_', r == '-':
+		default:
+			return false
+		}
+	}
+	return true
+}
