@@ -1,0 +1,283 @@
+package controller
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"maps"
+	"time"
+
+	"github.com/ctguard/ctguard/controller/journal"
+	"github.com/ctguard/ctguard/controller/perflow"
+	"github.com/ctguard/ctguard/controller/plan"
+	"github.com/ctguard/ctguard/controller/ruleset"
+	"github.com/ctguard/ctguard/controller/sysctl"
+	"github.com/ctguard/ctguard/policy"
+)
+
+// Plan reads the kernel and returns what Apply would change. It changes
+// nothing, not even the journal.
+func (c *Controller) Plan(ctx context.Context, set PolicySet) (plan.Plan, error) {
+	j, unlock, err := c.loadJournal()
+	if err != nil {
+		return plan.Plan{}, err
+	}
+	defer unlock()
+	desired, observed, err := c.states(ctx, j, set.Policies, true)
+	if err != nil {
+		return plan.Plan{}, err
+	}
+	return plan.Compute(desired, observed), nil
+}
+
+// ApplyResult tells what Apply did.
+type ApplyResult struct {
+	Plan     plan.Plan
+	Revision int
+	// FlaggedExisting is how many existing flows perFlow policies flagged.
+	FlaggedExisting int
+	// Drift lists what had drifted from the revision in force and was
+	// repaired: "table_missing", "table_changed", "sysctl".
+	Drift []string
+	// Observed is the table as read before the apply, counters included.
+	Observed *ruleset.Table
+}
+
+// drift names what differs between desired and observed.
+func drift(desired, observed plan.State) []string {
+	var kinds []string
+	switch {
+	case desired.Table != nil && observed.Table == nil:
+		kinds = append(kinds, "table_missing")
+	case !ruleset.Equal(desired.Table, observed.Table):
+		kinds = append(kinds, "table_changed")
+	}
+	for name, want := range desired.Sysctls {
+		if observed.Sysctls[name] != want {
+			kinds = append(kinds, "sysctl")
+			break
+		}
+	}
+	return kinds
+}
+
+// Apply makes the kernel match the policies: the journal records the
+// baseline and the new revision first, then the table is replaced in one
+// atomic batch (only when it differs), the sysctl set, and the existing
+// flows of perFlow policies flagged. Applying the same set twice changes
+// nothing the second time.
+func (c *Controller) Apply(ctx context.Context, set PolicySet) (ApplyResult, error) {
+	return c.apply(ctx, set, applyOptions{flows: true})
+}
+
+// applyOptions tune an apply.
+type applyOptions struct {
+	// flows counts and flags existing flows of perFlow policies. The Run
+	// loop leaves both to the per-flow engine.
+	flows bool
+}
+
+// apply is Apply with options; it takes the state lock.
+func (c *Controller) apply(ctx context.Context, set PolicySet, opts applyOptions) (ApplyResult, error) {
+	j, unlock, err := c.loadJournal()
+	if err != nil {
+		return ApplyResult{}, err
+	}
+	defer unlock()
+	return c.applyLocked(ctx, j, set, opts)
+}
+
+// applyLocked is apply with the journal loaded and locked.
+func (c *Controller) applyLocked(ctx context.Context, j *journal.Journal, set PolicySet, opts applyOptions) (ApplyResult, error) {
+	desired, observed, err := c.states(ctx, j, set.Policies, opts.flows)
+	if err != nil {
+		return ApplyResult{}, err
+	}
+	p := plan.Compute(desired, observed)
+	if latest := j.Latest(); latest != nil && j.Pending == nil && samePolicies(latest.Policies, set.Policies) {
+		// Nothing new to journal: converge to the revision in force,
+		// repairing drift if there is any.
+		res := ApplyResult{Plan: p, Revision: latest.Number, Observed: observed.Table, Drift: drift(desired, observed)}
+		if p.Empty() {
+			return res, nil
+		}
+		if err := c.converge(desired, observed); err != nil {
+			return ApplyResult{}, err
+		}
+		if opts.flows {
+			res.FlaggedExisting, err = c.flagExisting(ctx, set.Policies)
+		}
+		return res, err
+	}
+	if j.Baseline == nil {
+		j.NetNS = c.netns
+		j.Baseline = &journal.Baseline{
+			RecordedAt:   time.Now().UTC(),
+			Sysctls:      maps.Clone(observed.Sysctls),
+			TableExisted: observed.Table != nil,
+		}
+	}
+	rev := j.Begin(journal.Revision{
+		AppliedAt: time.Now().UTC(),
+		Source:    set.Source,
+		Policies:  set.Policies,
+		Sysctls:   changedSysctls(desired.Sysctls, j.Baseline.Sysctls),
+	})
+	if err := c.store.Save(j); err != nil {
+		return ApplyResult{}, wrap("journal the apply (kernel untouched)", err)
+	}
+	if err := c.converge(desired, observed); err != nil {
+		return ApplyResult{}, err
+	}
+	flagged := 0
+	if opts.flows {
+		if flagged, err = c.flagExisting(ctx, set.Policies); err != nil {
+			return ApplyResult{}, err
+		}
+	}
+	number := rev.Number
+	if err := j.Commit(); err != nil {
+		return ApplyResult{}, err
+	}
+	if err := c.store.Save(j); err != nil {
+		return ApplyResult{}, wrap("commit the journal (kernel already changed)", err)
+	}
+	c.log.Info("applied", "revision", number, "source", set.Source, "policies", len(set.Policies), "flaggedExisting", flagged)
+	return ApplyResult{Plan: p, Revision: number, FlaggedExisting: flagged, Observed: observed.Table}, nil
+}
+
+// flagExisting flags the existing flows of perFlow policies that ask for it.
+func (c *Controller) flagExisting(ctx context.Context, policies []policy.Policy) (int, error) {
+	if !hasExistingFlows(policies) {
+		return 0, nil
+	}
+	n, err := c.flows.FlagExisting(ctx, policies)
+	return n, wrap("flag existing flows", err)
+}
+
+// samePolicies reports whether two policy lists are equal as the journal
+// stores them (JSON, without Policy.Source).
+func samePolicies(a, b []policy.Policy) bool {
+	x, errA := json.Marshal(a)
+	y, errB := json.Marshal(b)
+	return errA == nil && errB == nil && bytes.Equal(x, y)
+}
+
+// converge writes the table and sysctls where they differ from desired.
+func (c *Controller) converge(desired, observed plan.State) error {
+	if !ruleset.Equal(desired.Table, observed.Table) {
+		var err error
+		if desired.Table == nil {
+			err = wrap("delete table inet ctguard", c.tables.Delete())
+		} else {
+			err = wrap("replace table inet ctguard", c.tables.Replace(*desired.Table))
+		}
+		if err != nil {
+			return err
+		}
+	}
+	for name, want := range desired.Sysctls {
+		if observed.Sysctls[name] == want {
+			continue
+		}
+		if err := c.sysctls.Set(name, want); err != nil {
+			return wrap("set sysctl", err)
+		}
+	}
+	return nil
+}
+
+// states computes the desired state for the policies and reads the
+// observed one. Desired sysctls are "1" when a global liberal policy asks
+// for it, else the baseline value from before ctguard (or the current
+// value when ctguard never changed anything).
+func (c *Controller) states(ctx context.Context, j *journal.Journal, policies []policy.Policy, countFlows bool) (desired, observed plan.State, err error) {
+	table, err := c.tables.Read()
+	if err != nil {
+		return desired, observed, wrap("read table inet ctguard", err)
+	}
+	current, err := c.sysctls.Get(sysctl.BeLiberal)
+	if err != nil {
+		return desired, observed, wrap("read sysctl", err)
+	}
+	observed = plan.State{
+		Table:   table,
+		Sysctls: map[string]string{sysctl.BeLiberal: current},
+		PerFlow: plan.FromPolicies(appliedPolicies(j)),
+	}
+
+	want := current
+	if j.Baseline != nil {
+		if v, ok := j.Baseline.Sysctls[sysctl.BeLiberal]; ok {
+			want = v
+		}
+	}
+	for _, p := range policies {
+		if p.IsGlobalLiberal() {
+			want = "1"
+		}
+	}
+	desired = plan.State{Sysctls: map[string]string{sysctl.BeLiberal: want}}
+	if len(policies) > 0 {
+		t := ruleset.Build(policies)
+		desired.Table = &t
+	}
+	var counts map[string]perflow.PlanEntry
+	if countFlows && hasPerFlow(policies) {
+		if counts, err = c.flows.Plan(ctx, policies); err != nil {
+			return desired, observed, wrap("count matching flows", err)
+		}
+	}
+	desired.PerFlow = withCounts(plan.FromPolicies(policies), counts)
+	return desired, observed, nil
+}
+
+// appliedPolicies returns the policies of the newest committed revision.
+func appliedPolicies(j *journal.Journal) []policy.Policy {
+	if r := j.Latest(); r != nil {
+		return r.Policies
+	}
+	return nil
+}
+
+// withCounts fills in how many flows each perFlow policy would flag.
+func withCounts(ps []plan.PerFlowPolicy, counts map[string]perflow.PlanEntry) []plan.PerFlowPolicy {
+	for i := range ps {
+		entry := counts[ps[i].Name]
+		ps[i].MatchingFlows, ps[i].Sample = entry.Matching, entry.Sample
+	}
+	return ps
+}
+
+func hasPerFlow(policies []policy.Policy) bool {
+	for _, p := range policies {
+		if p.IsPerFlow() {
+			return true
+		}
+	}
+	return false
+}
+
+func hasExistingFlows(policies []policy.Policy) bool {
+	for _, p := range policies {
+		if p.IsPerFlow() && *p.Spec.Liberal.ExistingFlows {
+			return true
+		}
+	}
+	return false
+}
+
+// changedSysctls returns the desired values that differ from the baseline:
+// what ctguard itself sets.
+func changedSysctls(desired, baseline map[string]string) map[string]string {
+	out := map[string]string{}
+	for k, v := range desired {
+		if baseline[k] != v {
+			out[k] = v
+		}
+	}
+	if len(out) == 0 {
+		return nil
+	}
+	return out
+}

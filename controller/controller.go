@@ -1,0 +1,112 @@
+// Package controller plans, applies, reports and rolls back ctguard's
+// mitigations in one network namespace. It owns the order of operations
+// (journal first, then the kernel) and talks to the kernel only through the
+// small interfaces declared here.
+package controller
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+
+	"github.com/ctguard/ctguard/controller/journal"
+	"github.com/ctguard/ctguard/controller/perflow"
+	"github.com/ctguard/ctguard/controller/ruleset"
+	"github.com/ctguard/ctguard/policy"
+)
+
+// Tables reads and writes table inet ctguard, and nothing else.
+type Tables interface {
+	Read() (*ruleset.Table, error)
+	Replace(t ruleset.Table) error
+	Delete() error
+}
+
+// Sysctls reads and writes the namespace's sysctls.
+type Sysctls interface {
+	Get(name string) (string, error)
+	Set(name, value string) error
+}
+
+// FlowTable is what the one-shot commands need of conntrack: count the
+// flows perFlow policies would flag, flag the existing ones, clear the
+// flags ctguard set, and read the invalid statistic.
+type FlowTable interface {
+	Plan(ctx context.Context, policies []policy.Policy) (map[string]perflow.PlanEntry, error)
+	FlagExisting(ctx context.Context, policies []policy.Policy) (flagged int, err error)
+	ClearOwned(ctx context.Context) (cleared int, err error)
+	Invalid(ctx context.Context) (uint64, error)
+}
+
+// Controller applies policies to one network namespace.
+type Controller struct {
+	tables  Tables
+	sysctls Sysctls
+	flows   FlowTable
+	store   *journal.Store
+	netns   string
+	log     *slog.Logger
+}
+
+// Config wires a Controller. Every field is required but Logger.
+type Config struct {
+	Tables  Tables
+	Sysctls Sysctls
+	Flows   FlowTable
+	Store   *journal.Store
+	// NetNS identifies the namespace (journal.CurrentNetNS) so a journal of
+	// another namespace is never used.
+	NetNS  string
+	Logger *slog.Logger
+}
+
+// New returns a Controller.
+func New(cfg Config) *Controller {
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Controller{
+		tables:  cfg.Tables,
+		sysctls: cfg.Sysctls,
+		flows:   cfg.Flows,
+		store:   cfg.Store,
+		netns:   cfg.NetNS,
+		log:     log,
+	}
+}
+
+// PolicySet is a validated set of policies and where it came from.
+type PolicySet struct {
+	Source   string
+	Policies []policy.Policy
+}
+
+// ErrNothingToRollBack is returned by Rollback when ctguard never applied
+// anything in this namespace (or everything was already rolled back).
+var ErrNothingToRollBack = errors.New("nothing to roll back: no apply is journaled in this state directory")
+
+// loadJournal takes the state lock and loads the journal of this namespace.
+func (c *Controller) loadJournal() (*journal.Journal, func(), error) {
+	unlock, err := c.store.Lock()
+	if err != nil {
+		return nil, nil, err
+	}
+	j, err := c.store.Load()
+	if err == nil {
+		err = j.CheckNetNS(c.netns)
+	}
+	if err != nil {
+		unlock()
+		return nil, nil, err
+	}
+	return j, unlock, nil
+}
+
+func wrap(what string, err error) error {
+	if err == nil {
+		return nil
+	}
+	return fmt.Errorf("%s: %w", what, err)
+}

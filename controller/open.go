@@ -1,0 +1,69 @@
+package controller
+
+import (
+	"errors"
+	"log/slog"
+
+	"github.com/ctguard/ctguard/controller/flows"
+	"github.com/ctguard/ctguard/controller/journal"
+	"github.com/ctguard/ctguard/controller/nft"
+	"github.com/ctguard/ctguard/controller/sysctl"
+)
+
+// Kernel is a Controller wired to the real kernel of one network
+// namespace, with the connections it holds.
+type Kernel struct {
+	*Controller
+	// Tables is the nftables client of the namespace.
+	Tables *nft.Client
+	// Conntrack is the conntrack connection of the namespace.
+	Conntrack *flows.Conn
+	// Store is the journal's state directory.
+	Store *journal.Store
+}
+
+// Open wires a Controller to the namespace netnsFd (< 0: the current one),
+// with its journal in stateDir and mark as ctguard's ownership mark bit.
+func Open(netnsFd int, stateDir string, mark flows.MarkBit, log *slog.Logger) (*Kernel, error) {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	ns, err := namespaceID(netnsFd)
+	if err != nil {
+		return nil, err
+	}
+	store, err := journal.Open(stateDir)
+	if err != nil {
+		return nil, err
+	}
+	tables, err := nft.New(netnsFd)
+	if err != nil {
+		return nil, err
+	}
+	conn, err := flows.Open(netnsFd)
+	if err != nil {
+		tables.Close()
+		return nil, err
+	}
+	c := New(Config{
+		Tables:  tables,
+		Sysctls: sysctl.Open(netnsFd),
+		Flows:   conntrackTable{conn: conn, mark: mark, log: log},
+		Store:   store,
+		NetNS:   ns,
+		Logger:  log,
+	})
+	return &Kernel{Controller: c, Tables: tables, Conntrack: conn, Store: store}, nil
+}
+
+// Close releases the kernel connections.
+func (k *Kernel) Close() error {
+	return errors.Join(k.Conntrack.Close(), k.Tables.Close())
+}
+
+func namespaceID(netnsFd int) (string, error) {
+	if netnsFd < 0 {
+		return journal.CurrentNetNS()
+	}
+	return journal.NetNSOfFd(netnsFd)
+}

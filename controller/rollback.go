@@ -1,0 +1,86 @@
+package controller
+
+import (
+	"context"
+	"time"
+
+	"github.com/ctguard/ctguard/controller/journal"
+)
+
+// RollbackResult tells what Rollback did.
+type RollbackResult struct {
+	// ToRevision is the revision now in force; 0 after a full rollback.
+	ToRevision int
+	// ClearedFlows is how many flows lost the flag ctguard had set.
+	ClearedFlows int
+}
+
+// Rollback restores the state before the last apply: the previous
+// revision's policies are applied again. With all, or when there is no
+// previous revision, everything ctguard ever applied is removed (its
+// table, its sysctl changes, its per-flow flags) and the journal deleted,
+// leaving the box as it was before the first apply.
+func (c *Controller) Rollback(ctx context.Context, all bool) (RollbackResult, error) {
+	j, unlock, err := c.loadJournal()
+	if err != nil {
+		return RollbackResult{}, err
+	}
+	defer unlock()
+	if j.Baseline == nil {
+		return RollbackResult{}, ErrNothingToRollBack
+	}
+	// An interrupted apply (Pending) never became a revision: rolling back
+	// "the last apply" then means returning to the newest committed one.
+	target := len(j.Revisions) - 2
+	if j.Pending != nil {
+		target = len(j.Revisions) - 1
+	}
+	if all || target < 0 {
+		return c.rollbackAll(ctx, j)
+	}
+	prev := j.Revisions[target]
+	j.Revisions = j.Revisions[:target]
+	res, err := c.applyLocked(ctx, j, PolicySet{Source: prev.Source, Policies: prev.Policies}, applyOptions{flows: true})
+	if err != nil {
+		return RollbackResult{}, err
+	}
+	cleared := 0
+	if !hasPerFlow(prev.Policies) {
+		// Flags set by the undone revision's perFlow policies go too.
+		if cleared, err = c.flows.ClearOwned(ctx); err != nil {
+			return RollbackResult{}, wrap("clear per-flow flags", err)
+		}
+	}
+	return RollbackResult{ToRevision: res.Revision, ClearedFlows: cleared}, nil
+}
+
+// rollbackAll removes everything ctguard applied and then the journal.
+func (c *Controller) rollbackAll(ctx context.Context, j *journal.Journal) (RollbackResult, error) {
+	j.Begin(journal.Revision{AppliedAt: time.Now().UTC(), Source: "rollback --all"})
+	if err := c.store.Save(j); err != nil {
+		return RollbackResult{}, wrap("journal the rollback (kernel untouched)", err)
+	}
+	if err := c.tables.Delete(); err != nil {
+		return RollbackResult{}, wrap("delete table inet ctguard", err)
+	}
+	for name, value := range j.Baseline.Sysctls {
+		current, err := c.sysctls.Get(name)
+		if err != nil {
+			return RollbackResult{}, wrap("read sysctl", err)
+		}
+		if current != value {
+			if err := c.sysctls.Set(name, value); err != nil {
+				return RollbackResult{}, wrap("restore sysctl", err)
+			}
+		}
+	}
+	cleared, err := c.flows.ClearOwned(ctx)
+	if err != nil {
+		return RollbackResult{}, wrap("clear per-flow flags", err)
+	}
+	if err := c.store.Remove(); err != nil {
+		return RollbackResult{}, wrap("remove the journal", err)
+	}
+	c.log.Info("rolled back everything", "clearedFlows", cleared)
+	return RollbackResult{ClearedFlows: cleared}, nil
+}

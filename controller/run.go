@@ -1,0 +1,222 @@
+package controller
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/ctguard/ctguard/controller/metrics"
+	"github.com/ctguard/ctguard/controller/perflow"
+	"github.com/ctguard/ctguard/controller/ruleset"
+	"github.com/ctguard/ctguard/policy"
+)
+
+// Engine is the per-flow liberal engine the Run loop drives.
+type Engine interface {
+	Run(ctx context.Context) error
+	SetPolicies(ps []policy.Policy) error
+	Stats() perflow.Snapshot
+}
+
+// RunConfig configures Run.
+type RunConfig struct {
+	// Load reads the policies; it is called at start and on every reload.
+	Load func() (PolicySet, error)
+	// Reload fires when the policy path changed or SIGHUP arrived.
+	Reload <-chan struct{}
+	// TableChanged fires on nftables changes to ctguard's table (optional).
+	TableChanged <-chan struct{}
+	// Resync is the period of the drift check.
+	Resync time.Duration
+	// Engine runs the perFlow policies.
+	Engine Engine
+	// Metrics receives the loop's metrics.
+	Metrics *metrics.Metrics
+	// OnReady is called once the first apply succeeded and the engine runs.
+	OnReady func()
+	// Publish receives a live status after every reconcile (optional).
+	Publish func(LiveStatus)
+	// CleanupOnExit removes everything ctguard applied when ctx ends;
+	// otherwise the mitigation stays in force while ctguard is down.
+	CleanupOnExit bool
+}
+
+// LiveStatus is what a running controller publishes for "ctguard status".
+type LiveStatus struct {
+	UpdatedAt  time.Time        `json:"updatedAt"`
+	PID        int              `json:"pid"`
+	Revision   int              `json:"revision"`
+	Generation int              `json:"generation"`
+	LastError  string           `json:"lastError,omitempty"`
+	Engine     perflow.Snapshot `json:"engine"`
+}
+
+// Run is the long-running controller: it applies the policies, runs the
+// per-flow engine, and reconciles on every reload, resync tick and table
+// change until ctx ends. A policy that fails to load at start is returned
+// and nothing is applied; later, a bad policy is logged and counted and the
+// last good one stays in force.
+func (c *Controller) Run(ctx context.Context, cfg RunConfig) error {
+	set, err := cfg.Load()
+	if err != nil {
+		cfg.Metrics.PolicyLoadErrors.Inc()
+		return err
+	}
+	l := &loop{c: c, cfg: cfg, good: set}
+	if err := l.reconcile(ctx, "start"); err != nil {
+		return err
+	}
+	if err := cfg.Engine.SetPolicies(set.Policies); err != nil {
+		return err
+	}
+	engineCtx, cancelEngine := context.WithCancel(context.WithoutCancel(ctx))
+	engineDone := make(chan error, 1)
+	go func() { engineDone <- cfg.Engine.Run(engineCtx) }()
+	stopEngine := sync.OnceValue(func() error {
+		cancelEngine()
+		return <-engineDone
+	})
+	defer stopEngine()
+	l.generation = 1
+	cfg.Metrics.PolicyGeneration.Set(1)
+	cfg.Metrics.LastReloadSuccess.SetToCurrentTime()
+	cfg.Metrics.SetPolicies(policyNames(set.Policies))
+	if cfg.OnReady != nil {
+		cfg.OnReady()
+	}
+	l.publish()
+
+	tick := time.NewTicker(cfg.Resync)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			stopEngine() // before a cleanup, so nothing flags flows again
+			return l.shutdown()
+		case err := <-engineDone:
+			engineDone <- err // for stopEngine
+			return fmt.Errorf("per-flow engine stopped: %w", err)
+		case <-cfg.Reload:
+			l.reload(ctx)
+		case <-tick.C:
+			l.check(ctx, "resync")
+		case <-cfg.TableChanged:
+			l.check(ctx, "table-event")
+		}
+		l.publish()
+	}
+}
+
+// loop is the state of one Run.
+type loop struct {
+	c          *Controller
+	cfg        RunConfig
+	good       PolicySet
+	revision   int
+	generation int
+	lastErr    error
+}
+
+// reconcile applies the last good policy set and records the outcome.
+func (l *loop) reconcile(ctx context.Context, why string) error {
+	start := time.Now()
+	res, err := l.c.apply(ctx, l.good, applyOptions{})
+	l.cfg.Metrics.ObserveReconcile(time.Since(start), err)
+	l.lastErr = err
+	if err != nil {
+		l.c.log.Error("reconcile failed", "trigger", why, "err", err)
+		return err
+	}
+	l.revision = res.Revision
+	for _, kind := range res.Drift {
+		l.cfg.Metrics.DriftRepairs.WithLabelValues(kind).Inc()
+		l.c.log.Warn("repaired drift", "kind", kind, "trigger", why, "revision", res.Revision)
+	}
+	if res.Observed != nil {
+		l.cfg.Metrics.SetRuleCounters(ruleCounters(*res.Observed))
+	}
+	return nil
+}
+
+// check is a reconcile whose failure the loop survives.
+func (l *loop) check(ctx context.Context, why string) { _ = l.reconcile(ctx, why) }
+
+// reload reads the policies again; a bad set keeps the last good one.
+func (l *loop) reload(ctx context.Context) {
+	set, err := l.cfg.Load()
+	if err != nil {
+		l.cfg.Metrics.PolicyLoadErrors.Inc()
+		l.lastErr = err
+		l.c.log.Error("policy rejected; the last good policy stays in force", "err", err)
+		return
+	}
+	prev := l.good
+	l.good = set
+	if err := l.reconcile(ctx, "reload"); err != nil {
+		l.good = prev
+		return
+	}
+	if err := l.cfg.Engine.SetPolicies(set.Policies); err != nil {
+		l.c.log.Error("per-flow engine rejected the policies", "err", err)
+		return
+	}
+	l.generation++
+	l.cfg.Metrics.PolicyGeneration.Set(float64(l.generation))
+	l.cfg.Metrics.LastReloadSuccess.SetToCurrentTime()
+	l.cfg.Metrics.SetPolicies(policyNames(set.Policies))
+	l.c.log.Info("policy reloaded", "source", set.Source, "generation", l.generation, "revision", l.revision)
+}
+
+// shutdown leaves the mitigation in place, or removes it when asked.
+func (l *loop) shutdown() error {
+	if !l.cfg.CleanupOnExit {
+		l.c.log.Info("stopping; the mitigation stays in force")
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	_, err := l.c.Rollback(ctx, true)
+	if errors.Is(err, ErrNothingToRollBack) {
+		err = nil
+	}
+	l.c.log.Info("stopping; removed everything ctguard applied", "err", err)
+	return err
+}
+
+// publish hands the live status to cfg.Publish.
+func (l *loop) publish() {
+	if l.cfg.Publish == nil {
+		return
+	}
+	st := LiveStatus{
+		UpdatedAt:  time.Now().UTC(),
+		PID:        os.Getpid(),
+		Revision:   l.revision,
+		Generation: l.generation,
+		Engine:     l.cfg.Engine.Stats(),
+	}
+	if l.lastErr != nil {
+		st.LastError = l.lastErr.Error()
+	}
+	l.cfg.Publish(st)
+}
+
+func policyNames(ps []policy.Policy) []string {
+	names := make([]string, len(ps))
+	for i, p := range ps {
+		names[i] = p.Metadata.Name
+	}
+	return names
+}
+
+// ruleCounters turns the table's rules and counters into metric samples.
+func ruleCounters(t ruleset.Table) []metrics.RuleCounter {
+	var out []metrics.RuleCounter
+	eachCountedRule(t, func(_ ruleset.Chain, r ruleset.Rule, v ruleset.Counter) {
+		out = append(out, metrics.RuleCounter{Policy: r.Policy, Purpose: string(r.Purpose), Packets: v.Packets, Bytes: v.Bytes})
+	})
+	return out
+}
