@@ -61,10 +61,15 @@ func ObjectName(policyName, sep, suffix string) string {
 
 func isLetter(c byte) bool { return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' }
 
-// CounterName is the name of the counter of a policy's rules of one purpose
-// and layer-3 protocol, e.g. "egress-snat_drop-invalid_ipv4".
-func CounterName(policyName string, purpose Purpose, proto NFProto) string {
+// CounterName is the name of the counter of a policy's rule of one purpose
+// and layer-3 protocol, e.g. "egress-snat_drop-invalid_ipv4"; a forward-hook
+// rule has its own ("egress-snat_drop-invalid_forward_ipv4"), so forwarded
+// drops are told apart from local ones.
+func CounterName(policyName string, hook Hook, purpose Purpose, proto NFProto) string {
 	suffix := string(purpose)
+	if hook == HookForward {
+		suffix += "_" + string(hook)
+	}
 	if proto != NFProtoAny {
 		suffix += "_" + string(proto)
 	}
@@ -169,7 +174,7 @@ func (b *builder) addRules(hook Hook, name string, purpose Purpose, sc scope) {
 			AddrIsDest: out && v.addrSet != "",
 			PortSet:    sc.portSet,
 			PortIsDest: out && sc.portSet != "",
-			Counter:    CounterName(name, purpose, v.proto),
+			Counter:    CounterName(name, hook, purpose, v.proto),
 			Drop:       purpose == PurposeDropInvalid,
 		}
 		if !out {

@@ -36,7 +36,7 @@ func TestBuild(t *testing.T) {
 				DestinationPorts: []policy.PortRange{{From: 443, To: 443}},
 			}, []string{"wan0", "eth1", "wan0"}, policy.HookInput, policy.HookForward)},
 			want: Table{
-				Counters: []Counter{{Name: "egress-snat_count-invalid-rst_ipv4"}, {Name: "egress-snat_drop-invalid_ipv4"}},
+				Counters: []Counter{{Name: "egress-snat_count-invalid-rst_ipv4"}, {Name: "egress-snat_drop-invalid_forward_ipv4"}, {Name: "egress-snat_drop-invalid_ipv4"}},
 				Sets: []Set{
 					{Name: "egress-snat-dst4", Type: SetIPv4Addr, Interval: true, Elements: []string{"198.18.0.0/24"}},
 					{Name: "egress-snat-ifaces", Type: SetIfname, Elements: []string{"eth1", "wan0"}},
@@ -44,7 +44,7 @@ func TestBuild(t *testing.T) {
 				},
 				Chains: []Chain{
 					{Hook: HookInput, Priority: Priority, Rules: []Rule{{Policy: "egress-snat", Purpose: PurposeDropInvalid, NFProto: NFProtoIPv4, IifnameSet: "egress-snat-ifaces", AddrSet: "egress-snat-dst4", PortSet: "egress-snat-ports", Counter: "egress-snat_drop-invalid_ipv4", Drop: true}}},
-					{Hook: HookForward, Priority: Priority, Rules: []Rule{{Policy: "egress-snat", Purpose: PurposeDropInvalid, NFProto: NFProtoIPv4, IifnameSet: "egress-snat-ifaces", AddrSet: "egress-snat-dst4", PortSet: "egress-snat-ports", Counter: "egress-snat_drop-invalid_ipv4", Drop: true}}},
+					{Hook: HookForward, Priority: Priority, Rules: []Rule{{Policy: "egress-snat", Purpose: PurposeDropInvalid, NFProto: NFProtoIPv4, IifnameSet: "egress-snat-ifaces", AddrSet: "egress-snat-dst4", PortSet: "egress-snat-ports", Counter: "egress-snat_drop-invalid_forward_ipv4", Drop: true}}},
 					{Hook: HookOutput, Priority: Priority, Rules: []Rule{{Policy: "egress-snat", Purpose: PurposeCountInvalidRST, NFProto: NFProtoIPv4, RSTOnly: true, AddrSet: "egress-snat-dst4", AddrIsDest: true, PortSet: "egress-snat-ports", PortIsDest: true, Counter: "egress-snat_count-invalid-rst_ipv4"}}},
 				},
 			},
