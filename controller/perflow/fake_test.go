@@ -1,0 +1,154 @@
+package perflow
+
+import (
+	"context"
+	"errors"
+	"maps"
+	"slices"
+	"sync"
+
+	"github.com/ctguard/ctguard/controller/flows"
+)
+
+// fakeConn is an in-memory conntrack table. SetLiberal and ClearLiberal
+// change it like the kernel does and, when a subscription is open, echo an
+// UPDATE event, as the kernel does.
+type fakeConn struct {
+	mu        sync.Mutex
+	table     map[flows.Key]flows.Flow
+	calls     []string // "subscribe", "dump", "set <flow> <dirs>", "clear <flow>"
+	setErr    error    // returned by SetLiberal when set
+	src       *fakeSource
+	dumpFails int // how many Dumps fail before they work again
+}
+
+func newFakeConn(fs ...flows.Flow) *fakeConn {
+	c := &fakeConn{table: map[flows.Key]flows.Flow{}}
+	for _, f := range fs {
+		c.table[f.Key()] = f
+	}
+	return c
+}
+
+func (c *fakeConn) Subscribe(int) (EventSource, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.calls = append(c.calls, "subscribe")
+	c.src = &fakeSource{ch: make(chan fakeBatch, 1024), done: make(chan struct{})}
+	return c.src, nil
+}
+
+func (c *fakeConn) Dump(context.Context) ([]flows.Flow, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.calls = append(c.calls, "dump")
+	if c.dumpFails > 0 {
+		c.dumpFails--
+		return nil, errRefused
+	}
+	return slices.Collect(maps.Values(c.table)), nil
+}
+
+func (c *fakeConn) SetLiberal(f *flows.Flow, dirs flows.Directions, mark flows.MarkBit) error {
+	return c.change(f, dirs, mark, true)
+}
+
+func (c *fakeConn) ClearLiberal(f *flows.Flow, dirs flows.Directions, mark flows.MarkBit) error {
+	return c.change(f, dirs, mark, false)
+}
+
+func (c *fakeConn) change(f *flows.Flow, dirs flows.Directions, mark flows.MarkBit, set bool) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	verb := "clear "
+	if set {
+		verb = "set "
+	}
+	c.calls = append(c.calls, verb+f.String()+" "+dirs.String())
+	if set && c.setErr != nil {
+		return c.setErr
+	}
+	cur, ok := c.table[f.Key()]
+	if !ok {
+		return flows.ErrFlowGone
+	}
+	for _, d := range []struct {
+		dir   flows.Directions
+		flags *uint8
+	}{{flows.Original, &cur.OrigFlags}, {flows.Reply, &cur.ReplyFlags}} {
+		if dirs.Has(d.dir) {
+			*d.flags &^= flows.BeLiberal
+			if set {
+				*d.flags |= flows.BeLiberal
+			}
+		}
+	}
+	cur.Mark &^= uint32(mark)
+	if set {
+		cur.Mark |= uint32(mark)
+	}
+	c.table[f.Key()] = cur
+	if c.src != nil {
+		c.src.ch <- fakeBatch{evs: []flows.Event{{Type: flows.EventUpdate, Flow: cur}}}
+	}
+	return nil
+}
+
+// put adds or replaces a flow in the table without any event.
+func (c *fakeConn) put(f flows.Flow) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.table[f.Key()] = f
+}
+
+func (c *fakeConn) get(k flows.Key) *flows.Flow {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	f := c.table[k]
+	return &f
+}
+
+func (c *fakeConn) callLog() []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return slices.Clone(c.calls)
+}
+
+type fakeBatch struct {
+	evs []flows.Event
+	err error
+}
+
+// fakeSource delivers the batches sent on ch, one per Receive.
+type fakeSource struct {
+	ch   chan fakeBatch
+	done chan struct{}
+	once sync.Once
+}
+
+func (s *fakeSource) Receive(dst []flows.Event) ([]flows.Event, error) {
+	select {
+	case b := <-s.ch:
+		return append(dst[:0], b.evs...), b.err
+	case <-s.done:
+		return dst[:0], flows.ErrClosed
+	}
+}
+
+func (s *fakeSource) Close() error {
+	s.once.Do(func() { close(s.done) })
+	return nil
+}
+
+var errRefused = errors.New("refused")
+
+func (c *fakeConn) Get(f *flows.Flow) (flows.Flow, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.calls = append(c.calls, "get "+f.String())
+	got, ok := c.table[f.Key()]
+	if !ok {
+		return flows.Flow{}, flows.ErrFlowGone
+	}
+	return got, nil
+}

@@ -1,0 +1,103 @@
+package perflow
+
+import (
+	"sync/atomic"
+)
+
+// Counter names one of the engine's counters.
+type Counter int
+
+// The engine's counters. FlowsSeen, EventsLost and Resyncs are engine-wide
+// (reported with policy ""); the others are per policy.
+const (
+	// FlowsSeen counts TCP flows examined (NEW events and dumped flows).
+	FlowsSeen Counter = iota
+	// EventsLost counts ENOBUFS reports from the event socket.
+	EventsLost
+	// Resyncs counts dumps run to recover from event loss or a policy swap.
+	Resyncs
+	// Matched counts flows the policy selects.
+	Matched
+	// AlreadyLiberal counts matching flows that already carried the flag.
+	AlreadyLiberal
+	// Flagged counts flag updates the kernel accepted.
+	Flagged
+	// Confirmed counts flags seen landed in an UPDATE event or a dump.
+	Confirmed
+	// Failed counts flag updates the kernel refused.
+	Failed
+	// Gone counts flows that vanished before their update (ENOENT).
+	Gone
+	// Reflagged counts flags set again after the kernel lost them (kernels
+	// before "preserve liberal flag in tcp options").
+	Reflagged
+	// Ended counts matching flows that ended: reached CLOSE or TIME_WAIT,
+	// or were destroyed.
+	Ended
+	// EndedByReset counts matching flows that ended by going from
+	// ESTABLISHED to CLOSE (a RST): the incident's signature.
+	EndedByReset
+	numCounters
+)
+
+var counterNames = [numCounters]string{
+	"flows_seen", "events_lost", "resyncs", "matched", "already_liberal", "flagged",
+	"confirmed", "failed", "gone", "reflagged", "ended", "ended_by_reset",
+}
+
+// String returns the counter's snake_case name, e.g. "ended_by_reset".
+func (c Counter) String() string {
+	if c < 0 || c >= numCounters {
+		return "unknown"
+	}
+	return counterNames[c]
+}
+
+// Observer receives the engine's measurements as they happen, e.g. to feed
+// Prometheus. It runs on the engine's event loop: it must be fast and never
+// block.
+type Observer interface {
+	// Count adds one to counter c of the policy ("" for engine-wide ones).
+	Count(c Counter, policy string)
+	// FlagLatency reports the time from reading a NEW event to the kernel's
+	// acknowledgement of its flag update.
+	FlagLatency(policy string, seconds float64)
+}
+
+// noObserver is the Observer of an engine configured without one.
+type noObserver struct{}
+
+// Count discards the count.
+func (noObserver) Count(Counter, string) {}
+
+// FlagLatency discards the latency.
+func (noObserver) FlagLatency(string, float64) {}
+
+// counters is one policy's (or the engine's) set of counters.
+type counters [numCounters]atomic.Uint64
+
+// Snapshot is a copy of the engine's counters.
+type Snapshot struct {
+	FlowsSeen, EventsLost, Resyncs uint64
+	// Policies holds the counters of each current per-flow policy, by name.
+	Policies map[string]PolicyStats
+}
+
+// PolicyStats is one policy's counters.
+type PolicyStats struct {
+	Matched, AlreadyLiberal, Flagged, Confirmed, Failed, Gone, Reflagged, Ended, EndedByReset uint64
+}
+
+func (c *counters) policyStats() PolicyStats {
+	return PolicyStats{
+		Matched:        c[Matched].Load(),
+		AlreadyLiberal: c[AlreadyLiberal].Load(),
+		Flagged:        c[Flagged].Load(),
+		Confirmed:      c[Confirmed].Load(),
+		Failed:         c[Failed].Load(),
+		Gone:           c[Gone].Load(),
+		Reflagged:      c[Reflagged].Load(),
+		Ended:          c[Ended].Load(),
+		EndedByReset:   c[EndedByReset].Load(),
+	}
+}

@@ -1,0 +1,149 @@
+// Package selector compiles the per-flow liberal policies into a matcher
+// that runs on every conntrack event: allocation-free, and logarithmic in
+// the number of CIDRs and port ranges (sorted merged ranges, binary search,
+// per address family). It is pure: no kernel access.
+package selector
+
+import (
+	"fmt"
+
+	"github.com/ctguard/ctguard/controller/flows"
+	"github.com/ctguard/ctguard/policy"
+)
+
+// MaxPolicies is the most per-flow policies a Selector holds (one Mask bit
+// each).
+const MaxPolicies = 64
+
+// Mask is a set of policy indices: bit i is the Selector's policy i.
+type Mask uint64
+
+// Has reports whether policy i is in the set.
+func (m Mask) Has(i int) bool { return m&(1<<uint(i)) != 0 }
+
+// Result is what Match found: the matching policies and the union of the
+// directions they flag.
+type Result struct {
+	Policies Mask
+	Dirs     flows.Directions
+}
+
+// Selector matches flows against the compiled per-flow policies.
+type Selector struct {
+	policies []compiled
+}
+
+type compiled struct {
+	name     string
+	dirs     flows.Directions
+	existing bool
+	family   policy.Family
+	natOnly  bool
+	src, dst addrSet
+	ports    portSet
+}
+
+// Compile keeps the per-flow liberal policies (p.IsPerFlow()), in order, and
+// compiles their matches. Directions default to reply and existingFlows to
+// true when the policy leaves them unset. It fails beyond MaxPolicies.
+func Compile(policies []policy.Policy) (*Selector, error) {
+	s := &Selector{}
+	for i := range policies {
+		p := &policies[i]
+		if !p.IsPerFlow() {
+			continue
+		}
+		if len(s.policies) == MaxPolicies {
+			return nil, fmt.Errorf("more than %d per-flow policies", MaxPolicies)
+		}
+		m := &p.Spec.Match
+		c := compiled{
+			name:     p.Metadata.Name,
+			dirs:     directions(p.Spec.Liberal.Directions),
+			existing: p.Spec.Liberal.ExistingFlows == nil || *p.Spec.Liberal.ExistingFlows,
+			family:   m.Family,
+			natOnly:  m.NATOnly != nil && *m.NATOnly,
+			src:      newAddrSet(m.Sources),
+			dst:      newAddrSet(m.Destinations),
+			ports:    newPortSet(m.DestinationPorts),
+		}
+		s.policies = append(s.policies, c)
+	}
+	return s, nil
+}
+
+func directions(ds []policy.Direction) flows.Directions {
+	var d flows.Directions
+	for _, x := range ds {
+		switch x {
+		case policy.DirectionOriginal:
+			d |= flows.Original
+		case policy.DirectionReply:
+			d |= flows.Reply
+		}
+	}
+	if d == 0 {
+		return flows.Reply
+	}
+	return d
+}
+
+// Len returns the number of compiled policies.
+func (s *Selector) Len() int { return len(s.policies) }
+
+// Name returns policy i's name.
+func (s *Selector) Name(i int) string { return s.policies[i].name }
+
+// Directions returns the directions policy i flags.
+func (s *Selector) Directions(i int) flows.Directions { return s.policies[i].dirs }
+
+// ExistingFlows reports whether policy i flags the flows that exist when the
+// engine starts.
+func (s *Selector) ExistingFlows(i int) bool { return s.policies[i].existing }
+
+// Restrict returns the subset of r's policies that flag existing flows, and
+// their directions.
+func (s *Selector) Restrict(r Result) Result {
+	var out Result
+	for i := range s.policies {
+		if r.Policies.Has(i) && s.policies[i].existing {
+			out.Policies |= 1 << uint(i)
+			out.Dirs |= s.policies[i].dirs
+		}
+	}
+	return out
+}
+
+// Match returns the policies selecting f on its original tuple. Only TCP
+// flows match. It does not allocate.
+func (s *Selector) Match(f *flows.Flow) Result {
+	var r Result
+	if f.Proto != flows.ProtoTCP {
+		return r
+	}
+	for i := range s.policies {
+		c := &s.policies[i]
+		if c.matches(f) {
+			r.Policies |= 1 << uint(i)
+			r.Dirs |= c.dirs
+		}
+	}
+	return r
+}
+
+func (c *compiled) matches(f *flows.Flow) bool {
+	switch c.family {
+	case policy.FamilyIPv4:
+		if !f.Orig.Src.Is4() {
+			return false
+		}
+	case policy.FamilyIPv6:
+		if !f.Orig.Src.Is6() {
+			return false
+		}
+	}
+	if c.natOnly && !f.SrcNAT() {
+		return false
+	}
+	return c.ports.contains(f.Orig.DstPort) && c.src.contains(f.Orig.Src) && c.dst.contains(f.Orig.Dst)
+}

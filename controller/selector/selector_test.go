@@ -1,0 +1,140 @@
+package selector
+
+import (
+	"fmt"
+	"net/netip"
+	"testing"
+
+	"github.com/ctguard/ctguard/controller/flows"
+	"github.com/ctguard/ctguard/policy"
+)
+
+func perFlow(name string, m policy.Match, dirs ...policy.Direction) policy.Policy {
+	return policy.Policy{
+		Metadata: policy.Metadata{Name: name},
+		Spec: policy.Spec{
+			Workaround: policy.WorkaroundLiberal,
+			Liberal:    &policy.Liberal{Scope: policy.ScopePerFlow, Directions: dirs},
+			Match:      m,
+		},
+	}
+}
+
+func prefixes(ss ...string) []netip.Prefix {
+	var out []netip.Prefix
+	for _, s := range ss {
+		out = append(out, netip.MustParsePrefix(s))
+	}
+	return out
+}
+
+func flow(src string, sport uint16, dst string, dport uint16, snat bool) *flows.Flow {
+	f := &flows.Flow{Proto: flows.ProtoTCP, Orig: flows.Tuple{
+		Src: netip.MustParseAddr(src), Dst: netip.MustParseAddr(dst), SrcPort: sport, DstPort: dport,
+	}}
+	if snat {
+		f.Status |= flows.StatusSrcNAT
+	}
+	return f
+}
+
+func TestMatch(t *testing.T) {
+	yes := true
+	tests := []struct {
+		name string
+		m    policy.Match
+		f    *flows.Flow
+		want bool
+	}{
+		{"empty match selects any tcp", policy.Match{Family: policy.FamilyAny}, flow("198.18.1.2", 40000, "198.19.0.10", 443, false), true},
+		{"udp never", policy.Match{}, &flows.Flow{Proto: 17, Orig: flows.Tuple{Src: netip.MustParseAddr("198.18.1.2"), Dst: netip.MustParseAddr("198.19.0.10")}}, false},
+		{"family ipv4 rejects ipv6", policy.Match{Family: policy.FamilyIPv4}, flow("2001:db8::2", 40000, "2001:db8::10", 443, false), false},
+		{"family ipv6 rejects ipv4", policy.Match{Family: policy.FamilyIPv6}, flow("198.18.1.2", 40000, "198.19.0.10", 443, false), false},
+		{"family ipv6 accepts ipv6", policy.Match{Family: policy.FamilyIPv6}, flow("2001:db8::2", 40000, "2001:db8::10", 443, false), true},
+		{"source inside", policy.Match{Sources: prefixes("198.18.1.0/24")}, flow("198.18.1.2", 40000, "198.19.0.10", 443, false), true},
+		{"source outside", policy.Match{Sources: prefixes("198.18.2.0/24")}, flow("198.18.1.2", 40000, "198.19.0.10", 443, false), false},
+		{"source first address", policy.Match{Sources: prefixes("198.18.1.0/24")}, flow("198.18.1.0", 40000, "198.19.0.10", 443, false), true},
+		{"source last address", policy.Match{Sources: prefixes("198.18.1.0/24")}, flow("198.18.1.255", 40000, "198.19.0.10", 443, false), true},
+		{"source one past", policy.Match{Sources: prefixes("198.18.1.0/24")}, flow("198.18.2.0", 40000, "198.19.0.10", 443, false), false},
+		{"sources are OR-ed", policy.Match{Sources: prefixes("198.18.5.0/24", "198.18.1.2/32")}, flow("198.18.1.2", 40000, "198.19.0.10", 443, false), true},
+		{"v4 list never matches v6", policy.Match{Sources: prefixes("0.0.0.0/0")}, flow("2001:db8::2", 40000, "2001:db8::10", 443, false), false},
+		{"v4 /0", policy.Match{Destinations: prefixes("0.0.0.0/0")}, flow("198.18.1.2", 40000, "255.255.255.255", 443, false), true},
+		{"v6 /0", policy.Match{Destinations: prefixes("::/0")}, flow("2001:db8::2", 40000, "ffff::1", 443, false), true},
+		{"v6 /64 inside", policy.Match{Destinations: prefixes("2001:db8:0:1::/64")}, flow("2001:db8::2", 40000, "2001:db8:0:1:ffff:ffff:ffff:ffff", 443, false), true},
+		{"v6 /64 outside", policy.Match{Destinations: prefixes("2001:db8:0:1::/64")}, flow("2001:db8::2", 40000, "2001:db8:0:2::", 443, false), false},
+		{"v6 /127", policy.Match{Destinations: prefixes("2001:db8::10/127")}, flow("2001:db8::2", 40000, "2001:db8::11", 443, false), true},
+		{"destination on orig dst", policy.Match{Destinations: prefixes("198.19.0.0/16")}, flow("198.18.1.2", 40000, "198.19.0.10", 443, false), true},
+		{"destination not on orig src", policy.Match{Destinations: prefixes("198.18.1.0/24")}, flow("198.18.1.2", 40000, "198.19.0.10", 443, false), false},
+		{"port single", policy.Match{DestinationPorts: []policy.PortRange{{From: 443, To: 443}}}, flow("198.18.1.2", 40000, "198.19.0.10", 443, false), true},
+		{"port not source port", policy.Match{DestinationPorts: []policy.PortRange{{From: 40000, To: 40000}}}, flow("198.18.1.2", 40000, "198.19.0.10", 443, false), false},
+		{"port range edge", policy.Match{DestinationPorts: []policy.PortRange{{From: 80, To: 80}, {From: 8000, To: 8443}}}, flow("198.18.1.2", 40000, "198.19.0.10", 8443, false), true},
+		{"port 65535", policy.Match{DestinationPorts: []policy.PortRange{{From: 65000, To: 65535}}}, flow("198.18.1.2", 40000, "198.19.0.10", 65535, false), true},
+		{"port between ranges", policy.Match{DestinationPorts: []policy.PortRange{{From: 80, To: 80}, {From: 8000, To: 8443}}}, flow("198.18.1.2", 40000, "198.19.0.10", 443, false), false},
+		{"natOnly rejects plain", policy.Match{NATOnly: &yes}, flow("198.18.1.2", 40000, "198.19.0.10", 443, false), false},
+		{"natOnly accepts snat", policy.Match{NATOnly: &yes}, flow("198.18.1.2", 40000, "198.19.0.10", 443, true), true},
+		{"fields are AND-ed", policy.Match{Sources: prefixes("198.18.1.0/24"), DestinationPorts: []policy.PortRange{{From: 80, To: 80}}}, flow("198.18.1.2", 40000, "198.19.0.10", 443, false), false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s, err := Compile([]policy.Policy{perFlow("p", tt.m)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			r := s.Match(tt.f)
+			if got := r.Policies.Has(0); got != tt.want {
+				t.Fatalf("match = %v, want %v", got, tt.want)
+			}
+			if tt.want && r.Dirs != flows.Reply {
+				t.Fatalf("dirs = %v, want the default reply", r.Dirs)
+			}
+		})
+	}
+}
+
+func TestCompileKeepsPerFlowPoliciesAndUnionsDirections(t *testing.T) {
+	no := false
+	global := perFlow("global", policy.Match{})
+	global.Spec.Liberal.Scope = policy.ScopeGlobal
+	drop := policy.Policy{Metadata: policy.Metadata{Name: "drop"}, Spec: policy.Spec{Workaround: policy.WorkaroundDropInvalid}}
+	web := perFlow("web", policy.Match{DestinationPorts: []policy.PortRange{{From: 443, To: 443}}}, policy.DirectionOriginal)
+	fresh := perFlow("fresh", policy.Match{Sources: prefixes("198.18.0.0/15")}, policy.DirectionReply)
+	fresh.Spec.Liberal.ExistingFlows = &no
+	s, err := Compile([]policy.Policy{global, web, drop, fresh})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.Len() != 2 || s.Name(0) != "web" || s.Name(1) != "fresh" {
+		t.Fatalf("compiled %d policies", s.Len())
+	}
+	if !s.ExistingFlows(0) || s.ExistingFlows(1) {
+		t.Fatal("existingFlows: want default true, explicit false")
+	}
+	r := s.Match(flow("198.18.1.2", 40000, "198.19.0.10", 443, false))
+	if r.Policies != 0b11 || r.Dirs != flows.Both {
+		t.Fatalf("Match = %+v, want both policies, both directions", r)
+	}
+	if e := s.Restrict(r); e.Policies != 0b01 || e.Dirs != flows.Original {
+		t.Fatalf("Restrict = %+v, want only web, original", e)
+	}
+}
+
+func TestCompileTooManyPolicies(t *testing.T) {
+	ps := make([]policy.Policy, MaxPolicies+1)
+	for i := range ps {
+		ps[i] = perFlow(fmt.Sprint(i), policy.Match{})
+	}
+	if _, err := Compile(ps); err == nil {
+		t.Fatal("no error beyond MaxPolicies")
+	}
+}
+
+func TestMergeOverlappingAndAdjacent(t *testing.T) {
+	s := newAddrSet(prefixes("198.18.1.0/25", "198.18.1.128/25", "198.18.1.7/32", "198.18.3.0/24", "2001:db8::/33", "2001:db8:8000::/33"))
+	if len(s.v4) != 2 || len(s.v6) != 1 {
+		t.Fatalf("merged to %d v4 and %d v6 ranges, want 2 and 1", len(s.v4), len(s.v6))
+	}
+	p := newPortSet([]policy.PortRange{{From: 10, To: 20}, {From: 21, To: 30}, {From: 15, To: 16}, {From: 65535, To: 65535}})
+	if len(p.ranges) != 2 {
+		t.Fatalf("merged ports to %v", p.ranges)
+	}
+}
