@@ -189,6 +189,9 @@ func (e *Engine) Run(ctx context.Context) error {
 		}
 		return err
 	}
+	if e.onReady != nil {
+		e.onReady()
+	}
 	var tick, retry <-chan time.Time
 	if e.interval > 0 {
 		t := time.NewTicker(e.interval)

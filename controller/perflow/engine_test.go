@@ -480,3 +480,26 @@ func TestFailedResyncIsRetried(t *testing.T) {
 		t.Fatalf("%d resyncs, want the failed one and its retry", s.Resyncs)
 	}
 }
+
+func TestRunCallsOnReadyAfterStartResync(t *testing.T) {
+	ready := make(chan struct{})
+	conn := newFakeConn()
+	e, err := New(Config{Conn: conn, OnReady: func() { close(ready) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- e.Run(ctx) }()
+	select {
+	case <-ready:
+	case err := <-done:
+		t.Fatalf("Run returned before OnReady: %v", err)
+	case <-time.After(5 * time.Second):
+		t.Fatal("OnReady not called within 5s")
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+}

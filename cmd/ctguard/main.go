@@ -1,0 +1,49 @@
+// Command ctguard keeps a Linux NAT box from resetting healthy TCP
+// connections when conntrack marks a server segment invalid: see README.md.
+package main
+
+import (
+	"errors"
+	"fmt"
+	"os"
+
+	"github.com/ctguard/ctguard/policy"
+)
+
+// Exit codes: 0 success (plan: no changes), 1 error, 2 plan has changes.
+const (
+	exitError   = 1
+	exitChanges = 2
+)
+
+// exitCodeError ends the process with its code after printing nothing more.
+type exitCodeError int
+
+func (e exitCodeError) Error() string { return fmt.Sprintf("exit status %d", int(e)) }
+
+func main() {
+	os.Exit(run(os.Args[1:]))
+}
+
+// run executes the command line and returns the process exit code.
+func run(args []string) int {
+	root := newRootCommand()
+	root.SetArgs(args)
+	err := root.Execute()
+	if err == nil {
+		return 0
+	}
+	var code exitCodeError
+	if errors.As(err, &code) {
+		return int(code)
+	}
+	var list policy.ErrorList
+	if errors.As(err, &list) {
+		for _, e := range list {
+			fmt.Fprintln(os.Stderr, e.Error())
+		}
+		return exitError
+	}
+	fmt.Fprintln(os.Stderr, "ctguard: "+userMessage(err))
+	return exitError
+}

@@ -1,0 +1,42 @@
+package main
+
+import (
+	"fmt"
+
+	"github.com/spf13/cobra"
+)
+
+func newRollbackCommand(g *globals) *cobra.Command {
+	var all bool
+	cmd := &cobra.Command{
+		Use:   "rollback [--all]",
+		Short: "Restore the state before the last apply (--all: before the first)",
+		Long: `Restores the state before the last apply. With --all, removes everything
+ctguard ever applied in this namespace (its table, its sysctl changes, the
+per-flow flags it set) and leaves the box exactly as before the first apply.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			s, err := openSession(g)
+			if err != nil {
+				return err
+			}
+			defer s.close()
+			res, err := s.Rollback(cmd.Context(), all)
+			if err != nil {
+				return err
+			}
+			if res.ToRevision == 0 {
+				fmt.Printf("Removed everything ctguard applied; cleared the flag on %d flows.\n", res.ClearedFlows)
+				return nil
+			}
+			fmt.Printf("Rolled back: the previous policies are in force again as revision %d", res.ToRevision)
+			if res.ClearedFlows > 0 {
+				fmt.Printf("; cleared the flag on %d flows", res.ClearedFlows)
+			}
+			fmt.Println(".")
+			return nil
+		},
+	}
+	cmd.Flags().BoolVar(&all, "all", false, "remove everything ctguard ever applied")
+	return cmd
+}

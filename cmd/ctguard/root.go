@@ -1,0 +1,40 @@
+package main
+
+import (
+	"github.com/ctguard/ctguard/controller/flows"
+	"github.com/ctguard/ctguard/controller/journal"
+	"github.com/spf13/cobra"
+)
+
+// globals are the flags every subcommand shares.
+type globals struct {
+	stateDir string
+	logLevel string
+	markBit  uint32
+}
+
+func newRootCommand() *cobra.Command {
+	g := &globals{}
+	root := &cobra.Command{
+		Use:   "ctguard",
+		Short: "Stop a NAT box from resetting healthy TCP connections on conntrack-invalid packets",
+		Long: `ctguard applies the two known workarounds for conntrack-invalid TCP segments on
+NAT boxes (per-flow or global "be liberal", and a scoped ct state invalid drop)
+from declarative policies, proves their effect with counters, and rolls them back.
+It acts on the network namespace it runs in.`,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.PersistentFlags().StringVar(&g.stateDir, "state-dir", journal.DefaultDir, "directory of the rollback journal")
+	root.PersistentFlags().Uint32Var(&g.markBit, "mark-bit", uint32(flows.DefaultMarkBit), "conntrack mark bit ctguard owns: set on the flows it flags, used by rollback to find them (use the same value for every command)")
+	root.PersistentFlags().StringVar(&g.logLevel, "log-level", "info", "log level: debug, info, warn, error")
+	root.AddCommand(
+		newPlanCommand(g),
+		newApplyCommand(g),
+		newStatusCommand(g),
+		newRollbackCommand(g),
+		newRunCommand(g),
+		newLabCommand(g),
+	)
+	return root
+}

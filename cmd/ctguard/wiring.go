@@ -1,0 +1,90 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"math/bits"
+	"os"
+	"strings"
+
+	"github.com/ctguard/ctguard/controller"
+	"github.com/ctguard/ctguard/controller/flows"
+	"github.com/ctguard/ctguard/controller/journal"
+	"github.com/ctguard/ctguard/policy"
+	"golang.org/x/sys/unix"
+)
+
+// loadPolicies reads -f PATH, or the embedded default policy without it.
+func loadPolicies(path string) (controller.PolicySet, error) {
+	if path == "" {
+		return controller.PolicySet{Source: "<default>", Policies: policy.Default()}, nil
+	}
+	ps, err := policy.Load(path)
+	if err != nil {
+		return controller.PolicySet{}, err
+	}
+	return controller.PolicySet{Source: path, Policies: ps}, nil
+}
+
+// newLogger returns a text logger on a terminal and JSON otherwise.
+func newLogger(level string) (*slog.Logger, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("--log-level: %q is not one of debug, info, warn, error", level)
+	}
+	opts := &slog.HandlerOptions{Level: l}
+	if isTerminal(os.Stderr) {
+		return slog.New(slog.NewTextHandler(os.Stderr, opts)), nil
+	}
+	return slog.New(slog.NewJSONHandler(os.Stderr, opts)), nil
+}
+
+func isTerminal(f *os.File) bool {
+	_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
+	return err == nil
+}
+
+// session is a Controller bound to the current network namespace.
+type session struct {
+	*controller.Kernel
+	log *slog.Logger
+}
+
+// openSession wires the kernel edges of the current namespace.
+func openSession(g *globals) (*session, error) {
+	log, err := newLogger(g.logLevel)
+	if err != nil {
+		return nil, err
+	}
+	if bits.OnesCount32(g.markBit) != 1 {
+		return nil, fmt.Errorf("--mark-bit: %#x must have exactly one bit set", g.markBit)
+	}
+	k, err := controller.Open(-1, g.stateDir, flows.MarkBit(g.markBit), log)
+	if err != nil {
+		return nil, err
+	}
+	return &session{Kernel: k, log: log}, nil
+}
+
+func (s *session) close() { s.Kernel.Close() }
+
+// publishLive saves the running controller's status for "ctguard status".
+func (s *session) publishLive(st controller.LiveStatus) {
+	if err := s.Store.SaveLive(st); err != nil {
+		s.log.Warn("cannot save live status", "err", err)
+	}
+}
+
+// userMessage turns an error into one line an operator can act on.
+func userMessage(err error) string {
+	msg := err.Error()
+	switch {
+	case errors.Is(err, unix.EPERM), errors.Is(err, fs.ErrPermission):
+		return msg + " (ctguard needs root or CAP_NET_ADMIN in this network namespace, and write access to --state-dir)"
+	case errors.Is(err, journal.ErrOtherNetNS):
+		return msg + " (use a --state-dir per network namespace)"
+	}
+	return strings.TrimSpace(msg)
+}
