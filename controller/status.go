@@ -14,6 +14,8 @@ import (
 // counters show. JSON field names are part of the CLI contract.
 type Status struct {
 	Kernel string `json:"kernel"`
+	// KernelNotes say how this kernel treats the incident's packets.
+	KernelNotes []string `json:"kernelNotes,omitempty"`
 	NetNS  string `json:"netns"`
 	// Revision is the revision in force; nil when nothing is applied.
 	Revision *RevisionStatus `json:"revision"`
@@ -61,7 +63,8 @@ func (c *Controller) Status(ctx context.Context) (Status, error) {
 		return Status{}, err
 	}
 	defer unlock()
-	st := Status{Kernel: kernelRelease(), NetNS: c.netns, Interrupted: j.Pending != nil}
+	release := kernelRelease()
+	st := Status{Kernel: release, KernelNotes: KernelNotes(release), NetNS: c.netns, Interrupted: j.Pending != nil}
 	table, err := c.tables.Read()
 	if err != nil {
 		return Status{}, wrap("read table inet ctguard", err)

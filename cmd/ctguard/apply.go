@@ -23,7 +23,7 @@ perFlow policies flag NEW flows only while "ctguard run" is running.`,
 			if err != nil {
 				return err
 			}
-			s, err := openSession(g)
+			s, err := openSession(g, "warn")
 			if err != nil {
 				return err
 			}

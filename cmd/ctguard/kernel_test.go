@@ -217,3 +217,21 @@ spec:
 		t.Fatal("a bad policy wrote the journal")
 	}
 }
+
+func TestPrivilegedWithoutCapNetAdminGivesOneLine(t *testing.T) {
+	c := newCLI(t)
+	if err := os.Chown(c.stateDir, 65534, 65534); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command("ip", "netns", "exec", c.ns.Name, "setpriv", "--reuid", "65534", "--regid", "65534",
+		"--clear-groups", "--inh-caps=-all", binary, "--state-dir", c.stateDir, "status")
+	out, err := cmd.CombinedOutput()
+	var exit *exec.ExitError
+	if !errors.As(err, &exit) || exit.ExitCode() != 1 {
+		t.Fatalf("status without CAP_NET_ADMIN: %v, want exit 1\n%s", err, out)
+	}
+	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+	if len(lines) != 1 || !strings.Contains(lines[0], "needs root or CAP_NET_ADMIN") {
+		t.Fatalf("want one line naming CAP_NET_ADMIN, got:\n%s", out)
+	}
+}

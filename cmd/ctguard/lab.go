@@ -33,7 +33,7 @@ reproduced without one; "not reproducible on this kernel" is a result.`,
 			if err := checkOutput(output); err != nil {
 				return err
 			}
-			log, err := newLogger(g.logLevel)
+			log, err := newLogger(g.logLevel, "info")
 			if err != nil {
 				return err
 			}

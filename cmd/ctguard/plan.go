@@ -25,7 +25,7 @@ Without -f the embedded default policy is used.`,
 			if err != nil {
 				return err
 			}
-			s, err := openSession(g)
+			s, err := openSession(g, "warn")
 			if err != nil {
 				return err
 			}

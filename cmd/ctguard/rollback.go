@@ -16,7 +16,7 @@ ctguard ever applied in this namespace (its table, its sysctl changes, the
 per-flow flags it set) and leaves the box exactly as before the first apply.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			s, err := openSession(g)
+			s, err := openSession(g, "warn")
 			if err != nil {
 				return err
 			}

@@ -4,7 +4,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"os"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -25,7 +27,7 @@ func newStatusCommand(g *globals) *cobra.Command {
 			if err := checkOutput(output); err != nil {
 				return err
 			}
-			s, err := openSession(g)
+			s, err := openSession(g, "warn")
 			if err != nil {
 				return err
 			}
@@ -50,6 +52,9 @@ func newStatusCommand(g *globals) *cobra.Command {
 func writeStatus(w io.Writer, st controller.Status) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintf(tw, "Kernel:\t%s\n", st.Kernel)
+	for _, note := range st.KernelNotes {
+		fmt.Fprintf(tw, "\t- %s\n", note)
+	}
 	fmt.Fprintf(tw, "Namespace:\t%s\n", st.NetNS)
 	if r := st.Revision; r != nil {
 		fmt.Fprintf(tw, "Revision:\t%d, applied %s from %s\n", r.Number, r.AppliedAt.Format(time.RFC3339), r.Source)
@@ -60,39 +65,77 @@ func writeStatus(w io.Writer, st controller.Status) error {
 	if st.Interrupted {
 		fmt.Fprintf(tw, "Warning:\tthe last apply or rollback was interrupted; run it again\n")
 	}
-	table := "absent"
-	if st.TablePresent {
-		table = "present"
-	}
-	if st.Drift {
-		table += ", DRIFTED from the applied policies (apply again, or let ctguard run repair it)"
-	} else if st.TablePresent {
-		table += ", in sync"
-	}
-	fmt.Fprintf(tw, "Table inet ctguard:\t%s\n", table)
+	fmt.Fprintf(tw, "Table inet ctguard:\t%s\n", tableState(st))
 	liberal := st.BeLiberal
 	if st.BeLiberalBaseline != "" {
 		liberal += " (before ctguard: " + st.BeLiberalBaseline + ")"
 	}
 	fmt.Fprintf(tw, "Sysctl %s:\t%s\n", sysctl.BeLiberal, liberal)
 	fmt.Fprintf(tw, "Conntrack invalid (all CPUs):\t%d\n", st.ConntrackInvalid)
+	fmt.Fprintf(tw, "Controller (ctguard run):\t%s\n", controllerState(st))
 	if err := tw.Flush(); err != nil {
 		return err
 	}
-	if len(st.Rules) == 0 {
+	if len(st.Rules) > 0 {
+		fmt.Fprintln(w)
+		tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "POLICY\tCHAIN\tCOUNTS\tFAMILY\tPACKETS\tBYTES")
+		for _, r := range st.Rules {
+			family := r.Family
+			if family == "" {
+				family = "any"
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\n", r.Policy, r.Chain, describePurpose(r.Purpose), family, r.Packets, r.Bytes)
+		}
+		if err := tw.Flush(); err != nil {
+			return err
+		}
+	}
+	if st.Live == nil || len(st.Live.Engine.Policies) == 0 {
 		return nil
 	}
 	fmt.Fprintln(w)
 	tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "POLICY\tCHAIN\tRULE\tFAMILY\tPACKETS\tBYTES")
-	for _, r := range st.Rules {
-		family := r.Family
-		if family == "" {
-			family = "any"
-		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\n", r.Policy, r.Chain, describePurpose(r.Purpose), family, r.Packets, r.Bytes)
+	fmt.Fprintln(tw, "PER-FLOW POLICY\tMATCHED\tFLAGGED\tCONFIRMED\tFAILED\tGONE\tREFLAGGED\tENDED\tENDED BY RESET")
+	for _, name := range slices.Sorted(maps.Keys(st.Live.Engine.Policies)) {
+		p := st.Live.Engine.Policies[name]
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\n", name, p.Matched, p.Flagged, p.Confirmed, p.Failed, p.Gone, p.Reflagged, p.Ended, p.EndedByReset)
 	}
 	return tw.Flush()
+}
+
+// tableState describes the table's presence and drift.
+func tableState(st controller.Status) string {
+	state := "absent"
+	if st.TablePresent {
+		state = "present"
+	}
+	if st.Drift {
+		return state + ", DRIFTED from the applied policies (apply again, or let ctguard run repair it)"
+	}
+	if st.TablePresent {
+		state += ", in sync"
+	}
+	return state
+}
+
+// controllerState describes the last status a "ctguard run" published.
+func controllerState(st controller.Status) string {
+	live := st.Live
+	if live == nil {
+		return "never ran with this state directory"
+	}
+	state := fmt.Sprintf("last update %s ago", time.Since(live.UpdatedAt).Round(time.Second))
+	if st.LiveRunning {
+		state = fmt.Sprintf("running (pid %d, policy generation %d), %s", live.PID, live.Generation, state)
+	} else {
+		state = "not running, " + state
+	}
+	state += fmt.Sprintf("; flows seen %d, events lost %d, resyncs %d", live.Engine.FlowsSeen, live.Engine.EventsLost, live.Engine.Resyncs)
+	if live.LastError != "" {
+		state += "; last error: " + live.LastError
+	}
+	return state
 }
 
 // describePurpose names what a rule's counter counts.

@@ -28,8 +28,12 @@ func loadPolicies(path string) (controller.PolicySet, error) {
 	return controller.PolicySet{Source: path, Policies: ps}, nil
 }
 
-// newLogger returns a text logger on a terminal and JSON otherwise.
-func newLogger(level string) (*slog.Logger, error) {
+// newLogger returns a text logger on a terminal and JSON otherwise, at
+// level, or at fallback when level is empty.
+func newLogger(level, fallback string) (*slog.Logger, error) {
+	if level == "" {
+		level = fallback
+	}
 	var l slog.Level
 	if err := l.UnmarshalText([]byte(level)); err != nil {
 		return nil, fmt.Errorf("--log-level: %q is not one of debug, info, warn, error", level)
@@ -53,8 +57,9 @@ type session struct {
 }
 
 // openSession wires the kernel edges of the current namespace.
-func openSession(g *globals) (*session, error) {
-	log, err := newLogger(g.logLevel)
+// Its logs default to warnings: one-shot commands print their own result.
+func openSession(g *globals, defaultLevel string) (*session, error) {
+	log, err := newLogger(g.logLevel, defaultLevel)
 	if err != nil {
 		return nil, err
 	}
