@@ -16,7 +16,7 @@ type Status struct {
 	Kernel string `json:"kernel"`
 	// KernelNotes say how this kernel treats the incident's packets.
 	KernelNotes []string `json:"kernelNotes,omitempty"`
-	NetNS  string `json:"netns"`
+	NetNS       string   `json:"netns"`
 	// Revision is the revision in force; nil when nothing is applied.
 	Revision *RevisionStatus `json:"revision"`
 	// Interrupted is set when an apply or rollback was cut short: run
