@@ -35,8 +35,6 @@ type RunConfig struct {
 	Engine Engine
 	// Metrics receives the loop's metrics.
 	Metrics *metrics.Metrics
-	// OnReady is called once the first apply succeeded and the engine runs.
-	OnReady func()
 	// Publish receives a live status after every reconcile (optional).
 	Publish func(LiveStatus)
 	// CleanupOnExit removes everything ctguard applied when ctx ends;
@@ -84,9 +82,6 @@ func (c *Controller) Run(ctx context.Context, cfg RunConfig) error {
 	cfg.Metrics.PolicyGeneration.Set(1)
 	cfg.Metrics.LastReloadSuccess.SetToCurrentTime()
 	cfg.Metrics.SetPolicies(policyNames(set.Policies))
-	if cfg.OnReady != nil {
-		cfg.OnReady()
-	}
 	l.publish()
 
 	tick := time.NewTicker(cfg.Resync)

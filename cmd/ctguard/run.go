@@ -57,7 +57,7 @@ func runController(ctx context.Context, g *globals, f *runFlags) error {
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 
-	s, err := openSession(g)
+	s, err := openSession(g, "info")
 	if err != nil {
 		return err
 	}
