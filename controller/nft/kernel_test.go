@@ -10,7 +10,6 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
-	"runtime"
 	"strconv"
 	"strings"
 	"testing"
@@ -18,7 +17,6 @@ import (
 	"github.com/ctguard/ctguard/controller/ruleset"
 	"github.com/ctguard/ctguard/internal/netnstest"
 	"github.com/ctguard/ctguard/policy"
-	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 )
 
@@ -502,29 +500,14 @@ func sendRaw(t testing.TB, ns *netnstest.NS, pkt []byte) {
 	}
 }
 
-// rawSocketIn opens the socket on a locked thread switched into ns and
-// switches the thread back; a thread that cannot go back is never unlocked
-// (Go then discards it).
+// rawSocketIn opens a raw IPv4 socket inside ns.
 func rawSocketIn(t testing.TB, ns *netnstest.NS) int {
 	t.Helper()
-	runtime.LockOSThread()
-	orig, err := netns.Get()
+	var fd int
+	var err error
+	ns.Do(t, func() { fd, err = unix.Socket(unix.AF_INET, unix.SOCK_RAW, unix.IPPROTO_RAW) })
 	if err != nil {
-		runtime.UnlockOSThread()
-		t.Fatal(err)
-	}
-	defer orig.Close()
-	if err := netns.Set(ns.Handle); err != nil {
-		runtime.UnlockOSThread()
-		t.Fatal(err)
-	}
-	fd, serr := unix.Socket(unix.AF_INET, unix.SOCK_RAW, unix.IPPROTO_RAW)
-	if err := netns.Set(orig); err != nil {
-		t.Fatalf("cannot return to the original namespace: %v", err) // thread stays locked
-	}
-	runtime.UnlockOSThread()
-	if serr != nil {
-		t.Fatalf("raw socket: %v", serr)
+		t.Fatalf("raw socket: %v", err)
 	}
 	return fd
 }

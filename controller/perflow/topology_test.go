@@ -2,12 +2,10 @@ package perflow
 
 import (
 	"net"
-	"runtime"
 	"sync"
 	"testing"
 
 	"github.com/ctguard/ctguard/internal/netnstest"
-	"github.com/vishvananda/netns"
 )
 
 // topology is client -- nat -- server: the client (198.18.1.2) reaches the
@@ -47,38 +45,13 @@ func newTopology(t *testing.T) *topology {
 	return tp
 }
 
-// inNS runs fn on a locked OS thread switched into ns, and switches back
-// before unlocking: sockets fn creates live in ns.
-func inNS(t testing.TB, ns *netnstest.NS, fn func()) {
-	t.Helper()
-	runtime.LockOSThread()
-	orig, err := netns.Get()
-	if err != nil {
-		runtime.UnlockOSThread()
-		t.Fatal(err)
-	}
-	defer orig.Close()
-	if err := netns.Set(ns.Handle); err != nil {
-		runtime.UnlockOSThread()
-		t.Fatal(err)
-	}
-	defer func() {
-		if err := netns.Set(orig); err != nil {
-			// The thread is stuck in ns: never unlock it, let it die.
-			runtime.Goexit()
-		}
-		runtime.UnlockOSThread()
-	}()
-	fn()
-}
-
 // listen starts a server in the server namespace that keeps every accepted
 // connection open until the test ends.
 func (tp *topology) listen(t *testing.T, port string) {
 	t.Helper()
 	var ln net.Listener
 	var err error
-	inNS(t, tp.server, func() { ln, err = net.Listen("tcp4", net.JoinHostPort(serverAddr, port)) })
+	tp.server.Do(t, func() { ln, err = net.Listen("tcp4", net.JoinHostPort(serverAddr, port)) })
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -110,7 +83,7 @@ func (tp *topology) dial(t *testing.T, port string) *net.TCPConn {
 	t.Helper()
 	var c net.Conn
 	var err error
-	inNS(t, tp.client, func() { c, err = net.Dial("tcp4", net.JoinHostPort(serverAddr, port)) })
+	tp.client.Do(t, func() { c, err = net.Dial("tcp4", net.JoinHostPort(serverAddr, port)) })
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -128,3 +128,28 @@ func (n *NS) Sysctl(t testing.TB, name string) string {
 	t.Helper()
 	return string(bytes.TrimSpace(n.MustRun(t, "sysctl", "-n", name)))
 }
+
+// Do runs fn on a locked OS thread switched into the namespace, so sockets
+// fn creates live there, and switches the thread back before unlocking it.
+// A thread that cannot switch back is never unlocked: Go discards it.
+func (n *NS) Do(t testing.TB, fn func()) {
+	t.Helper()
+	runtime.LockOSThread()
+	orig, err := netns.Get()
+	if err != nil {
+		runtime.UnlockOSThread()
+		t.Fatal(err)
+	}
+	defer orig.Close()
+	if err := netns.Set(n.Handle); err != nil {
+		runtime.UnlockOSThread()
+		t.Fatal(err)
+	}
+	defer func() {
+		if err := netns.Set(orig); err != nil {
+			runtime.Goexit()
+		}
+		runtime.UnlockOSThread()
+	}()
+	fn()
+}
