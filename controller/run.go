@@ -27,7 +27,8 @@ type RunConfig struct {
 	Load func() (PolicySet, error)
 	// Reload fires when the policy path changed or SIGHUP arrived.
 	Reload <-chan struct{}
-	// TableChanged fires on nftables changes to ctguard's table (optional).
+	// TableChanged fires on nftables changes to ctguard's table (optional);
+	// once it is closed, drift is checked on the Resync tick only.
 	TableChanged <-chan struct{}
 	// Resync is the period of the drift check.
 	Resync time.Duration
@@ -86,6 +87,7 @@ func (c *Controller) Run(ctx context.Context, cfg RunConfig) error {
 
 	tick := time.NewTicker(cfg.Resync)
 	defer tick.Stop()
+	tableChanged := cfg.TableChanged
 	for {
 		select {
 		case <-ctx.Done():
@@ -98,7 +100,14 @@ func (c *Controller) Run(ctx context.Context, cfg RunConfig) error {
 			l.reload(ctx)
 		case <-tick.C:
 			l.check(ctx, "resync")
-		case <-cfg.TableChanged:
+		case _, ok := <-tableChanged:
+			if !ok {
+				// The notifications ended (nft.Client.Watch closes its
+				// channel when it gives up). A closed channel is always
+				// ready: selecting it again would reconcile in a busy loop.
+				tableChanged = nil
+				l.c.log.Warn("nftables change notifications stopped; drift is repaired on the resync tick only")
+			}
 			l.check(ctx, "table-event")
 		}
 		l.publish()

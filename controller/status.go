@@ -58,11 +58,14 @@ type RuleStatus struct {
 
 // Status reads the journal and the kernel. It changes nothing.
 func (c *Controller) Status(ctx context.Context) (Status, error) {
-	j, unlock, err := c.loadJournal()
+	// No lock: status only reads, and the journal is replaced atomically.
+	j, err := c.store.Load()
+	if err == nil {
+		err = j.CheckNetNS(c.netns)
+	}
 	if err != nil {
 		return Status{}, err
 	}
-	defer unlock()
 	release := kernelRelease()
 	st := Status{Kernel: release, KernelNotes: KernelNotes(release), NetNS: c.netns, Interrupted: j.Pending != nil}
 	table, err := c.tables.Read()

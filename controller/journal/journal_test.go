@@ -328,6 +328,8 @@ func TestOpenRefuses(t *testing.T) {
 // TestLockContention: flock locks belong to the open file description, so a
 // second Lock in the same process contends exactly like another process.
 func TestLockContention(t *testing.T) {
+	defer func(w time.Duration) { lockWait = w }(lockWait)
+	lockWait = 100 * time.Millisecond
 	s := newStore(t)
 	unlock, err := s.Lock()
 	if err != nil {
@@ -347,6 +349,18 @@ func TestLockContention(t *testing.T) {
 	unlock()
 	unlock() // idempotent
 	unlock2, err := other.Lock()
+	if err != nil {
+		t.Fatalf("Lock after unlock: %v", err)
+	}
+	unlock2()
+
+	// A holder that lets go within lockWait is waited for.
+	unlock3, err := s.Lock()
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.AfterFunc(30*time.Millisecond, unlock3)
+	unlock2, err = other.Lock()
 	if err != nil {
 		t.Fatalf("Lock after unlock: %v", err)
 	}

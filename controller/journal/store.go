@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -172,16 +173,30 @@ func (s *Store) syncDir() error {
 	return d.Sync()
 }
 
-// Lock takes the state lock (flock on dir/lock) without waiting. While it
-// is held no other ctguard can take it; the second one gets an error
-// wrapping ErrLocked. It also removes temporary files a crashed Save left
-// behind. Call unlock once done; calling it again does nothing.
+// lockWait is how long Lock waits for another ctguard to release the
+// state lock: a one-shot command and a running controller's reconcile
+// each hold it only briefly.
+var lockWait = 5 * time.Second
+
+// Lock takes the state lock (flock on dir/lock), waiting up to a few
+// seconds for another holder. While it is held no other ctguard can take
+// it; one that waited in vain gets an error wrapping ErrLocked. It also
+// removes temporary files a crashed Save left behind. Call unlock once
+// done; calling it again does nothing.
 func (s *Store) Lock() (unlock func(), err error) {
 	f, err := os.OpenFile(filepath.Join(s.dir, LockName), os.O_RDWR|os.O_CREATE|unix.O_CLOEXEC|unix.O_NOFOLLOW, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("state lock: %w", err)
 	}
-	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+	deadline := time.Now().Add(lockWait)
+	for {
+		err = unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB)
+		if !errors.Is(err, unix.EWOULDBLOCK) || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if err != nil {
 		f.Close()
 		if errors.Is(err, unix.EWOULDBLOCK) {
 			return nil, fmt.Errorf("%w in %s", ErrLocked, s.dir)

@@ -7,6 +7,8 @@ import (
 
 	"github.com/ctguard/ctguard/controller/ruleset"
 	"github.com/google/nftables"
+	"github.com/mdlayher/netlink"
+	"golang.org/x/sys/unix"
 )
 
 // watchQuiet is the least time between two change notifications: a burst
@@ -14,54 +16,103 @@ import (
 // reconcile that rewrites the table cannot make the caller spin.
 const watchQuiet = 500 * time.Millisecond
 
+// monitorBuffer is the receive buffer forced on the monitor's socket. A
+// batch reports every object it touches, set elements included: loading a
+// set of 10,000 ranges (ctguard's own apply, or another program's table)
+// overflows the default of about 208 KiB, and an overflow ends the monitor.
+const monitorBuffer = 16 << 20
+
 // Watch notifies the returned channel when nftables reports a change that
 // may concern table inet ctguard (its creation or deletion, or a change to
-// its chains, rules, sets, elements or objects), until ctx ends or the
-// monitor fails (for instance when its socket overflows); the channel is
-// closed then, and the caller falls back to periodic checks. ctguard's
-// own writes are reported too: callers compare before writing.
+// its chains, rules, sets, elements or objects), until ctx ends. When the
+// monitor fails (for instance when its socket overflows under a large
+// batch) changes may have been lost: Watch subscribes again and notifies.
+// The channel is closed when ctx ends or subscribing again fails; the
+// caller then falls back to periodic checks. ctguard's own writes are
+// reported too: callers compare before writing.
 func (c *Client) Watch(ctx context.Context) (<-chan struct{}, error) {
-	conn, err := nftables.New(c.opts...)
+	events, stop, err := c.monitor()
 	if err != nil {
-		return nil, fmt.Errorf("nftables netlink: %w", err)
+		return nil, err
+	}
+	out := make(chan struct{}, 1)
+	go c.watch(ctx, events, stop, out)
+	return out, nil
+}
+
+// monitor subscribes to nftables change notifications.
+func (c *Client) monitor() (<-chan *nftables.MonitorEvents, func() error, error) {
+	conn, err := nftables.New(append(c.opts, nftables.WithSockOptions(forceReceiveBuffer))...)
+	if err != nil {
+		return nil, nil, fmt.Errorf("nftables netlink: %w", err)
 	}
 	mon := nftables.NewMonitor(nftables.WithMonitorEventBuffer(256))
 	events, err := conn.AddGenerationalMonitor(mon)
 	if err != nil {
-		return nil, fmt.Errorf("nftables monitor: %w", err)
+		return nil, nil, fmt.Errorf("nftables monitor: %w", err)
 	}
-	out := make(chan struct{}, 1)
-	go func() {
-		defer close(out)
-		defer mon.Close()
-		var last time.Time
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case batch, ok := <-events:
-				if !ok {
+	return events, mon.Close, nil
+}
+
+// watch turns monitor events into notifications on out until ctx ends.
+func (c *Client) watch(ctx context.Context, events <-chan *nftables.MonitorEvents, stop func() error, out chan<- struct{}) {
+	defer close(out)
+	defer func() { stop() }() // stop changes when the monitor is replaced
+	var last time.Time
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case batch, ok := <-events:
+			if ok && !concernsTable(batch) {
+				continue
+			}
+			if !ok {
+				// The monitor ended on an error (google/nftables closes
+				// its channel then): events were lost, so subscribe
+				// again and report a change. Without this, one overflow
+				// left drift to the caller's periodic check for good.
+				stop()
+				var err error
+				if events, stop, err = c.monitor(); err != nil {
+					stop = func() error { return nil }
 					return
 				}
-				if !concernsTable(batch) {
-					continue
-				}
-				if wait := watchQuiet - time.Since(last); wait > 0 {
-					select {
-					case <-ctx.Done():
-						return
-					case <-time.After(wait):
-					}
-				}
-				last = time.Now()
+			}
+			if wait := watchQuiet - time.Since(last); wait > 0 {
 				select {
-				case out <- struct{}{}:
-				default:
+				case <-ctx.Done():
+					return
+				case <-time.After(wait):
 				}
 			}
+			last = time.Now()
+			select {
+			case out <- struct{}{}:
+			default:
+			}
 		}
-	}()
-	return out, nil
+	}
+}
+
+// forceReceiveBuffer sets the monitor socket's receive buffer to
+// monitorBuffer. It falls back to the capped SO_RCVBUF without
+// CAP_NET_ADMIN.
+func forceReceiveBuffer(c *netlink.Conn) error {
+	raw, err := c.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var serr error
+	if err := raw.Control(func(fd uintptr) {
+		serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, monitorBuffer)
+	}); err != nil {
+		return err
+	}
+	if serr != nil {
+		return c.SetReadBuffer(monitorBuffer)
+	}
+	return nil
 }
 
 // concernsTable reports whether a batch of monitor events may touch table
