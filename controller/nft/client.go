@@ -20,9 +20,12 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// sendBuffer is the socket send buffer forced for batches: one batch holds
-// the whole table, and a 10,000-range set alone is about half a megabyte.
-const sendBuffer = 64 << 20
+// batchBuffer is the socket buffer forced, both ways, for batches: one
+// batch holds the whole table (a 10,000-range set alone is about half a
+// megabyte), and the kernel answers every message of it with an ack; with
+// the default receive buffer a table of a few dozen policies overflows the
+// acks (ENOBUFS) although the kernel committed the batch.
+const batchBuffer = 64 << 20
 
 // Client talks nftables netlink in one network namespace. google/nftables
 // allocates set IDs from an unsynchronised global counter: do all writes,
@@ -37,7 +40,7 @@ type Client struct {
 // New opens a netlink connection in the namespace of netnsFd, or in the
 // caller's current namespace when netnsFd < 0.
 func New(netnsFd int) (*Client, error) {
-	opts := []nftables.ConnOption{nftables.WithSockOptions(forceSendBuffer)}
+	opts := []nftables.ConnOption{nftables.WithSockOptions(forceBuffers)}
 	if netnsFd >= 0 {
 		opts = append(opts, nftables.WithNetNSFd(netnsFd))
 	}
@@ -58,21 +61,28 @@ func (c *Client) batch() (*nftables.Conn, error) {
 	return b, nil
 }
 
-// forceSendBuffer lets one batch carry a large table (as nft does). It
-// falls back to the capped SO_SNDBUF without CAP_NET_ADMIN.
-func forceSendBuffer(c *netlink.Conn) error {
+// forceBuffers lets one batch carry a large table and receive all its
+// acks (as nft does). It falls back to the capped sizes without
+// CAP_NET_ADMIN.
+func forceBuffers(c *netlink.Conn) error {
 	raw, err := c.SyscallConn()
 	if err != nil {
 		return err
 	}
-	var serr error
+	var sndErr, rcvErr error
 	if err := raw.Control(func(fd uintptr) {
-		serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_SNDBUFFORCE, sendBuffer)
+		sndErr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_SNDBUFFORCE, batchBuffer)
+		rcvErr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, batchBuffer)
 	}); err != nil {
 		return err
 	}
-	if serr != nil {
-		return c.SetWriteBuffer(sendBuffer)
+	if sndErr != nil {
+		if err := c.SetWriteBuffer(batchBuffer); err != nil {
+			return err
+		}
+	}
+	if rcvErr != nil {
+		return c.SetReadBuffer(batchBuffer)
 	}
 	return nil
 }

@@ -569,3 +569,34 @@ func BenchmarkPrivilegedNftFile10k(b *testing.B) {
 		ns.MustRun(b, "nft", "-f", file)
 	}
 }
+
+// TestPrivilegedManyPolicies replaces a table of 100 dropInvalid policies:
+// thousands of batch messages, each acked, which overflowed the default
+// receive buffer (ENOBUFS) although the kernel had committed the batch.
+func TestPrivilegedManyPolicies(t *testing.T) {
+	ns := netnstest.NewNetNS(t, "nftmany")
+	c := newClient(t, ns)
+	var ps []policy.Policy
+	for i := range 100 {
+		ps = append(ps, policy.Policy{
+			Metadata: policy.Metadata{Name: fmt.Sprintf("p%03d", i)},
+			Spec: policy.Spec{
+				Workaround:  policy.WorkaroundDropInvalid,
+				DropInvalid: &policy.DropInvalid{Interfaces: []string{"eth0"}, Hooks: []policy.Hook{policy.HookInput, policy.HookForward}},
+				Match: policy.Match{
+					Family:           policy.FamilyAny,
+					Destinations:     []netip.Prefix{netip.MustParsePrefix(fmt.Sprintf("198.18.%d.0/24", i)), netip.MustParsePrefix("2001:db8::/32")},
+					DestinationPorts: []policy.PortRange{{From: 443, To: 443}},
+				},
+			},
+		})
+	}
+	want := ruleset.Build(ps)
+	if err := c.Replace(want); err != nil {
+		t.Fatal(err)
+	}
+	got, err := c.Read()
+	if err != nil || !ruleset.Equal(got, &want) {
+		t.Fatalf("Read after replacing 100 policies: %v (equal=%v)", err, ruleset.Equal(got, &want))
+	}
+}
