@@ -3,11 +3,12 @@ package controller
 import (
 	"bytes"
 	"context"
+	"errors"
 	"encoding/json"
-	"maps"
 	"time"
 
 	"github.com/ctguard/ctguard/controller/journal"
+	"github.com/ctguard/ctguard/controller/nft"
 	"github.com/ctguard/ctguard/controller/perflow"
 	"github.com/ctguard/ctguard/controller/plan"
 	"github.com/ctguard/ctguard/controller/ruleset"
@@ -41,6 +42,21 @@ type ApplyResult struct {
 	Drift []string
 	// Observed is the table as read before the apply, counters included.
 	Observed *ruleset.Table
+}
+
+// readTable reads table inet ctguard. A table holding what ctguard never
+// creates (a dormant flag, a foreign chain or object) cannot be modelled:
+// it comes back as a table with one unrecognised rule describing it, so
+// the planner shows it and apply replaces it. ctguard owns the table.
+func (c *Controller) readTable() (*ruleset.Table, error) {
+	t, err := c.tables.Read()
+	if errors.Is(err, nft.ErrUnrecognised) {
+		return &ruleset.Table{Chains: []ruleset.Chain{{
+			Hook:  ruleset.HookInput,
+			Rules: []ruleset.Rule{{Purpose: ruleset.PurposeUnrecognised, Detail: err.Error()}},
+		}}}, nil
+	}
+	return t, wrap("read table inet ctguard", err)
 }
 
 // drift names what differs between desired and observed.
@@ -111,10 +127,11 @@ func (c *Controller) applyLocked(ctx context.Context, j *journal.Journal, set Po
 	}
 	if j.Baseline == nil {
 		j.NetNS = c.netns
-		j.Baseline = &journal.Baseline{
-			RecordedAt:   time.Now().UTC(),
-			Sysctls:      maps.Clone(observed.Sysctls),
-			TableExisted: observed.Table != nil,
+		j.Baseline = &journal.Baseline{RecordedAt: time.Now().UTC(), Sysctls: map[string]string{}}
+	}
+	for name, want := range desired.Sysctls {
+		if _, owned := j.Baseline.Sysctls[name]; !owned && observed.Sysctls[name] != want {
+			j.Baseline.Sysctls[name] = observed.Sysctls[name] // ctguard takes it over now
 		}
 	}
 	rev := j.Begin(journal.Revision{
@@ -135,6 +152,7 @@ func (c *Controller) applyLocked(ctx context.Context, j *journal.Journal, set Po
 			return ApplyResult{}, err
 		}
 	}
+	releaseRestored(j.Baseline, desired.Sysctls)
 	number := rev.Number
 	if err := j.Commit(); err != nil {
 		return ApplyResult{}, err
@@ -168,9 +186,9 @@ func (c *Controller) converge(desired, observed plan.State) error {
 	if !ruleset.Equal(desired.Table, observed.Table) {
 		var err error
 		if desired.Table == nil {
-			err = wrap("delete table inet ctguard", c.tables.Delete())
+			err = c.tables.Delete()
 		} else {
-			err = wrap("replace table inet ctguard", c.tables.Replace(*desired.Table))
+			err = c.tables.Replace(*desired.Table)
 		}
 		if err != nil {
 			return err
@@ -188,13 +206,11 @@ func (c *Controller) converge(desired, observed plan.State) error {
 }
 
 // states computes the desired state for the policies and reads the
-// observed one. Desired sysctls are "1" when a global liberal policy asks
-// for it, else the baseline value from before ctguard (or the current
-// value when ctguard never changed anything).
+// observed one.
 func (c *Controller) states(ctx context.Context, j *journal.Journal, policies []policy.Policy, countFlows bool) (desired, observed plan.State, err error) {
-	table, err := c.tables.Read()
+	table, err := c.readTable()
 	if err != nil {
-		return desired, observed, wrap("read table inet ctguard", err)
+		return desired, observed, err
 	}
 	current, err := c.sysctls.Get(sysctl.BeLiberal)
 	if err != nil {
@@ -206,18 +222,7 @@ func (c *Controller) states(ctx context.Context, j *journal.Journal, policies []
 		PerFlow: plan.FromPolicies(appliedPolicies(j)),
 	}
 
-	want := current
-	if j.Baseline != nil {
-		if v, ok := j.Baseline.Sysctls[sysctl.BeLiberal]; ok {
-			want = v
-		}
-	}
-	for _, p := range policies {
-		if p.IsGlobalLiberal() {
-			want = "1"
-		}
-	}
-	desired = plan.State{Sysctls: map[string]string{sysctl.BeLiberal: want}}
+	desired = plan.State{Sysctls: desiredSysctls(j, policies)}
 	if len(policies) > 0 {
 		t := ruleset.Build(policies)
 		desired.Table = &t
@@ -265,6 +270,36 @@ func hasExistingFlows(policies []policy.Policy) bool {
 		}
 	}
 	return false
+}
+
+// desiredSysctls is what ctguard wants of the sysctls it manages: the
+// global sysctl on while a global liberal policy asks for it; back to its
+// value before ctguard while ctguard still owns it; otherwise nothing, so
+// an operator's own setting is left alone.
+func desiredSysctls(j *journal.Journal, policies []policy.Policy) map[string]string {
+	want := map[string]string{}
+	for _, p := range policies {
+		if p.IsGlobalLiberal() {
+			want[sysctl.BeLiberal] = "1"
+			return want
+		}
+	}
+	if j.Baseline != nil {
+		if v, owned := j.Baseline.Sysctls[sysctl.BeLiberal]; owned {
+			want[sysctl.BeLiberal] = v
+		}
+	}
+	return want
+}
+
+// releaseRestored hands back to the operator the sysctls that were just
+// restored to their value before ctguard.
+func releaseRestored(b *journal.Baseline, desired map[string]string) {
+	for name, before := range b.Sysctls {
+		if v, ok := desired[name]; ok && v == before {
+			delete(b.Sysctls, name)
+		}
+	}
 }
 
 // changedSysctls returns the desired values that differ from the baseline:

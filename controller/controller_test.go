@@ -3,6 +3,7 @@ package controller
 import (
 	"context"
 	"errors"
+	"fmt"
 	"maps"
 	"testing"
 
@@ -284,5 +285,95 @@ func TestJournalOfAnotherNamespaceIsRefused(t *testing.T) {
 	other := New(Config{Tables: nft.NewFake(), Sysctls: f.sys, Flows: f.flows, Store: f.store, NetNS: "net:[2]"})
 	if _, err := other.Apply(ctx, mustParse(t, dropDoc)); !errors.Is(err, journal.ErrOtherNetNS) {
 		t.Fatalf("apply with another namespace's journal: %v, want ErrOtherNetNS", err)
+	}
+}
+
+// unrecognisedTables is a Tables whose table holds something ctguard
+// never creates until it is replaced.
+type unrecognisedTables struct {
+	*nft.Fake
+	foreign bool
+}
+
+func (u *unrecognisedTables) Read() (*ruleset.Table, error) {
+	if u.foreign {
+		return nil, fmt.Errorf("table flags 0x1 (ctguard sets none): %w", nft.ErrUnrecognised)
+	}
+	return u.Fake.Read()
+}
+
+func (u *unrecognisedTables) Replace(t ruleset.Table) error {
+	u.foreign = false
+	return u.Fake.Replace(t)
+}
+
+func TestUnrecognisedTableIsDriftAndReplaced(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	tables := &unrecognisedTables{Fake: f.tables}
+	f.c.tables = tables
+	set := mustParse(t, dropDoc)
+	if _, err := f.c.Apply(ctx, set); err != nil {
+		t.Fatal(err)
+	}
+	tables.foreign = true // e.g. someone set the dormant flag
+	st, err := f.c.Status(ctx)
+	if err != nil || !st.Drift {
+		t.Fatalf("status of an unrecognised table: drift=%v err=%v", st.Drift, err)
+	}
+	res, err := f.c.apply(ctx, set, applyOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Drift) == 0 || tables.foreign {
+		t.Fatalf("unrecognised table not repaired: drift %v, still foreign %v", res.Drift, tables.foreign)
+	}
+}
+
+func TestOperatorSysctlLeftAloneWithoutGlobalPolicy(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	set := mustParse(t, perFlowDoc)
+	if _, err := f.c.Apply(ctx, set); err != nil {
+		t.Fatal(err)
+	}
+	f.sys.values[sysctl.BeLiberal] = "1" // the operator's emergency switch
+	p, err := f.c.Plan(ctx, set)
+	if err != nil || !p.Empty() {
+		t.Fatalf("plan after the operator set the sysctl: empty=%v err=%v", p.Empty(), err)
+	}
+	res, err := f.c.apply(ctx, set, applyOptions{})
+	if err != nil || len(res.Drift) != 0 || f.sys.values[sysctl.BeLiberal] != "1" {
+		t.Fatalf("reconcile touched the operator's sysctl: drift %v, value %s, err %v", res.Drift, f.sys.values[sysctl.BeLiberal], err)
+	}
+	if _, err := f.c.Rollback(ctx, true); err != nil {
+		t.Fatal(err)
+	}
+	if f.sys.values[sysctl.BeLiberal] != "1" {
+		t.Fatal("rollback --all reverted a sysctl ctguard never changed")
+	}
+}
+
+func TestRollbackFromGlobalRestoresAndReleasesSysctl(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	if _, err := f.c.Apply(ctx, mustParse(t, dropDoc)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.c.Apply(ctx, mustParse(t, globalDoc)); err != nil {
+		t.Fatal(err)
+	}
+	if f.sys.values[sysctl.BeLiberal] != "1" {
+		t.Fatal("global policy did not set the sysctl")
+	}
+	if _, err := f.c.Rollback(ctx, false); err != nil {
+		t.Fatal(err)
+	}
+	if f.sys.values[sysctl.BeLiberal] != "0" {
+		t.Fatalf("be_liberal = %s after rolling back the global policy, want 0", f.sys.values[sysctl.BeLiberal])
+	}
+	f.sys.values[sysctl.BeLiberal] = "1" // now the operator's again
+	if p, err := f.c.Plan(ctx, mustParse(t, dropDoc)); err != nil || !p.Empty() {
+		t.Fatalf("plan after the sysctl was handed back: empty=%v err=%v", p.Empty(), err)
 	}
 }

@@ -68,9 +68,9 @@ func (c *Controller) Status(ctx context.Context) (Status, error) {
 	}
 	release := kernelRelease()
 	st := Status{Kernel: release, KernelNotes: KernelNotes(release), NetNS: c.netns, Interrupted: j.Pending != nil}
-	table, err := c.tables.Read()
+	table, err := c.readTable()
 	if err != nil {
-		return Status{}, wrap("read table inet ctguard", err)
+		return Status{}, err
 	}
 	st.TablePresent = table != nil
 	if r := j.Latest(); r != nil {

@@ -53,12 +53,10 @@ type Journal struct {
 type Baseline struct {
 	// RecordedAt is when the baseline was read.
 	RecordedAt time.Time `json:"recordedAt"`
-	// Sysctls holds the values, before ctguard, of every sysctl ctguard may
-	// change (dotted name -> value).
+	// Sysctls holds, for every sysctl ctguard changed and has not restored
+	// yet, its value before ctguard changed it (dotted name -> value). A
+	// sysctl absent here is the operator's: ctguard leaves it alone.
 	Sysctls map[string]string `json:"sysctls"`
-	// TableExisted says whether table inet ctguard already existed. It
-	// should not: ctguard alone owns it.
-	TableExisted bool `json:"tableExisted"`
 }
 
 // Revision is one apply of a set of policies.
