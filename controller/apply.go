@@ -3,8 +3,8 @@ package controller
 import (
 	"bytes"
 	"context"
-	"errors"
 	"encoding/json"
+	"errors"
 	"time"
 
 	"github.com/ctguard/ctguard/controller/journal"
