@@ -65,7 +65,12 @@ type loader struct {
 	policies []Policy
 	errs     ErrorList
 	names    map[string]string // metadata.name -> "file:line" of its first definition
+	perFlow  int               // perFlow policies so far
 }
+
+// MaxPerFlowPolicies is how many perFlow liberal policies one ctguard runs:
+// its flow matcher tests them all at once, as the bits of a 64-bit mask.
+const MaxPerFlowPolicies = 64
 
 func (l *loader) result() ([]Policy, error) {
 	if len(l.errs) > 0 {
@@ -119,6 +124,7 @@ func (l *loader) parse(file string, data []byte) {
 			continue
 		}
 		l.checkUnique(d)
+		l.checkPerFlowLimit(d, &p)
 		if len(d.errs) == 0 {
 			l.policies = append(l.policies, p)
 		}
@@ -141,6 +147,17 @@ func (l *loader) checkUnique(d *document) {
 		l.names = map[string]string{}
 	}
 	l.names[name] = fmt.Sprintf("%s:%d", d.file, at.line)
+}
+
+// checkPerFlowLimit reports the perFlow policy beyond MaxPerFlowPolicies.
+func (l *loader) checkPerFlowLimit(d *document, p *Policy) {
+	if len(d.errs) > 0 || !p.IsPerFlow() {
+		return
+	}
+	l.perFlow++
+	if l.perFlow > MaxPerFlowPolicies {
+		d.errorf(d.pos["spec.workaround"], "spec.workaround", "more than %d perFlow liberal policies in all (merge their matches: list items are OR-ed)", MaxPerFlowPolicies)
+	}
 }
 
 // run decodes and validates one document. It reports false for an empty

@@ -2,6 +2,7 @@ package policy
 
 import (
 	"errors"
+	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -161,5 +162,17 @@ func TestLoadReportsBrokenSymlink(t *testing.T) {
 	want := filepath.Join(dir, "b.yaml") + ": no such file or directory"
 	if err == nil || err.Error() != want || !errors.Is(err, fs.ErrNotExist) {
 		t.Errorf("Load error = %v, want %s", err, want)
+	}
+}
+
+func TestTooManyPerFlowPolicies(t *testing.T) {
+	var doc strings.Builder
+	for i := range MaxPerFlowPolicies + 1 {
+		fmt.Fprintf(&doc, "---\napiVersion: ctguard.io/v1alpha1\nkind: MitigationPolicy\nmetadata: {name: p%d}\nspec:\n  workaround: liberal\n", i)
+	}
+	_, err := Parse("p.yaml", []byte(doc.String()))
+	want := fmt.Sprintf(`p.yaml:%d: policy "p64": spec.workaround: more than 64 perFlow liberal policies in all (merge their matches: list items are OR-ed)`, 64*6+6) // the 65th document's workaround line
+	if err == nil || err.Error() != want {
+		t.Fatalf("error = %v\nwant %s", err, want)
 	}
 }
