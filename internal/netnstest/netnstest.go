@@ -72,21 +72,20 @@ func NewNetNS(t testing.TB, prefix string) *NS {
 // thread back before unlocking it.
 func newNamed(name string) (netns.NsHandle, error) {
 	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
 	orig, err := netns.Get()
 	if err != nil {
+		runtime.UnlockOSThread()
 		return 0, err
 	}
 	defer orig.Close()
 	h, err := netns.NewNamed(name)
-	if err != nil {
-		return 0, err
-	}
 	if err := netns.Set(orig); err != nil {
-		// The thread is stuck in the new namespace: never unlock it.
+		// The thread is stuck in the new namespace: never unlock it, so Go
+		// discards it when the goroutine ends.
 		runtime.Goexit()
 	}
-	return h, nil
+	runtime.UnlockOSThread()
+	return h, err
 }
 
 // Run runs a command inside the namespace ("ip netns exec") and returns its
