@@ -82,7 +82,14 @@ func drift(desired, observed plan.State) []string {
 // atomic batch (only when it differs), the sysctl set, and the existing
 // flows of perFlow policies flagged. Applying the same set twice changes
 // nothing the second time.
+// It refuses while a "ctguard run" manages the state directory: the
+// controller would undo the change at its next reconcile.
 func (c *Controller) Apply(ctx context.Context, set PolicySet) (ApplyResult, error) {
+	release, err := c.store.HoldController()
+	if err != nil {
+		return ApplyResult{}, err
+	}
+	defer release()
 	return c.apply(ctx, set, applyOptions{flows: true})
 }
 

@@ -377,3 +377,22 @@ func TestRollbackFromGlobalRestoresAndReleasesSysctl(t *testing.T) {
 		t.Fatalf("plan after the sysctl was handed back: empty=%v err=%v", p.Empty(), err)
 	}
 }
+
+func TestOneShotCommandsRefuseWhileControllerRuns(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	release, err := f.store.HoldController() // as a running "ctguard run" does
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer release()
+	if _, err := f.c.Apply(ctx, mustParse(t, dropDoc)); !errors.Is(err, journal.ErrControllerRunning) {
+		t.Fatalf("apply during run: %v, want ErrControllerRunning", err)
+	}
+	if _, err := f.c.Rollback(ctx, true); !errors.Is(err, journal.ErrControllerRunning) {
+		t.Fatalf("rollback during run: %v, want ErrControllerRunning", err)
+	}
+	if _, err := f.c.Status(ctx); err != nil {
+		t.Fatalf("status during run: %v", err)
+	}
+}

@@ -19,8 +19,19 @@ type RollbackResult struct {
 // revision's policies are applied again. With all, or when there is no
 // previous revision, everything ctguard ever applied is removed (its
 // table, its sysctl changes, its per-flow flags) and the journal deleted,
-// leaving the box as it was before the first apply.
+// leaving the box as it was before the first apply. It refuses while a
+// "ctguard run" manages the state directory, as Apply does.
 func (c *Controller) Rollback(ctx context.Context, all bool) (RollbackResult, error) {
+	release, err := c.store.HoldController()
+	if err != nil {
+		return RollbackResult{}, err
+	}
+	defer release()
+	return c.rollback(ctx, all)
+}
+
+// rollback is Rollback for a caller that holds the controller lock.
+func (c *Controller) rollback(ctx context.Context, all bool) (RollbackResult, error) {
 	j, unlock, err := c.loadJournal()
 	if err != nil {
 		return RollbackResult{}, err

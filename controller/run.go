@@ -64,6 +64,11 @@ func (c *Controller) Run(ctx context.Context, cfg RunConfig) error {
 		cfg.Metrics.PolicyLoadErrors.Inc()
 		return err
 	}
+	release, err := c.store.HoldController()
+	if err != nil {
+		return fmt.Errorf("%w: another controller runs with this state directory", err)
+	}
+	defer release()
 	l := &loop{c: c, cfg: cfg, good: set}
 	if err := l.reconcile(ctx, "start"); err != nil {
 		return err
@@ -95,6 +100,9 @@ func (c *Controller) Run(ctx context.Context, cfg RunConfig) error {
 			return l.shutdown()
 		case err := <-engineDone:
 			engineDone <- err // for stopEngine
+			if err == nil {
+				err = errors.New("returned without error")
+			}
 			return fmt.Errorf("per-flow engine stopped: %w", err)
 		case <-cfg.Reload:
 			l.reload(ctx)
@@ -121,7 +129,12 @@ type loop struct {
 	good       PolicySet
 	revision   int
 	generation int
-	lastErr    error
+	lastErr    error // of the last reconcile
+	// loadErr is why the policy source was last rejected, nil once it
+	// loads again. It is kept apart from lastErr: a later successful
+	// reconcile of the last good policy must not hide that the source on
+	// disk is still rejected.
+	loadErr error
 }
 
 // reconcile applies the last good policy set and records the outcome.
@@ -153,10 +166,11 @@ func (l *loop) reload(ctx context.Context) {
 	set, err := l.cfg.Load()
 	if err != nil {
 		l.cfg.Metrics.PolicyLoadErrors.Inc()
-		l.lastErr = err
+		l.loadErr = err
 		l.c.log.Error("policy rejected; the last good policy stays in force", "err", err)
 		return
 	}
+	l.loadErr = nil
 	prev := l.good
 	l.good = set
 	if err := l.reconcile(ctx, "reload"); err != nil {
@@ -182,7 +196,7 @@ func (l *loop) shutdown() error {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	_, err := l.c.Rollback(ctx, true)
+	_, err := l.c.rollback(ctx, true)
 	if errors.Is(err, ErrNothingToRollBack) {
 		err = nil
 	}
@@ -202,8 +216,8 @@ func (l *loop) publish() {
 		Generation: l.generation,
 		Engine:     l.cfg.Engine.Stats(),
 	}
-	if l.lastErr != nil {
-		st.LastError = l.lastErr.Error()
+	if err := errors.Join(l.loadErr, l.lastErr); err != nil {
+		st.LastError = err.Error()
 	}
 	l.cfg.Publish(st)
 }

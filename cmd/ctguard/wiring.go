@@ -90,6 +90,8 @@ func userMessage(err error) string {
 		return msg + " (ctguard needs root or CAP_NET_ADMIN in this network namespace, and write access to --state-dir)"
 	case errors.Is(err, journal.ErrOtherNetNS):
 		return msg + " (use a --state-dir per network namespace)"
+	case errors.Is(err, journal.ErrControllerRunning):
+		return msg + ": it would undo this change; edit the policy it watches (it reloads), or stop it first"
 	}
 	return strings.TrimSpace(msg)
 }

@@ -459,3 +459,24 @@ func TestNetNSIdentity(t *testing.T) {
 		t.Fatal("NetNSOfFd(stdin) succeeded")
 	}
 }
+
+func TestHoldControllerExcludesOthers(t *testing.T) {
+	s := newStore(t)
+	release, err := s.HoldController()
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, err := Open(filepath.Dir(s.Path()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := other.HoldController(); !errors.Is(err, ErrControllerRunning) {
+		t.Fatalf("second HoldController: %v, want ErrControllerRunning", err)
+	}
+	release()
+	release2, err := other.HoldController()
+	if err != nil {
+		t.Fatalf("HoldController after release: %v", err)
+	}
+	release2()
+}

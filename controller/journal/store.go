@@ -22,6 +22,8 @@ const (
 	LockName = "lock"
 	// LiveName is the status snapshot a running controller keeps.
 	LiveName = "live.json"
+	// ControllerLockName is held by a running controller for its lifetime.
+	ControllerLockName = "controller.lock"
 	// tempPattern names the temporary files Save writes before renaming;
 	// Load never reads them, so a crash mid-Save leaves the old journal.
 	tempPattern = FileName + ".tmp-*"
@@ -29,6 +31,8 @@ const (
 
 // Errors callers branch on.
 var (
+	// ErrControllerRunning: a "ctguard run" manages the state directory.
+	ErrControllerRunning = errors.New(`"ctguard run" manages this state directory`)
 	// ErrLocked: another process holds the state lock.
 	ErrLocked = errors.New("another ctguard holds the state lock")
 	// ErrInsecureDir: the state directory is writable by group or others.
@@ -226,4 +230,25 @@ func (s *Store) removeTemps() error {
 		}
 	}
 	return nil
+}
+
+// HoldController takes the controller lock without waiting: a running
+// controller holds it for its lifetime, and one-shot commands that change
+// the kernel take it briefly, so they never fight a controller that would
+// undo them at its next reconcile. A holder elsewhere gives an error
+// wrapping ErrControllerRunning. Call release once done.
+func (s *Store) HoldController() (release func(), err error) {
+	f, err := os.OpenFile(filepath.Join(s.dir, ControllerLockName), os.O_RDWR|os.O_CREATE|unix.O_CLOEXEC|unix.O_NOFOLLOW, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("controller lock: %w", err)
+	}
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		f.Close()
+		if errors.Is(err, unix.EWOULDBLOCK) {
+			return nil, fmt.Errorf("%w (%s)", ErrControllerRunning, s.dir)
+		}
+		return nil, fmt.Errorf("controller lock %s: %w", s.dir, err)
+	}
+	var once sync.Once
+	return func() { once.Do(func() { f.Close() }) }, nil
 }
