@@ -2,6 +2,8 @@ package controller
 
 import (
 	"context"
+	"errors"
+	"sync"
 	"testing"
 	"time"
 
@@ -46,5 +48,69 @@ func TestRunSurvivesClosedTableChanged(t *testing.T) {
 	}
 	if got := runs.GetCounter().GetValue(); got != 2 {
 		t.Fatalf("%v reconcile passes in 300ms with the table notifications closed, want 2", got)
+	}
+}
+
+// TestRunKeepsReportingRejectedPolicy: a rejected edit stays in the live
+// status until the source loads again. It used to be wiped by the next
+// successful resync of the last good policy.
+func TestRunKeepsReportingRejectedPolicy(t *testing.T) {
+	f := newFixture(t)
+	good := mustParse(t, dropDoc)
+	rejected := errors.New(`test.yaml:8: invalid CIDR "10.0.0.300/8"`)
+	loadErr := error(nil)
+	var mu sync.Mutex
+	var last LiveStatus
+	reload := make(chan struct{}, 1)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() {
+		done <- f.c.Run(ctx, RunConfig{
+			Load: func() (PolicySet, error) {
+				mu.Lock()
+				defer mu.Unlock()
+				return good, loadErr
+			},
+			Reload:  reload,
+			Resync:  5 * time.Millisecond,
+			Engine:  idleEngine{},
+			Metrics: metrics.New(),
+			Publish: func(st LiveStatus) {
+				mu.Lock()
+				defer mu.Unlock()
+				last = st
+			},
+		})
+	}()
+	lastError := func() string {
+		mu.Lock()
+		defer mu.Unlock()
+		return last.LastError
+	}
+	for started := false; !started; time.Sleep(time.Millisecond) {
+		mu.Lock()
+		started = !last.UpdatedAt.IsZero()
+		mu.Unlock()
+	}
+	mu.Lock()
+	loadErr = rejected
+	mu.Unlock()
+	reload <- struct{}{}
+	time.Sleep(100 * time.Millisecond) // many resyncs
+	if got := lastError(); got != rejected.Error() {
+		t.Fatalf("live status after a rejected edit and resyncs: LastError %q, want %q", got, rejected)
+	}
+	mu.Lock()
+	loadErr = nil
+	mu.Unlock()
+	reload <- struct{}{}
+	time.Sleep(50 * time.Millisecond)
+	if got := lastError(); got != "" {
+		t.Fatalf("live status after the source loads again: LastError %q, want none", got)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
 	}
 }

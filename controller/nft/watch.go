@@ -7,20 +7,12 @@ import (
 
 	"github.com/ctguard/ctguard/controller/ruleset"
 	"github.com/google/nftables"
-	"github.com/mdlayher/netlink"
-	"golang.org/x/sys/unix"
 )
 
 // watchQuiet is the least time between two change notifications: a burst
 // of events (one per object of a batch) becomes one notification, and a
 // reconcile that rewrites the table cannot make the caller spin.
 const watchQuiet = 500 * time.Millisecond
-
-// monitorBuffer is the receive buffer forced on the monitor's socket. A
-// batch reports every object it touches, set elements included: loading a
-// set of 10,000 ranges (ctguard's own apply, or another program's table)
-// overflows the default of about 208 KiB, and an overflow ends the monitor.
-const monitorBuffer = 16 << 20
 
 // Watch notifies the returned channel when nftables reports a change that
 // may concern table inet ctguard (its creation or deletion, or a change to
@@ -36,13 +28,17 @@ func (c *Client) Watch(ctx context.Context) (<-chan struct{}, error) {
 		return nil, err
 	}
 	out := make(chan struct{}, 1)
-	go c.watch(ctx, events, stop, out)
+	go watch(ctx, events, stop, c.monitor, out)
 	return out, nil
 }
 
+// subscribeFunc subscribes to nftables change notifications; stop ends the
+// subscription.
+type subscribeFunc func() (events <-chan *nftables.MonitorEvents, stop func() error, err error)
+
 // monitor subscribes to nftables change notifications.
 func (c *Client) monitor() (<-chan *nftables.MonitorEvents, func() error, error) {
-	conn, err := nftables.New(append(c.opts, nftables.WithSockOptions(forceReceiveBuffer))...)
+	conn, err := nftables.New(c.opts...)
 	if err != nil {
 		return nil, nil, fmt.Errorf("nftables netlink: %w", err)
 	}
@@ -54,8 +50,9 @@ func (c *Client) monitor() (<-chan *nftables.MonitorEvents, func() error, error)
 	return events, mon.Close, nil
 }
 
-// watch turns monitor events into notifications on out until ctx ends.
-func (c *Client) watch(ctx context.Context, events <-chan *nftables.MonitorEvents, stop func() error, out chan<- struct{}) {
+// watch turns monitor events into notifications on out until ctx ends,
+// subscribing again with resubscribe when the monitor ends.
+func watch(ctx context.Context, events <-chan *nftables.MonitorEvents, stop func() error, resubscribe subscribeFunc, out chan<- struct{}) {
 	defer close(out)
 	defer func() { stop() }() // stop changes when the monitor is replaced
 	var last time.Time
@@ -68,13 +65,14 @@ func (c *Client) watch(ctx context.Context, events <-chan *nftables.MonitorEvent
 				continue
 			}
 			if !ok {
-				// The monitor ended on an error (google/nftables closes
-				// its channel then): events were lost, so subscribe
-				// again and report a change. Without this, one overflow
-				// left drift to the caller's periodic check for good.
+				// The monitor ended on a receive error, e.g. ENOBUFS
+				// after a burst (google/nftables closes its channel
+				// then): events were lost, so subscribe again and report
+				// a change. Without this, drift was left to the caller's
+				// periodic check for good after one overflow.
 				stop()
 				var err error
-				if events, stop, err = c.monitor(); err != nil {
+				if events, stop, err = resubscribe(); err != nil {
 					stop = func() error { return nil }
 					return
 				}
@@ -93,26 +91,6 @@ func (c *Client) watch(ctx context.Context, events <-chan *nftables.MonitorEvent
 			}
 		}
 	}
-}
-
-// forceReceiveBuffer sets the monitor socket's receive buffer to
-// monitorBuffer. It falls back to the capped SO_RCVBUF without
-// CAP_NET_ADMIN.
-func forceReceiveBuffer(c *netlink.Conn) error {
-	raw, err := c.SyscallConn()
-	if err != nil {
-		return err
-	}
-	var serr error
-	if err := raw.Control(func(fd uintptr) {
-		serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, monitorBuffer)
-	}); err != nil {
-		return err
-	}
-	if serr != nil {
-		return c.SetReadBuffer(monitorBuffer)
-	}
-	return nil
 }
 
 // concernsTable reports whether a batch of monitor events may touch table
