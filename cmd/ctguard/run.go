@@ -68,8 +68,11 @@ func runController(ctx context.Context, g *globals, f *runFlags) error {
 		Conn:        perflow.FromFlows(s.Conntrack),
 		MarkBit:     flows.MarkBit(g.markBit),
 		EventBuffer: f.eventBuffer,
-		Logger:      s.log,
-		Observer:    metricsObserver{m},
+		// The same period as the table check: it re-flags flows whose
+		// flag something cleared and forgets flows that ended unseen.
+		ResyncInterval: f.resync,
+		Logger:         s.log,
+		Observer:       metricsObserver{m},
 		// Ready once the policies are applied (Run starts the engine
 		// after its first apply) and the engine listens to events.
 		OnReady: func() { ready.Store(true) },
@@ -79,7 +82,10 @@ func runController(ctx context.Context, g *globals, f *runFlags) error {
 	}
 
 	reload := make(chan struct{}, 1)
-	go forwardSignals(ctx, reload)
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP) // before anything can send one
+	defer signal.Stop(hup)
+	go forwardSignals(ctx, hup, reload)
 	if f.file != "" {
 		w, err := watch.New(f.file, s.log)
 		if err != nil {
@@ -119,10 +125,7 @@ func runController(ctx context.Context, g *globals, f *runFlags) error {
 }
 
 // forwardSignals turns SIGHUP into a reload.
-func forwardSignals(ctx context.Context, reload chan<- struct{}) {
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Stop(hup)
+func forwardSignals(ctx context.Context, hup <-chan os.Signal, reload chan<- struct{}) {
 	for {
 		select {
 		case <-ctx.Done():
