@@ -2,8 +2,6 @@ package controller
 
 import (
 	"context"
-	"errors"
-	"fmt"
 	"log/slog"
 
 	"github.com/ctguard/ctguard/controller/flows"
@@ -12,72 +10,48 @@ import (
 	"github.com/ctguard/ctguard/policy"
 )
 
-// conntrackTable is the FlowTable of one namespace's conntrack table.
+// conntrackTable is the FlowTable of one namespace's conntrack table, over
+// the per-flow engine's one-shot functions.
 type conntrackTable struct {
 	conn *flows.Conn
 	mark flows.MarkBit
+	// dirs are the directions ClearOwned clears on ctguard's flows: the
+	// union of the directions of every per-flow policy ctguard applied
+	// (flows.Reply when 0).
+	dirs flows.Directions
 	log  *slog.Logger
-}
-
-// engine returns a per-flow engine for the policies; it is only used for
-// its one-shot methods here, never Run.
-func (t conntrackTable) engine(policies []policy.Policy) (*perflow.Engine, error) {
-	return perflow.New(perflow.Config{Policies: policies, Conn: perflow.FromFlows(t.conn), MarkBit: t.mark, Logger: t.log})
 }
 
 // Plan implements FlowTable.
 func (t conntrackTable) Plan(ctx context.Context, policies []policy.Policy) (map[string]perflow.PlanEntry, error) {
-	e, err := t.engine(policies)
+	sel, err := selector.Compile(policies)
 	if err != nil {
 		return nil, err
 	}
-	fs, err := t.conn.Dump(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("dump conntrack: %w", err)
-	}
-	return e.Plan(fs), nil
+	return perflow.Plan(ctx, perflow.FromFlows(t.conn), sel)
 }
 
-// FlagExisting implements FlowTable: one pass over a dump, flagging every
-// flow a policy with existingFlows selects that lacks the flag.
+// FlagExisting implements FlowTable: what the engine does to existing flows
+// at start, in one pass over a dump.
 func (t conntrackTable) FlagExisting(ctx context.Context, policies []policy.Policy) (int, error) {
 	sel, err := selector.Compile(policies)
 	if err != nil {
 		return 0, err
 	}
-	fs, err := t.conn.Dump(ctx)
-	if err != nil {
-		return 0, fmt.Errorf("dump conntrack: %w", err)
-	}
-	flagged := 0
-	var errs []error
-	for i := range fs {
-		f := &fs[i]
-		r := sel.Restrict(sel.Match(f))
-		if r.Policies == 0 || f.Liberal().Has(r.Dirs) {
-			continue
-		}
-		switch err := t.conn.SetLiberal(f, r.Dirs, t.mark); {
-		case err == nil:
-			flagged++
-		case errors.Is(err, flows.ErrFlowGone):
-		default:
-			errs = append(errs, err)
-		}
-	}
-	if err := errors.Join(errs...); err != nil {
-		return flagged, fmt.Errorf("flag %d existing flows: %w", len(errs), err)
-	}
-	return flagged, nil
+	return perflow.FlagExisting(ctx, perflow.FromFlows(t.conn), sel, t.mark)
 }
 
 // ClearOwned implements FlowTable.
 func (t conntrackTable) ClearOwned(ctx context.Context) (int, error) {
-	e, err := t.engine(nil)
-	if err != nil {
-		return 0, err
+	dirs := t.dirs
+	if dirs == 0 {
+		dirs = flows.Reply
 	}
-	return e.Rollback(ctx)
+	n, err := perflow.Rollback(ctx, perflow.FromFlows(t.conn), t.mark, dirs)
+	if n > 0 {
+		t.log.Info("cleared ctguard's per-flow flags", "flows", n, "directions", dirs.String())
+	}
+	return n, err
 }
 
 // Invalid implements FlowTable.

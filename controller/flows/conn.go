@@ -2,9 +2,11 @@ package flows
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/mdlayher/netlink"
@@ -17,8 +19,8 @@ import (
 // for concurrent use.
 type Conn struct {
 	netnsFd int
-	mu      sync.Mutex      // serializes requests on req (Dump sets deadlines)
-	req     *netlink.Conn   // dumps, gets and flags-only updates
+	mu      sync.Mutex      // serializes requests on req
+	req     *netlink.Conn   // gets and flags-only updates (dumps have their own)
 	ct      *conntrack.Conn // statistics
 }
 
@@ -50,12 +52,39 @@ func (c *Conn) Close() error {
 	return errors.Join(c.req.Close(), c.ct.Close())
 }
 
-// Dump returns every TCP conntrack entry, both address families. The
-// context's deadline bounds the dump; cancellation is seen between requests.
-func (c *Conn) Dump(ctx context.Context) ([]Flow, error) {
+// DumpFunc dumps every TCP conntrack entry, both address families, and
+// calls fn on each as its netlink datagram arrives: memory stays bounded
+// whatever the table's size (the kernel sends a few dozen entries per
+// datagram, and builds the next one only once the previous one was read, so
+// a slow fn loses nothing). The *Flow is only valid during the call. An
+// error from fn stops the dump and is returned unwrapped. The dump runs on a
+// socket of its own, so fn may call the Conn's other methods (SetLiberal,
+// Get). ctx's deadline and cancellation interrupt the dump, even while it
+// waits for the kernel. Entries created or destroyed during the dump may or
+// may not be seen, as with any conntrack dump.
+func (c *Conn) DumpFunc(ctx context.Context, fn func(*Flow) error) error {
 	if err := ctx.Err(); err != nil {
-		return nil, err
+		return err
 	}
+	nl, err := netlink.Dial(unix.NETLINK_NETFILTER, nlConfig(c.netnsFd))
+	if err != nil {
+		return fmt.Errorf("open ctnetlink dump socket: %w", err)
+	}
+	defer nl.Close()
+	raw, err := nl.SyscallConn()
+	if err != nil {
+		return fmt.Errorf("ctnetlink dump socket: %w", err)
+	}
+	if deadline, ok := ctx.Deadline(); ok {
+		if err := nl.SetReadDeadline(deadline); err != nil {
+			return err
+		}
+	}
+	// Registered after the deadline so that it wins: cancellation wakes a
+	// blocked read with an expired deadline.
+	stop := context.AfterFunc(ctx, func() { nl.SetReadDeadline(time.Unix(1, 0)) })
+	defer stop()
+
 	msg, err := netfilter.MarshalNetlink(netfilter.Header{
 		SubsystemID: netfilter.NFSubsysCTNetlink,
 		MessageType: ipctnlMsgCtGet,
@@ -63,38 +92,89 @@ func (c *Conn) Dump(ctx context.Context) ([]Flow, error) {
 		Flags:       netlink.Request | netlink.Dump,
 	}, nil)
 	if err != nil {
-		return nil, err
+		return err
 	}
-	msgs, err := c.dump(ctx, msg)
-	if err != nil {
-		return nil, fmt.Errorf("dump conntrack: %w", err)
+	if _, err := nl.Send(msg); err != nil {
+		return fmt.Errorf("dump conntrack: %w", err)
 	}
-	out := make([]Flow, 0, len(msgs))
-	for _, m := range msgs {
-		// A dumped entry is an IPCTNL_MSG_CT_NEW message, which
-		// Event.Unmarshal decodes (as an "update").
-		var ev conntrack.Event
-		if err := ev.Unmarshal(m); err != nil {
-			return nil, fmt.Errorf("decode dumped flow: %w", err)
+	d := dumpReader{raw: raw, buf: make([]byte, dumpBuffer)}
+	for {
+		msgs, err := d.next()
+		if err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			return fmt.Errorf("dump conntrack: %w", err)
 		}
-		if ev.Flow == nil || ev.Flow.TupleOrig.Proto.Protocol != ProtoTCP {
-			continue
+		for _, m := range msgs {
+			switch m.Header.Type {
+			case unix.NLMSG_DONE:
+				if err := nlErrno(m.Data); err != nil {
+					return fmt.Errorf("dump conntrack: %w", err)
+				}
+				return nil
+			case unix.NLMSG_ERROR:
+				err := nlErrno(m.Data)
+				if err == nil { // an ack: nothing was asked for, nothing to do
+					continue
+				}
+				return fmt.Errorf("dump conntrack: %w", err)
+			}
+			f, ok, err := decodeFlow(m)
+			if err != nil {
+				return fmt.Errorf("decode dumped flow: %w", err)
+			}
+			if !ok {
+				continue
+			}
+			if err := fn(&f); err != nil {
+				return err
+			}
 		}
-		out = append(out, fromConntrack(ev.Flow))
 	}
-	return out, nil
 }
 
-// dump runs a dump request bounded by ctx's deadline.
-func (c *Conn) dump(ctx context.Context, msg netlink.Message) ([]netlink.Message, error) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	deadline, _ := ctx.Deadline() // zero: no deadline
-	if err := c.req.SetDeadline(deadline); err != nil {
+// dumpBuffer holds any dump datagram: the kernel sizes them to at most
+// 32 KiB (netlink_dump).
+const dumpBuffer = 64 << 10
+
+// dumpReader reads a dump's datagrams one at a time.
+type dumpReader struct {
+	raw syscall.RawConn
+	buf []byte
+}
+
+// next blocks until the next datagram (or the socket's read deadline) and
+// returns its messages, which alias the reader's buffer until the next call.
+func (d *dumpReader) next() ([]syscall.NetlinkMessage, error) {
+	var n int
+	var rerr error
+	err := d.raw.Read(func(fd uintptr) bool {
+		n, _, rerr = unix.Recvfrom(int(fd), d.buf, unix.MSG_DONTWAIT|unix.MSG_TRUNC)
+		return rerr != unix.EAGAIN && rerr != unix.EWOULDBLOCK
+	})
+	switch {
+	case err != nil:
 		return nil, err
+	case rerr != nil:
+		return nil, rerr
+	case n > len(d.buf):
+		return nil, fmt.Errorf("dump datagram of %d bytes exceeds the %d-byte buffer", n, len(d.buf))
 	}
-	defer c.req.SetDeadline(time.Time{})
-	return c.req.Execute(msg)
+	return syscall.ParseNetlinkMessage(d.buf[:n])
+}
+
+// nlErrno decodes the error code leading an NLMSG_ERROR or NLMSG_DONE
+// payload: nil for 0, the errno otherwise.
+func nlErrno(b []byte) error {
+	if len(b) < 4 {
+		return nil // a DONE without payload
+	}
+	code := int32(binary.NativeEndian.Uint32(b[:4]))
+	if code == 0 {
+		return nil
+	}
+	return unix.Errno(-code)
 }
 
 // execute runs one request.

@@ -25,6 +25,30 @@
 // ClearLiberal. Flows flagged by anybody else (the kernel, conntrack -U, a
 // SetLiberal with mark 0) never carry the bit and are left alone.
 //
+// # Which directions are ctguard's
+//
+// One bit says which flows are ctguard's, not which directions. Two rules
+// make that enough by construction:
+//
+//   - ctguard sets only the wanted directions a flow lacks (never re-sets a
+//     direction already liberal), and marks a flow only when it set at least
+//     one direction: a flow already liberal in every wanted direction stays
+//     unmarked, whoever made it liberal.
+//   - rollback clears, on marked flows, only directions ctguard may have
+//     set: those of the given set (the union of the directions of every
+//     per-flow policy ctguard applied, REPLY by default) that are liberal,
+//     then the bit (ClearLiberal with no direction clears the bit only).
+//
+// The kernel makes a flow liberal in both directions at once (mid-stream
+// pickup, flowtable offload), as conntrack -U does: such a flow never lacks
+// a wanted direction, so it is never marked and rollback never touches it.
+// The one residual case needs a third party that sets a single direction D
+// before ctguard flags another direction of the same flow, with D among the
+// rollback's directions (e.g. a tool setting only ORIGINAL and a policy
+// wanting [original, reply]): rollback then clears D too. Telling these
+// apart would take one mark bit per direction, i.e. a second bit of the
+// mark ctguard does not own today.
+//
 // # Events
 //
 // Subscribe opens a dedicated event socket (groups NEW, UPDATE, DESTROY)

@@ -180,17 +180,7 @@ func decodeEvents(dst []Event, b []byte) ([]Event, error) {
 	}
 	for _, m := range msgs {
 		var ev conntrack.Event
-		err := ev.Unmarshal(netlink.Message{
-			Header: netlink.Header{
-				Length:   m.Header.Len,
-				Type:     netlink.HeaderType(m.Header.Type),
-				Flags:    netlink.HeaderFlags(m.Header.Flags),
-				Sequence: m.Header.Seq,
-				PID:      m.Header.Pid,
-			},
-			Data: m.Data,
-		})
-		if err != nil {
+		if err := ev.Unmarshal(toNetlink(m)); err != nil {
 			return dst, fmt.Errorf("decode conntrack event: %w", err)
 		}
 		if ev.Flow == nil || ev.Flow.TupleOrig.Proto.Protocol != ProtoTCP {
@@ -211,4 +201,31 @@ func decodeEvents(dst []Event, b []byte) ([]Event, error) {
 		dst = append(dst, e)
 	}
 	return dst, nil
+}
+
+// toNetlink converts a parsed netlink message for ti-mo/conntrack's decoder.
+func toNetlink(m syscall.NetlinkMessage) netlink.Message {
+	return netlink.Message{
+		Header: netlink.Header{
+			Length:   m.Header.Len,
+			Type:     netlink.HeaderType(m.Header.Type),
+			Flags:    netlink.HeaderFlags(m.Header.Flags),
+			Sequence: m.Header.Seq,
+			PID:      m.Header.Pid,
+		},
+		Data: m.Data,
+	}
+}
+
+// decodeFlow decodes a dumped entry (an IPCTNL_MSG_CT_NEW message, which
+// Event.Unmarshal decodes as an "update"); ok is false for non-TCP entries.
+func decodeFlow(m syscall.NetlinkMessage) (f Flow, ok bool, err error) {
+	var ev conntrack.Event
+	if err := ev.Unmarshal(toNetlink(m)); err != nil {
+		return Flow{}, false, err
+	}
+	if ev.Flow == nil || ev.Flow.TupleOrig.Proto.Protocol != ProtoTCP {
+		return Flow{}, false, nil
+	}
+	return fromConntrack(ev.Flow), true, nil
 }

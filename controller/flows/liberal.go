@@ -50,8 +50,8 @@ func (c *Conn) SetLiberal(f *Flow, dirs Directions, mark MarkBit) error {
 }
 
 // ClearLiberal clears BE_LIBERAL in the given directions and the ownership
-// mark bit (none when mark is 0), atomically. A vanished flow returns
-// ErrFlowGone.
+// mark bit (none when mark is 0), atomically. With no direction it clears
+// only the mark bit. A vanished flow returns ErrFlowGone.
 func (c *Conn) ClearLiberal(f *Flow, dirs Directions, mark MarkBit) error {
 	return c.update(f, dirs, 0, mark)
 }
@@ -72,31 +72,34 @@ func (c *Conn) update(f *Flow, dirs Directions, flags uint8, mark MarkBit) error
 
 // liberalMessage builds the flags-only update: IPCTNL_MSG_CT_NEW without
 // NLM_F_CREATE/NLM_F_EXCL (update only), the original tuple, the zone, the
-// {flags, mask=BE_LIBERAL} pair of each direction in dirs, and, when mark is
-// set, CTA_MARK/CTA_MARK_MASK touching only that bit (the bit is set when
-// flags sets BE_LIBERAL and cleared otherwise).
+// {flags, mask=BE_LIBERAL} pair of each direction in dirs (no protoinfo when
+// dirs is empty), and, when mark is set, CTA_MARK/CTA_MARK_MASK touching only
+// that bit (the bit is set when flags sets BE_LIBERAL and cleared otherwise).
+// It refuses an update that would change nothing.
 func liberalMessage(f *Flow, dirs Directions, flags uint8, mark MarkBit) (netlink.Message, error) {
 	if f.Proto != ProtoTCP {
 		return netlink.Message{}, fmt.Errorf("flow %s: protocol %d is not TCP", f, f.Proto)
 	}
-	if dirs == 0 {
-		return netlink.Message{}, fmt.Errorf("flow %s: no direction to update", f)
+	if dirs&Both == 0 && mark == 0 {
+		return netlink.Message{}, fmt.Errorf("flow %s: no direction and no mark to update", f)
 	}
 	ae := netfilter.NewAttributeEncoder()
 	encodeKey(ae, f)
-	ae.Nested(ctaProtoInfo, func(pae *netlink.AttributeEncoder) error {
-		pae.Nested(ctaProtoInfoTCP, func(tae *netlink.AttributeEncoder) error {
-			pair := []byte{flags, BeLiberal} // struct nf_ct_tcp_flags {flags, mask}
-			if dirs.Has(Original) {
-				tae.Bytes(ctaProtoInfoTCPFlagsOriginal, pair)
-			}
-			if dirs.Has(Reply) {
-				tae.Bytes(ctaProtoInfoTCPFlagsReply, pair)
-			}
+	if dirs&Both != 0 {
+		ae.Nested(ctaProtoInfo, func(pae *netlink.AttributeEncoder) error {
+			pae.Nested(ctaProtoInfoTCP, func(tae *netlink.AttributeEncoder) error {
+				pair := []byte{flags, BeLiberal} // struct nf_ct_tcp_flags {flags, mask}
+				if dirs.Has(Original) {
+					tae.Bytes(ctaProtoInfoTCPFlagsOriginal, pair)
+				}
+				if dirs.Has(Reply) {
+					tae.Bytes(ctaProtoInfoTCPFlagsReply, pair)
+				}
+				return nil
+			})
 			return nil
 		})
-		return nil
-	})
+	}
 	if mark != 0 {
 		// The kernel computes (mark & ~CTA_MARK_MASK) ^ CTA_MARK.
 		value := uint32(0)

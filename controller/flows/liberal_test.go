@@ -55,6 +55,10 @@ func TestLiberalMessage(t *testing.T) {
 		want: nfgenV4 + tupleV4 + "0600120000070000" +
 			"18000480" + "14000180" + "0600040008080000" + "0600050008080000",
 	}, {
+		// No protoinfo at all: only the mark bit is cleared.
+		name: "clear only the mark", f: v4, dirs: 0, flags: 0, mark: DefaultMarkBit,
+		want: nfgenV4 + tupleV4 + markClear,
+	}, {
 		name: "ipv6", f: v6, dirs: Original, flags: BeLiberal,
 		want: nfgenV6 + tupleV6 + "10000480" + "0c000180" + "0600040008080000",
 	}}
@@ -82,7 +86,7 @@ func TestLiberalMessageRejects(t *testing.T) {
 	for name, tt := range map[string]struct {
 		f    Flow
 		dirs Directions
-	}{"udp": {udp, Reply}, "no direction": {tcp, 0}} {
+	}{"udp": {udp, Reply}, "no direction, no mark": {tcp, 0}} {
 		if _, err := liberalMessage(&tt.f, tt.dirs, BeLiberal, 0); err == nil {
 			t.Errorf("%s: no error", name)
 		}

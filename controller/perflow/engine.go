@@ -5,9 +5,18 @@
 // flows whose flag an older kernel wiped, resyncs with a dump when events
 // were lost, and counts the matching flows that end by a reset.
 //
+// Only the wanted directions a flow lacks are ever flagged, with ctguard's
+// ownership mark bit (see package flows): a direction already liberal, e.g.
+// set by the kernel, is never claimed, and Rollback clears only directions
+// ctguard may have set.
+//
 // Every flag update comes back as an UPDATE event; handling is idempotent (a
 // flow already carrying the flag in the wanted directions is never flagged
 // again), so the engine cannot loop on its own updates.
+//
+// FlagExisting, Plan and Rollback are the one-shot forms for commands that
+// do not run the engine; FlagExisting and the engine's start share the same
+// per-flow decision.
 package perflow
 
 import (
@@ -47,6 +56,15 @@ type Config struct {
 	// OnReady is called once Run listens to events and has handled the
 	// flows that already existed (optional).
 	OnReady func()
+	// OwnedDirections are the directions ctguard may have set on marked
+	// flows before this engine started: the union of the directions of the
+	// per-flow policies of every revision ctguard applied
+	// (selector.Directions over the journal). The engine adds those of
+	// every policy set it runs. After a policy swap, a marked flow no
+	// policy selects any more loses BE_LIBERAL in those of them that are
+	// set, and the mark (for the flows it flagged itself, the engine knows
+	// the exact directions).
+	OwnedDirections flows.Directions
 }
 
 // Engine flags the flows the per-flow liberal policies select.
@@ -58,23 +76,28 @@ type Engine struct {
 	log      *slog.Logger
 	obs      Observer
 	onReady  func()
+	owned    flows.Directions // Config.OwnedDirections
 
 	gen     atomic.Pointer[generation]
 	swapped chan struct{} // a policy swap waits for a resync
 	global  counters
 
-	mu       sync.Mutex // guards counters
+	mu       sync.Mutex // guards counters and serializes installs
 	counters map[string]*counters
 
 	// Run's state, touched only by the Run goroutine.
 	tracked     map[flows.Key]*track
-	preexisting map[flows.Key]struct{}
+	preexisting map[flows.Key]preexistingFlow
+	epoch       uint64 // resyncs started
 }
 
 // generation is one compiled policy set with its counters.
 type generation struct {
 	sel      *selector.Selector
 	counters []*counters // by selector index
+	// owned is the union of the directions of this and every earlier
+	// generation, and Config.OwnedDirections: what ctguard may have set.
+	owned flows.Directions
 }
 
 // New returns an engine for cfg's per-flow policies.
@@ -87,6 +110,7 @@ func New(cfg Config) (*Engine, error) {
 		log:      cfg.Logger,
 		obs:      cfg.Observer,
 		onReady:  cfg.OnReady,
+		owned:    cfg.OwnedDirections & flows.Both,
 		swapped:  make(chan struct{}, 1),
 		counters: map[string]*counters{},
 	}
@@ -109,11 +133,14 @@ func New(cfg Config) (*Engine, error) {
 }
 
 // SetPolicies swaps the policy set while Run goes on: new events use it at
-// once, and Run resyncs existing flows with a dump (honouring
+// once, and Run resyncs with a dump that re-matches every flow (honouring
 // existingFlows: for a swapped-in policy, "existing" means existing at the
-// swap). Flows the engine already tracks keep the policies and directions
-// they matched until they end. Counters of policies that keep their name
-// carry over.
+// swap; a policy keeps applying to the flows it applied to before, by
+// name). Matching flows get the wanted directions they lack, directions
+// ctguard set that no policy wants any more are cleared, and a flow
+// carrying ctguard's mark that no policy selects any more loses what
+// ctguard set and the mark. Counters of policies that keep their name carry
+// over.
 func (e *Engine) SetPolicies(ps []policy.Policy) error {
 	if err := e.install(ps); err != nil {
 		return err
@@ -130,8 +157,13 @@ func (e *Engine) install(ps []policy.Policy) error {
 	if err != nil {
 		return fmt.Errorf("compile per-flow policies: %w", err)
 	}
-	g := &generation{sel: sel, counters: make([]*counters, sel.Len())}
+	g := &generation{sel: sel, counters: make([]*counters, sel.Len()), owned: e.owned}
 	e.mu.Lock()
+	defer e.mu.Unlock()
+	g.owned |= selector.Directions(ps)
+	if prev := e.gen.Load(); prev != nil {
+		g.owned |= prev.owned
+	}
 	for i := range g.counters {
 		c := e.counters[sel.Name(i)]
 		if c == nil {
@@ -140,7 +172,6 @@ func (e *Engine) install(ps []policy.Policy) error {
 		}
 		g.counters[i] = c
 	}
-	e.mu.Unlock()
 	e.gen.Store(g)
 	return nil
 }
@@ -163,26 +194,20 @@ func (e *Engine) Stats() Snapshot {
 // Run subscribes to conntrack events first, then flags the matching flows
 // that already exist (policies with existingFlows), then handles events until
 // ctx ends (returning nil). On event loss it resyncs with a dump so that no
-// matching flow stays unflagged; a failed resync is retried every second
-// while events go on being handled. Run fails when it cannot subscribe, when
-// the start dump fails, or when the event socket fails. Only one Run may be
-// active per engine.
+// matching flow stays unflagged; when the event socket fails otherwise (or
+// an event does not decode) it counts a loss, subscribes again (every second
+// until it works) and resyncs. A failed resync is retried every second while
+// events go on being handled. Run fails only when it cannot subscribe or
+// dump at start. Only one Run may be active per engine.
 func (e *Engine) Run(ctx context.Context) error {
-	src, err := e.conn.Subscribe(e.eventBuf)
+	sub, err := subscribe(ctx, e.conn, e.eventBuf)
 	if err != nil {
-		return fmt.Errorf("subscribe to conntrack events: %w", err)
+		return err
 	}
-	rctx, cancel := context.WithCancel(ctx)
-	batches, free := read(rctx, src)
-	defer func() {
-		cancel()
-		src.Close()
-		for range batches { // wait for the reader to finish
-		}
-	}()
+	defer func() { sub.close() }()
 
 	e.tracked = map[flows.Key]*track{}
-	e.preexisting = map[flows.Key]struct{}{}
+	e.preexisting = map[flows.Key]preexistingFlow{}
 	if err := e.resync(ctx, resyncStart); err != nil {
 		if ctx.Err() != nil {
 			return nil
@@ -192,13 +217,13 @@ func (e *Engine) Run(ctx context.Context) error {
 	if e.onReady != nil {
 		e.onReady()
 	}
-	var tick, retry <-chan time.Time
+	var tick, retry, resubscribe <-chan time.Time
 	if e.interval > 0 {
 		t := time.NewTicker(e.interval)
 		defer t.Stop()
 		tick = t.C
 	}
-	retryKind := resyncLoss
+	pending, hasPending := resyncLoss, false // a failed resync to retry
 	for {
 		kind, due := resyncLoss, false
 		select {
@@ -209,50 +234,71 @@ func (e *Engine) Run(ctx context.Context) error {
 		case <-tick:
 			kind, due = resyncPeriodic, true
 		case <-retry:
-			kind, due = retryKind, true
-		case b, ok := <-batches:
-			if !ok { // the reader stopped after delivering its error
+			due = true
+		case <-resubscribe:
+			if sub, err = subscribe(ctx, e.conn, e.eventBuf); err != nil {
+				e.log.Error("subscribing to conntrack events failed, retrying in a second", "err", err)
+				resubscribe = time.After(time.Second)
+				continue
+			}
+			resubscribe, due = nil, true
+		case b, ok := <-sub.events():
+			var broken bool
+			if ok {
+				due, broken = e.handleBatch(ctx, b)
+				sub.free <- b.evs[:0]
+			}
+			if ctx.Err() != nil {
 				return nil
 			}
-			lost, err := e.handleBatch(ctx, b)
-			free <- b.evs[:0]
-			if err != nil {
-				return err
+			if broken || !ok {
+				// The reader stopped: subscribe again, then resync so
+				// nothing that happened in between is missed.
+				sub.close()
+				if sub, err = subscribe(ctx, e.conn, e.eventBuf); err != nil {
+					e.log.Error("subscribing to conntrack events failed, retrying in a second", "err", err)
+					resubscribe = time.After(time.Second)
+					continue
+				}
+				due = true
 			}
-			due = lost
 		}
 		if !due {
 			continue
 		}
-		retry = nil
+		if hasPending {
+			kind = max(kind, pending)
+		}
+		retry, hasPending = nil, false
 		if err := e.resync(ctx, kind); err != nil {
 			if ctx.Err() != nil {
 				return nil
 			}
 			// Keep flagging new flows meanwhile; never stop on a failed dump.
 			e.log.Error("resync failed, retrying in a second", "err", err)
-			retry, retryKind = time.After(time.Second), kind
+			retry, pending, hasPending = time.After(time.Second), kind, true
 		}
 	}
 }
 
-// handleBatch handles a batch of events and reports whether the error that
-// ended it is an event loss; other errors (but the end of ctx) end Run.
-func (e *Engine) handleBatch(ctx context.Context, b batch) (lost bool, err error) {
+// handleBatch handles a batch of events. It reports whether events were
+// lost (a resync is due) and whether the event source broke (it must be
+// replaced, then a resync is due); both count as a loss.
+func (e *Engine) handleBatch(ctx context.Context, b batch) (lost, broken bool) {
 	for i := range b.evs {
 		e.handle(&b.evs[i], b.at)
 	}
 	switch {
-	case b.err == nil:
-		return false, nil
+	case b.err == nil || ctx.Err() != nil:
+		return false, false
 	case errors.Is(b.err, flows.ErrEventsLost):
 		e.countGlobal(EventsLost)
 		e.log.Warn("conntrack events lost, resyncing with a dump")
-		return true, nil
-	case ctx.Err() != nil:
-		return false, nil
+		return true, false
 	default:
-		return false, fmt.Errorf("conntrack events: %w", b.err)
+		e.countGlobal(EventsLost)
+		e.log.Warn("conntrack event socket failed, subscribing again and resyncing", "err", b.err)
+		return true, true
 	}
 }
 
@@ -261,6 +307,45 @@ type batch struct {
 	evs []flows.Event
 	err error
 	at  time.Time
+}
+
+// subscription is an event source with its single reader. A nil
+// subscription (while subscribing again) delivers nothing.
+type subscription struct {
+	src     EventSource
+	cancel  context.CancelFunc
+	batches <-chan batch
+	free    chan<- []flows.Event
+}
+
+// subscribe opens an event source and starts its reader.
+func subscribe(ctx context.Context, conn Conn, bufBytes int) (*subscription, error) {
+	src, err := conn.Subscribe(bufBytes)
+	if err != nil {
+		return nil, fmt.Errorf("subscribe to conntrack events: %w", err)
+	}
+	rctx, cancel := context.WithCancel(ctx)
+	batches, free := read(rctx, src)
+	return &subscription{src: src, cancel: cancel, batches: batches, free: free}, nil
+}
+
+// events returns the reader's batches (nil for a nil subscription).
+func (s *subscription) events() <-chan batch {
+	if s == nil {
+		return nil
+	}
+	return s.batches
+}
+
+// close closes the source and waits for the reader to finish.
+func (s *subscription) close() {
+	if s == nil {
+		return
+	}
+	s.cancel()
+	s.src.Close()
+	for range s.batches {
+	}
 }
 
 // read runs the single reader of src until src fails or closes. It reuses a

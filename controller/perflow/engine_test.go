@@ -57,7 +57,7 @@ func newEngine(t testing.TB, conn Conn, obs Observer, ps ...policy.Policy) *Engi
 		t.Fatal(err)
 	}
 	e.tracked = map[flows.Key]*track{}
-	e.preexisting = map[flows.Key]struct{}{}
+	e.preexisting = map[flows.Key]preexistingFlow{}
 	return e
 }
 
@@ -338,7 +338,7 @@ func TestRunResyncsAfterLoss(t *testing.T) {
 	lostWeb, lostHTTP := tcpFlow(40002, 443, flows.TCPSynSent), tcpFlow(40003, 80, flows.TCPSynSent)
 	c.put(lostWeb)
 	c.put(lostHTTP)
-	c.src.ch <- fakeBatch{err: flows.ErrEventsLost}
+	c.send(fakeBatch{err: flows.ErrEventsLost})
 	waitFor(t, "the resync's confirmations", func() bool {
 		s := e.Stats()
 		return s.Policies["web"].Confirmed == 1 && s.Policies["fresh"].Confirmed == 1
@@ -377,7 +377,7 @@ func TestSetPoliciesResyncsAndKeepsCounters(t *testing.T) {
 		t.Fatal(err)
 	}
 	s := e.Stats()
-	if s.Policies["web"].Flagged != 1 || s.Policies["all"].Matched != 1 || s.Resyncs != 1 {
+	if s.Policies["web"].Flagged != 1 || s.Policies["all"].Matched != 2 || s.Policies["all"].Flagged != 1 || s.Resyncs != 1 {
 		t.Fatalf("stats %+v", s)
 	}
 	if c.get(http.Key()).Liberal() != flows.Reply {
@@ -394,11 +394,11 @@ func TestPlan(t *testing.T) {
 	flagged.ReplyFlags |= flows.BeLiberal
 	fs = append(fs, flagged, tcpFlow(42000, 80, flows.TCPEstablished))
 	fresh := perFlow("fresh", policy.Match{}, false)
-	e, err := New(Config{Policies: []policy.Policy{web, fresh}, Conn: newFakeConn()})
+	c := newFakeConn(fs...)
+	plan, err := Plan(context.Background(), c, compile(t, web, fresh))
 	if err != nil {
 		t.Fatal(err)
 	}
-	plan := e.Plan(fs)
 	w := plan["web"]
 	if w.Matching != 7 || len(w.Sample) != PlanSampleSize || w.Sample[0] != "198.18.1.2:40000 -> 198.19.0.10:443" {
 		t.Fatalf("web plan %+v", w)
@@ -417,8 +417,7 @@ func TestRollbackClearsOnlyMarkedFlows(t *testing.T) {
 	kernel.ReplyFlags |= flows.BeLiberal
 	kernel.Mark = 0x1
 	c := newFakeConn(ours, kernel)
-	e := newEngine(t, c, nil, web)
-	n, err := e.Rollback(context.Background())
+	n, err := Rollback(context.Background(), c, 0, flows.Reply)
 	if err != nil || n != 1 {
 		t.Fatalf("Rollback = %d, %v; want 1", n, err)
 	}
@@ -466,10 +465,10 @@ func TestFailedResyncIsRetried(t *testing.T) {
 	c.dumpFails = 1
 	c.mu.Unlock()
 	c.put(lost)
-	c.src.ch <- fakeBatch{err: flows.ErrEventsLost}
+	c.send(fakeBatch{err: flows.ErrEventsLost})
 	live := tcpFlow(40001, 443, flows.TCPSynSent)
 	c.put(live)
-	c.src.ch <- fakeBatch{evs: []flows.Event{{Type: flows.EventNew, Flow: live}}}
+	c.send(fakeBatch{evs: []flows.Event{{Type: flows.EventNew, Flow: live}}})
 	waitFor(t, "both flags", func() bool {
 		return c.get(lost.Key()).Liberal() == flows.Reply && c.get(live.Key()).Liberal() == flows.Reply
 	})

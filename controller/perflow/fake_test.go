@@ -16,10 +16,12 @@ import (
 type fakeConn struct {
 	mu        sync.Mutex
 	table     map[flows.Key]flows.Flow
-	calls     []string // "subscribe", "dump", "set <flow> <dirs>", "clear <flow>"
+	calls     []string // "subscribe", "dump", "get <flow>", "set <flow> <dirs>", "clear <flow> <dirs>"
 	setErr    error    // returned by SetLiberal when set
 	src       *fakeSource
 	dumpFails int // how many Dumps fail before they work again
+	// subscribeFails is how many Subscribes fail before they work again.
+	subscribeFails int
 }
 
 func newFakeConn(fs ...flows.Flow) *fakeConn {
@@ -34,19 +36,37 @@ func (c *fakeConn) Subscribe(int) (EventSource, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.calls = append(c.calls, "subscribe")
+	if c.subscribeFails > 0 {
+		c.subscribeFails--
+		return nil, errRefused
+	}
 	c.src = &fakeSource{ch: make(chan fakeBatch, 1024), done: make(chan struct{})}
 	return c.src, nil
 }
 
-func (c *fakeConn) Dump(context.Context) ([]flows.Flow, error) {
+// DumpFunc calls fn on a snapshot of the table, in source port order, with
+// the lock released (fn calls the other methods, as on the kernel).
+func (c *fakeConn) DumpFunc(ctx context.Context, fn func(*flows.Flow) error) error {
 	c.mu.Lock()
-	defer c.mu.Unlock()
 	c.calls = append(c.calls, "dump")
 	if c.dumpFails > 0 {
 		c.dumpFails--
-		return nil, errRefused
+		c.mu.Unlock()
+		return errRefused
 	}
-	return slices.Collect(maps.Values(c.table)), nil
+	fs := slices.SortedFunc(maps.Values(c.table), func(a, b flows.Flow) int {
+		return int(a.Orig.SrcPort) - int(b.Orig.SrcPort)
+	})
+	c.mu.Unlock()
+	for i := range fs {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if err := fn(&fs[i]); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func (c *fakeConn) SetLiberal(f *flows.Flow, dirs flows.Directions, mark flows.MarkBit) error {
@@ -151,4 +171,21 @@ func (c *fakeConn) Get(f *flows.Flow) (flows.Flow, error) {
 		return flows.Flow{}, flows.ErrFlowGone
 	}
 	return got, nil
+}
+
+// source returns the current event source.
+func (c *fakeConn) source() *fakeSource {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.src
+}
+
+// send delivers a batch on the current event source.
+func (c *fakeConn) send(b fakeBatch) { c.source().ch <- b }
+
+// remove deletes a flow from the table without any event.
+func (c *fakeConn) remove(k flows.Key) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	delete(c.table, k)
 }

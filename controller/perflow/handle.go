@@ -1,9 +1,7 @@
 package perflow
 
 import (
-	"context"
 	"errors"
-	"fmt"
 	"time"
 
 	"github.com/ctguard/ctguard/controller/flows"
@@ -12,13 +10,24 @@ import (
 
 // track is what the engine remembers of a matching flow until it ends.
 type track struct {
-	gen     *generation
-	pols    selector.Mask
-	dirs    flows.Directions
-	state   flows.TCPState // last known
-	pending bool           // flagged, not yet confirmed
-	ended   bool           // counted as ended
+	gen   *generation
+	pols  selector.Mask
+	dirs  flows.Directions // wanted
+	owned flows.Directions // set by this engine
+	id    uint32           // the entry's CTA_ID (0: unknown)
+	state flows.TCPState   // last known
+	seen  uint64           // the last resync whose dump showed it
+	// fromDump: a dump started the track and no event was seen since.
+	fromDump bool
+	pending  bool // flagged, not yet confirmed
+	ended    bool // counted as ended
 }
+
+// sameEntry reports whether two CTA_IDs can be the same conntrack entry (0
+// means unknown). Different IDs are different entries; equal ones are not
+// proof: the ID hashes the tuple and the entry's address, which a new entry
+// may reuse.
+func sameEntry(a, b uint32) bool { return a == 0 || b == 0 || a == b }
 
 // handle processes one event; now is when it was read.
 func (e *Engine) handle(ev *flows.Event, now time.Time) {
@@ -26,10 +35,27 @@ func (e *Engine) handle(ev *flows.Event, now time.Time) {
 	switch ev.Type {
 	case flows.EventNew:
 		e.countGlobal(FlowsSeen)
+		key := f.Key()
+		if t := e.tracked[key]; t != nil && t.fromDump && t.seen == e.epoch && t.id != 0 && t.id == f.ID {
+			// The entry the last dump showed, created while the dump ran:
+			// the dump's view is the newer one. (Were it a new entry
+			// reusing the tuple and the memory, hence the CTA_ID, of one
+			// that ended unseen, its UPDATE events would re-flag it once
+			// ESTABLISHED, as after an older kernel wiped the flag.)
+			t.fromDump = false
+			return
+		}
+		// Otherwise a NEW is a new entry: it replaces whatever the engine
+		// knew under its tuple, which ended unseen (flows found by a dump
+		// produce no events at all, not even DESTROY), and is matched
+		// afresh.
+		e.retire(key)
+		delete(e.preexisting, key)
 		g := e.gen.Load()
-		e.consider(f, g, g.sel.Match(f), now)
+		e.startTracking(f, g, g.sel.Match(f), now)
 	case flows.EventUpdate:
-		if t := e.tracked[f.Key()]; t != nil {
+		if t := e.lookup(f); t != nil {
+			t.fromDump = false
 			e.update(f, t, false)
 		}
 	case flows.EventDestroy:
@@ -37,25 +63,47 @@ func (e *Engine) handle(ev *flows.Event, now time.Time) {
 	}
 }
 
-// consider starts tracking a matching flow not tracked yet and flags it
-// unless it already carries the flag. now is when its event was read (zero
-// for dumped flows).
-func (e *Engine) consider(f *flows.Flow, g *generation, r selector.Result, now time.Time) {
-	if r.Policies == 0 {
-		return
-	}
+// lookup returns the track of f's entry, retiring a stale track of an older
+// entry with the same tuple.
+func (e *Engine) lookup(f *flows.Flow) *track {
 	key := f.Key()
-	if e.tracked[key] != nil {
+	t := e.tracked[key]
+	if t == nil || sameEntry(t.id, f.ID) {
+		return t
+	}
+	e.retire(key)
+	return nil
+}
+
+// retire forgets the track under key, counting it as ended.
+func (e *Engine) retire(key flows.Key) {
+	t := e.tracked[key]
+	if t == nil {
 		return
 	}
-	t := &track{gen: g, pols: r.Policies, dirs: r.Dirs, state: f.State}
-	e.tracked[key] = t
+	delete(e.tracked, key)
+	if !t.ended {
+		e.count(t.gen, t.pols, Ended)
+	}
+}
+
+// startTracking starts tracking a flow the policies r select, replacing any
+// track of its tuple, and flags the wanted directions it lacks. now is when
+// its event was read (zero for dumped flows). It returns the track, nil
+// when nothing selects the flow or it vanished.
+func (e *Engine) startTracking(f *flows.Flow, g *generation, r selector.Result, now time.Time) *track {
+	if r.Policies == 0 {
+		return nil
+	}
+	t := &track{gen: g, pols: r.Policies, dirs: r.Dirs, id: f.ID, state: f.State}
+	e.tracked[f.Key()] = t
 	e.count(g, t.pols, Matched)
-	if f.HasFlags && f.Liberal().Has(t.dirs) {
+	if missing(f, t.dirs) == 0 {
 		e.count(g, t.pols, AlreadyLiberal)
-		return
+		return t
 	}
 	e.flag(f, t, now)
+	return e.tracked[f.Key()] // nil when the flow was gone
 }
 
 // update applies what an UPDATE event (or, in a resync, a dump) shows of a
@@ -70,7 +118,7 @@ func (e *Engine) update(f *flows.Flow, t *track, resync bool) {
 	if !f.HasFlags || t.ended {
 		return
 	}
-	if f.Liberal().Has(t.dirs) {
+	if missing(f, t.dirs) == 0 {
 		if t.pending {
 			t.pending = false
 			e.count(t.gen, t.pols, Confirmed)
@@ -85,9 +133,11 @@ func (e *Engine) update(f *flows.Flow, t *track, resync bool) {
 
 func (e *Engine) destroy(f *flows.Flow) {
 	key := f.Key()
-	delete(e.preexisting, key)
+	if p, ok := e.preexisting[key]; ok && sameEntry(p.id, f.ID) {
+		delete(e.preexisting, key)
+	}
 	t := e.tracked[key]
-	if t == nil {
+	if t == nil || !sameEntry(t.id, f.ID) {
 		return
 	}
 	delete(e.tracked, key)
@@ -115,13 +165,16 @@ func (e *Engine) transition(t *track, s flows.TCPState) {
 	}
 }
 
-// flag sends the flags-only update for t's directions with the ownership
-// mark. since is when the triggering event was read (zero: no latency).
+// flag sends the flags-only update for the wanted directions the flow
+// lacks, with the ownership mark. since is when the triggering event was
+// read (zero: no latency).
 func (e *Engine) flag(f *flows.Flow, t *track, since time.Time) {
-	err := e.conn.SetLiberal(f, t.dirs, e.mark)
+	dirs := missing(f, t.dirs)
+	err := e.conn.SetLiberal(f, dirs, e.mark)
 	switch {
 	case err == nil:
 		t.pending = true
+		t.owned |= dirs
 		e.count(t.gen, t.pols, Flagged)
 		if !since.IsZero() {
 			lat := time.Since(since).Seconds()
@@ -140,91 +193,4 @@ func (e *Engine) flag(f *flows.Flow, t *track, since time.Time) {
 		e.count(t.gen, t.pols, Failed)
 		e.log.Warn("flag update failed", "flow", f.String(), "err", err)
 	}
-}
-
-// resyncKind says why the engine dumps the table.
-type resyncKind int
-
-const (
-	resyncStart    resyncKind = iota // at start: policies with existingFlows only
-	resyncLoss                       // after event loss: every policy, except on flows that existed before
-	resyncPeriodic                   // on ResyncInterval: like after a loss
-	resyncSwap                       // after a policy swap: like the start
-)
-
-// resyncMatch returns the policies a resync applies to an untracked flow.
-func (e *Engine) resyncMatch(kind resyncKind, g *generation, f *flows.Flow) selector.Result {
-	r := g.sel.Match(f)
-	restricted := g.sel.Restrict(r)
-	switch kind {
-	case resyncStart, resyncSwap:
-		if restricted != r {
-			// Remember the flows some policy must leave alone for good.
-			e.preexisting[f.Key()] = struct{}{}
-		}
-		return restricted
-	default:
-		if _, old := e.preexisting[f.Key()]; old {
-			return restricted
-		}
-		return r
-	}
-}
-
-// confirmByGet confirms a pending flag by reading the entry back: flows
-// created while nobody listened produce no UPDATE event to confirm with.
-func (e *Engine) confirmByGet(f *flows.Flow, t *track) {
-	got, err := e.conn.Get(f)
-	if err != nil {
-		e.log.Debug("confirm flag", "flow", f.String(), "err", err)
-		return
-	}
-	if got.HasFlags && got.Liberal().Has(t.dirs) {
-		t.pending = false
-		e.count(t.gen, t.pols, Confirmed)
-	}
-}
-
-// resync dumps the table, flags every matching flow missing its flag,
-// confirms pending flags and forgets tracked flows that ended unseen.
-func (e *Engine) resync(ctx context.Context, kind resyncKind) error {
-	if kind != resyncStart {
-		e.countGlobal(Resyncs)
-	}
-	dumped, err := e.conn.Dump(ctx)
-	if err != nil {
-		return fmt.Errorf("dump conntrack: %w", err)
-	}
-	g := e.gen.Load()
-	present := make(map[flows.Key]struct{}, len(dumped))
-	for i := range dumped {
-		f := &dumped[i]
-		key := f.Key()
-		present[key] = struct{}{}
-		if t := e.tracked[key]; t != nil {
-			e.update(f, t, true)
-		} else {
-			if kind == resyncStart {
-				e.countGlobal(FlowsSeen)
-			}
-			e.consider(f, g, e.resyncMatch(kind, g, f), time.Time{})
-		}
-		if t := e.tracked[key]; t != nil && t.pending {
-			e.confirmByGet(f, t)
-		}
-	}
-	for key, t := range e.tracked {
-		if _, ok := present[key]; !ok {
-			delete(e.tracked, key)
-			if !t.ended {
-				e.count(t.gen, t.pols, Ended)
-			}
-		}
-	}
-	for key := range e.preexisting {
-		if _, ok := present[key]; !ok {
-			delete(e.preexisting, key)
-		}
-	}
-	return nil
 }

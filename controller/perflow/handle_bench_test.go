@@ -14,7 +14,7 @@ import (
 type nopConn struct{}
 
 func (nopConn) Subscribe(int) (EventSource, error)                              { return nil, nil }
-func (nopConn) Dump(context.Context) ([]flows.Flow, error)                      { return nil, nil }
+func (nopConn) DumpFunc(context.Context, func(*flows.Flow) error) error         { return nil }
 func (nopConn) Get(f *flows.Flow) (flows.Flow, error)                           { return *f, nil }
 func (nopConn) SetLiberal(*flows.Flow, flows.Directions, flows.MarkBit) error   { return nil }
 func (nopConn) ClearLiberal(*flows.Flow, flows.Directions, flows.MarkBit) error { return nil }

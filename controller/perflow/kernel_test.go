@@ -160,15 +160,15 @@ func createFlow(t testing.TB, ct *conntrack.Conn, i int, sport uint16) conntrack
 // flagged counts the dumped flows carrying the REPLY flag and the mark bit.
 func flagged(t testing.TB, c *flows.Conn) int {
 	t.Helper()
-	fs, err := c.Dump(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
 	n := 0
-	for _, f := range fs {
+	err := c.DumpFunc(context.Background(), func(f *flows.Flow) error {
 		if f.Liberal().Has(flows.Reply) && f.Mark&uint32(flows.DefaultMarkBit) != 0 {
 			n++
 		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
 	}
 	return n
 }
@@ -210,8 +210,7 @@ func TestPrivilegedRollbackKeepsOthersFlags(t *testing.T) {
 	ours := createFlow(t, ct, 1, 40000)
 	other := createFlow(t, ct, 2, 40000)
 	tools := createFlow(t, ct, 3, 40000)
-	otherF := flowOf(t, fc, other)
-	if err := fc.SetLiberal(&otherF, flows.Both, 0); err != nil {
+	if err := fc.SetLiberal(flowOf(t, fc, other), flows.Both, 0); err != nil {
 		t.Fatal(err)
 	}
 	// conntrack-tools 1.4.7 sets BE_LIBERAL on both directions of the flows it
@@ -229,11 +228,8 @@ func TestPrivilegedRollbackKeepsOthersFlags(t *testing.T) {
 		t.Fatalf("stats %+v, want 2 already liberal, 1 flagged", s)
 	}
 
-	restarted, err := New(Config{Policies: []policy.Policy{lab}, Conn: FromFlows(openFlows(t, ns))})
-	if err != nil {
-		t.Fatal(err)
-	}
-	n, err := restarted.Rollback(context.Background())
+	// A restarted ctguard: a new connection, nothing in memory.
+	n, err := Rollback(context.Background(), FromFlows(openFlows(t, ns)), 0, flows.Reply)
 	if err != nil || n != 1 {
 		t.Fatalf("Rollback = %d, %v; want 1", n, err)
 	}
@@ -250,7 +246,7 @@ func TestPrivilegedRollbackKeepsOthersFlags(t *testing.T) {
 }
 
 // flowOf reads a flow back by its original tuple.
-func flowOf(t testing.TB, fc *flows.Conn, f conntrack.Flow) flows.Flow {
+func flowOf(t testing.TB, fc *flows.Conn, f conntrack.Flow) *flows.Flow {
 	t.Helper()
 	got, err := fc.Get(&flows.Flow{Proto: flows.ProtoTCP, Orig: flows.Tuple{
 		Src: f.TupleOrig.IP.SourceAddress, Dst: f.TupleOrig.IP.DestinationAddress,
@@ -259,5 +255,190 @@ func flowOf(t testing.TB, fc *flows.Conn, f conntrack.Flow) flows.Flow {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return got
+	return &got
+}
+
+// tryGet reads the client's flow from sport to the server's port 443, or
+// nil when there is none.
+func tryGet(ct *conntrack.Conn, sport uint16) *conntrack.ProtoInfoTCP {
+	f := conntrack.NewFlow(flows.ProtoTCP, 0, netip.MustParseAddr(clientAddr), netip.MustParseAddr(serverAddr), sport, 443, 0, 0)
+	got, err := ct.Get(f)
+	if err != nil || got.ProtoInfo.TCP == nil {
+		return nil
+	}
+	return got.ProtoInfo.TCP
+}
+
+func bothLiberal(pi *conntrack.ProtoInfoTCP) bool {
+	return pi != nil && replyLiberal(pi) && pi.OriginalFlags>>8&flows.BeLiberal != 0
+}
+
+// pickUpMidStream makes nat's kernel pick c's connection up mid-stream: its
+// conntrack entry is flushed and the next segment creates a new one, which
+// the kernel itself makes liberal in both directions.
+func pickUpMidStream(t *testing.T, tp *topology, ct *conntrack.Conn, c *net.TCPConn) {
+	t.Helper()
+	tp.nat.MustRun(t, "conntrack", "-D", "-p", "tcp", "--sport", fmt.Sprint(port(c)))
+	if _, err := c.Write([]byte("mid-stream")); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the mid-stream pickup", func() bool { return bothLiberal(tryGet(ct, port(c))) })
+}
+
+// TestPrivilegedKernelLiberalFlowsAreNotOwned: flows the kernel made liberal
+// itself (mid-stream pickups, before the engine started and while it runs)
+// are neither flagged nor marked, even by a policy wanting both directions,
+// and a rollback clearing both directions leaves them liberal. A flow on
+// which someone else set only ORIGINAL gets REPLY from ctguard, and the
+// rollback clears REPLY only.
+func TestPrivilegedKernelLiberalFlowsAreNotOwned(t *testing.T) {
+	tp := newTopology(t)
+	tp.listen(t, "443")
+	ct := dialCT(t, tp.nat)
+	fc := openFlows(t, tp.nat)
+
+	before := tp.dial(t, "443")
+	pickUpMidStream(t, tp, ct, before)
+	half := tp.dial(t, "443")
+	halfF := flowOf(t, fc, conntrack.NewFlow(flows.ProtoTCP, 0, netip.MustParseAddr(clientAddr), netip.MustParseAddr(serverAddr), port(half), 443, 0, 0))
+	if err := fc.SetLiberal(halfF, flows.Original, 0); err != nil {
+		t.Fatal(err)
+	}
+
+	all := withDirs(perFlow("all", policy.Match{}, true), policy.DirectionReply)
+	e, stop := startEngine(t, Config{Policies: []policy.Policy{all}, Conn: FromFlows(fc)})
+	waitFor(t, "the half-liberal flow's REPLY flag", func() bool { return bothLiberal(tryGet(ct, port(half))) })
+	during := tp.dial(t, "443")
+	waitFor(t, "the new flow's flag", func() bool { return replyLiberal(ctGet(t, ct, port(during), 443)) })
+	pickUpMidStream(t, tp, ct, during) // a new entry, liberal from the kernel
+	waitFor(t, "the pickup's NEW event", func() bool { return e.Stats().Policies["all"].AlreadyLiberal == 2 })
+	stop()
+
+	marked := string(tp.nat.MustRun(t, "conntrack", "-L", "-p", "tcp", "--mark", fmt.Sprint(flows.DefaultMarkBit)))
+	if strings.Count(marked, "dport=443 ") != 1 || !strings.Contains(marked, fmt.Sprintf("sport=%d ", port(half))) {
+		t.Fatalf("ctguard marked more than the half-liberal flow:\n%s", marked)
+	}
+	// The worst case for the kernel's flags: clearing both directions.
+	n, err := Rollback(context.Background(), FromFlows(fc), 0, flows.Reply)
+	if err != nil || n != 1 {
+		t.Fatalf("Rollback = %d, %v; want 1", n, err)
+	}
+	for _, c := range []*net.TCPConn{before, during} {
+		if !bothLiberal(tryGet(ct, port(c))) {
+			t.Fatalf("the kernel's liberal flow from port %d lost its flag", port(c))
+		}
+	}
+	if pi := tryGet(ct, port(half)); replyLiberal(pi) || pi.OriginalFlags>>8&flows.BeLiberal == 0 {
+		t.Fatalf("half-liberal flow after rollback: %+v, want ORIGINAL only", pi)
+	}
+	if out := string(tp.nat.MustRun(t, "conntrack", "-L", "-p", "tcp", "--mark", fmt.Sprint(flows.DefaultMarkBit))); strings.Contains(out, "dport=443") {
+		t.Fatalf("marks left after rollback:\n%s", out)
+	}
+}
+
+// TestPrivilegedSwapAddsAndClearsDirections swaps a running engine from
+// [reply] to [original, reply] (ORIGINAL added) and then to no policy
+// (ctguard's flags and marks cleared).
+func TestPrivilegedSwapAddsAndClearsDirections(t *testing.T) {
+	ns := netnstest.NewNetNS(t, "swap")
+	ct := dialCT(t, ns)
+	fc := openFlows(t, ns)
+	f := createFlow(t, ct, 1, 40000)
+	lab := perFlow("lab", policy.Match{}, true)
+	e, stop := startEngine(t, Config{Policies: []policy.Policy{lab}, Conn: FromFlows(fc)})
+	defer stop()
+	waitFor(t, "the REPLY flag", func() bool { return flowOf(t, fc, f).Liberal() == flows.Reply })
+	if err := e.SetPolicies([]policy.Policy{withDirs(lab, policy.DirectionOriginal, policy.DirectionReply)}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the ORIGINAL flag", func() bool { return flowOf(t, fc, f).Liberal() == flows.Both })
+	if err := e.SetPolicies(nil); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the flags cleared", func() bool {
+		got := flowOf(t, fc, f)
+		return got.Liberal() == 0 && got.Mark&uint32(flows.DefaultMarkBit) == 0
+	})
+	if out := string(ns.MustRun(t, "conntrack", "-L", "-p", "tcp", "-o", "extended")); strings.Contains(out, "mark=") && !strings.Contains(out, "mark=0 ") {
+		t.Fatalf("mark left after the swap:\n%s", out)
+	}
+}
+
+// reSubscriber records the event sources the engine opens.
+type reSubscriber struct {
+	Conn
+	srcs chan EventSource
+}
+
+func (r reSubscriber) Subscribe(n int) (EventSource, error) {
+	s, err := r.Conn.Subscribe(n)
+	if err == nil {
+		r.srcs <- s
+	}
+	return s, err
+}
+
+// TestPrivilegedResubscribesWhenSocketFails closes the engine's event socket
+// underneath it: the engine subscribes again, resyncs, and flags new flows
+// from events again.
+func TestPrivilegedResubscribesWhenSocketFails(t *testing.T) {
+	ns := netnstest.NewNetNS(t, "resub")
+	ct := dialCT(t, ns)
+	fc := openFlows(t, ns)
+	conn := reSubscriber{Conn: FromFlows(fc), srcs: make(chan EventSource, 4)}
+	lab := perFlow("lab", policy.Match{}, true)
+	ready := make(chan struct{})
+	e, stop := startEngine(t, Config{Policies: []policy.Policy{lab}, Conn: conn, OnReady: func() { close(ready) }})
+	defer stop()
+	<-ready
+	(<-conn.srcs).Close()
+	select {
+	case <-conn.srcs:
+	case <-time.After(10 * time.Second):
+		t.Fatal("no new subscription after the event socket failed")
+	}
+	waitFor(t, "the resync", func() bool { return e.Stats().Resyncs == 1 })
+	f := createFlow(t, ct, 1, 40000)
+	waitFor(t, "the new flow's flag", func() bool { return flowOf(t, fc, f).Liberal() == flows.Reply })
+	if s := e.Stats(); s.EventsLost != 1 || s.Resyncs != 1 {
+		t.Fatalf("stats %+v, want one loss and one resync: the flag came from an event", s)
+	}
+}
+
+// TestPrivilegedReusedTupleAfterStart: a connection the start dump flagged
+// ends without any event (it was created while nobody listened); a new
+// connection from the same client port must be flagged from its NEW event.
+func TestPrivilegedReusedTupleAfterStart(t *testing.T) {
+	tp := newTopology(t)
+	tp.listen(t, "443")
+	ct := dialCT(t, tp.nat)
+	const sport = 41000
+	dial := func() *net.TCPConn {
+		var c net.Conn
+		var err error
+		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(clientAddr), Port: sport}}
+		tp.client.Do(t, func() { c, err = d.Dial("tcp4", net.JoinHostPort(serverAddr, "443")) })
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		return c.(*net.TCPConn)
+	}
+	first := dial()
+	e, stop := startEngine(t, Config{Policies: []policy.Policy{natWeb()}, Conn: FromFlows(openFlows(t, tp.nat))})
+	defer stop()
+	waitFor(t, "the start dump's flag", func() bool { return replyLiberal(ctGet(t, ct, sport, 443)) })
+	first.SetLinger(0)
+	first.Close()
+	tp.nat.MustRun(t, "conntrack", "-D", "-p", "tcp", "--sport", fmt.Sprint(sport))
+	dial()
+	waitFor(t, "the reused tuple's flag", func() bool { return replyLiberal(ctGet(t, ct, sport, 443)) })
+	// The new entry often reuses the old one's memory, hence its CTA_ID:
+	// then its UPDATE at ESTABLISHED re-flags it (see handle), counted as
+	// a reflag of the old flow.
+	s := e.Stats().Policies["nat-web"]
+	if s.Flagged != 2 {
+		t.Fatalf("stats %+v, want both connections flagged", s)
+	}
+	t.Logf("stats %+v", s)
 }

@@ -12,9 +12,11 @@ type Counter int
 const (
 	// FlowsSeen counts TCP flows examined (NEW events and dumped flows).
 	FlowsSeen Counter = iota
-	// EventsLost counts ENOBUFS reports from the event socket.
+	// EventsLost counts ENOBUFS reports from the event socket, and event
+	// socket failures (each followed by a new subscription).
 	EventsLost
-	// Resyncs counts dumps run to recover from event loss or a policy swap.
+	// Resyncs counts dumps run after event loss, a policy swap or on
+	// ResyncInterval (failed ones included; not the start dump).
 	Resyncs
 	// Matched counts flows the policy selects.
 	Matched

@@ -72,6 +72,20 @@ func Compile(policies []policy.Policy) (*Selector, error) {
 	return s, nil
 }
 
+// Directions returns the union of the directions the per-flow liberal
+// policies among ps flag (reply for those leaving them unset), 0 when there
+// is none: what ctguard may set on flows for them, e.g. the directions a
+// rollback clears when computed over every policy set ctguard applied.
+func Directions(ps []policy.Policy) flows.Directions {
+	var d flows.Directions
+	for i := range ps {
+		if ps[i].IsPerFlow() {
+			d |= directions(ps[i].Spec.Liberal.Directions)
+		}
+	}
+	return d
+}
+
 func directions(ds []policy.Direction) flows.Directions {
 	var d flows.Directions
 	for _, x := range ds {

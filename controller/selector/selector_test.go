@@ -138,3 +138,25 @@ func TestMergeOverlappingAndAdjacent(t *testing.T) {
 		t.Fatalf("merged ports to %v", p.ranges)
 	}
 }
+
+func TestDirections(t *testing.T) {
+	global := policy.Policy{Spec: policy.Spec{Workaround: policy.WorkaroundLiberal, Liberal: &policy.Liberal{Scope: policy.ScopeGlobal}}}
+	tests := []struct {
+		name string
+		ps   []policy.Policy
+		want flows.Directions
+	}{
+		{"none", nil, 0},
+		{"global only", []policy.Policy{global}, 0},
+		{"default reply", []policy.Policy{perFlow("a", policy.Match{})}, flows.Reply},
+		{"original", []policy.Policy{perFlow("a", policy.Match{}, policy.DirectionOriginal)}, flows.Original},
+		{"union", []policy.Policy{
+			perFlow("a", policy.Match{}, policy.DirectionOriginal), perFlow("b", policy.Match{}), global,
+		}, flows.Both},
+	}
+	for _, tt := range tests {
+		if got := Directions(tt.ps); got != tt.want {
+			t.Errorf("%s: Directions = %v, want %v", tt.name, got, tt.want)
+		}
+	}
+}
