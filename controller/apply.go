@@ -141,6 +141,7 @@ func (c *Controller) applyLocked(ctx context.Context, j *journal.Journal, set Po
 			j.Baseline.Sysctls[name] = observed.Sysctls[name] // ctguard takes it over now
 		}
 	}
+	recordFlagged(j, set.Policies)
 	rev := j.Begin(journal.Revision{
 		AppliedAt: time.Now().UTC(),
 		Source:    set.Source,

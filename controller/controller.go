@@ -10,9 +10,11 @@ import (
 	"fmt"
 	"log/slog"
 
+	"github.com/ctguard/ctguard/controller/flows"
 	"github.com/ctguard/ctguard/controller/journal"
 	"github.com/ctguard/ctguard/controller/perflow"
 	"github.com/ctguard/ctguard/controller/ruleset"
+	"github.com/ctguard/ctguard/controller/selector"
 	"github.com/ctguard/ctguard/policy"
 )
 
@@ -31,11 +33,11 @@ type Sysctls interface {
 
 // FlowTable is what the one-shot commands need of conntrack: count the
 // flows perFlow policies would flag, flag the existing ones, clear the
-// flags ctguard set, and read the invalid statistic.
+// flags ctguard set (in dirs), and read the invalid statistic.
 type FlowTable interface {
 	Plan(ctx context.Context, policies []policy.Policy) (map[string]perflow.PlanEntry, error)
 	FlagExisting(ctx context.Context, policies []policy.Policy) (flagged int, err error)
-	ClearOwned(ctx context.Context) (cleared int, err error)
+	ClearOwned(ctx context.Context, dirs flows.Directions) (cleared int, err error)
 	Invalid(ctx context.Context) (uint64, error)
 }
 
@@ -109,4 +111,36 @@ func wrap(what string, err error) error {
 		return nil
 	}
 	return fmt.Errorf("%s: %w", what, err)
+}
+
+// FlaggedDirections returns the directions ctguard may have flagged on
+// flows in this namespace, from the journal: what a new per-flow engine
+// may clear on marked flows no policy selects any more.
+func (c *Controller) FlaggedDirections() (flows.Directions, error) {
+	j, err := c.store.Load()
+	if err != nil {
+		return 0, err
+	}
+	return flaggedDirections(j), nil
+}
+
+// flaggedDirections reads the journal's cumulative flagged directions.
+func flaggedDirections(j *journal.Journal) flows.Directions {
+	if len(j.FlaggedDirections) == 0 {
+		return 0
+	}
+	return selector.FlowDirections(j.FlaggedDirections)
+}
+
+// recordFlagged adds the directions of the policies' perFlow ones to the
+// journal's cumulative flagged directions.
+func recordFlagged(j *journal.Journal, policies []policy.Policy) {
+	d := flaggedDirections(j) | selector.Directions(policies)
+	j.FlaggedDirections = nil
+	if d.Has(flows.Original) {
+		j.FlaggedDirections = append(j.FlaggedDirections, policy.DirectionOriginal)
+	}
+	if d.Has(flows.Reply) {
+		j.FlaggedDirections = append(j.FlaggedDirections, policy.DirectionReply)
+	}
 }

@@ -7,6 +7,7 @@ import (
 	"maps"
 	"testing"
 
+	"github.com/ctguard/ctguard/controller/flows"
 	"github.com/ctguard/ctguard/controller/journal"
 	"github.com/ctguard/ctguard/controller/nft"
 	"github.com/ctguard/ctguard/controller/perflow"
@@ -38,7 +39,7 @@ func (f *fakeFlows) FlagExisting(context.Context, []policy.Policy) (int, error) 
 	f.flagged++
 	return 3, nil
 }
-func (f *fakeFlows) ClearOwned(context.Context) (int, error) {
+func (f *fakeFlows) ClearOwned(context.Context, flows.Directions) (int, error) {
 	f.cleared++
 	return 3, nil
 }
@@ -394,5 +395,42 @@ func TestOneShotCommandsRefuseWhileControllerRuns(t *testing.T) {
 	}
 	if _, err := f.c.Status(ctx); err != nil {
 		t.Fatalf("status during run: %v", err)
+	}
+}
+
+// clearingFlows records the directions ClearOwned was asked to clear.
+type clearingFlows struct {
+	fakeFlows
+	dirs flows.Directions
+}
+
+func (c *clearingFlows) ClearOwned(_ context.Context, dirs flows.Directions) (int, error) {
+	c.dirs = dirs
+	return 0, nil
+}
+
+func TestRollbackClearsEveryDirectionEverFlagged(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	cf := &clearingFlows{}
+	f.c.flows = cf
+	both := mustParse(t, `
+apiVersion: ctguard.io/v1alpha1
+kind: MitigationPolicy
+metadata: {name: both}
+spec:
+  workaround: liberal
+  liberal: {directions: [original, reply]}
+`)
+	for _, set := range []PolicySet{both, mustParse(t, perFlowDoc)} {
+		if _, err := f.c.Apply(ctx, set); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := f.c.Rollback(ctx, true); err != nil {
+		t.Fatal(err)
+	}
+	if cf.dirs != flows.Both {
+		t.Fatalf("rollback cleared %v, want both directions (an earlier revision flagged original too)", cf.dirs)
 	}
 }

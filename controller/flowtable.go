@@ -15,10 +15,6 @@ import (
 type conntrackTable struct {
 	conn *flows.Conn
 	mark flows.MarkBit
-	// dirs are the directions ClearOwned clears on ctguard's flows: the
-	// union of the directions of every per-flow policy ctguard applied
-	// (flows.Reply when 0).
-	dirs flows.Directions
 	log  *slog.Logger
 }
 
@@ -41,9 +37,8 @@ func (t conntrackTable) FlagExisting(ctx context.Context, policies []policy.Poli
 	return perflow.FlagExisting(ctx, perflow.FromFlows(t.conn), sel, t.mark)
 }
 
-// ClearOwned implements FlowTable.
-func (t conntrackTable) ClearOwned(ctx context.Context) (int, error) {
-	dirs := t.dirs
+// ClearOwned implements FlowTable; dirs 0 means reply, the default.
+func (t conntrackTable) ClearOwned(ctx context.Context, dirs flows.Directions) (int, error) {
 	if dirs == 0 {
 		dirs = flows.Reply
 	}

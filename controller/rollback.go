@@ -58,7 +58,7 @@ func (c *Controller) rollback(ctx context.Context, all bool) (RollbackResult, er
 	cleared := 0
 	if !hasPerFlow(prev.Policies) {
 		// Flags set by the undone revision's perFlow policies go too.
-		if cleared, err = c.flows.ClearOwned(ctx); err != nil {
+		if cleared, err = c.flows.ClearOwned(ctx, flaggedDirections(j)); err != nil {
 			return RollbackResult{}, wrap("clear per-flow flags", err)
 		}
 	}
@@ -85,7 +85,7 @@ func (c *Controller) rollbackAll(ctx context.Context, j *journal.Journal) (Rollb
 			}
 		}
 	}
-	cleared, err := c.flows.ClearOwned(ctx)
+	cleared, err := c.flows.ClearOwned(ctx, flaggedDirections(j))
 	if err != nil {
 		return RollbackResult{}, wrap("clear per-flow flags", err)
 	}

@@ -62,12 +62,19 @@ func runController(ctx context.Context, g *globals, f *runFlags) error {
 		return err
 	}
 	defer s.close()
+	owned, err := s.FlaggedDirections()
+	if err != nil {
+		return err
+	}
 	m := metrics.New()
 	var ready atomic.Bool
 	engine, err := perflow.New(perflow.Config{
 		Conn:        perflow.FromFlows(s.Conntrack),
 		MarkBit:     flows.MarkBit(g.markBit),
 		EventBuffer: f.eventBuffer,
+		// What earlier ctguard processes may have flagged, so a policy
+		// change can clear it on flows no policy selects any more.
+		OwnedDirections: owned,
 		// The same period as the table check: it re-flags flows whose
 		// flag something cleared and forgets flows that ended unseen.
 		ResyncInterval: f.resync,

@@ -699,8 +699,10 @@ func TestPrivilegedRunFlagsNATedFlows(t *testing.T) {
 	}
 	t.Logf("%d flows: flagged %v, reflagged %v, confirmed %v", downloads, value(m, "ctguard_flows_flagged_total", "policy", "egress"),
 		value(m, "ctguard_flows_reflagged_total", "policy", "egress"), value(m, "ctguard_flows_confirmed_total", "policy", "egress"))
-	if v := value(m, "ctguard_flag_latency_seconds"); v < downloads {
-		t.Errorf("ctguard_flag_latency_seconds has %v observations, want at least %d", v, downloads)
+	// A flow a resync flags before its NEW event is read has no latency
+	// sample, so only some observations are certain.
+	if v := value(m, "ctguard_flag_latency_seconds"); v < 1 {
+		t.Errorf("ctguard_flag_latency_seconds has %v observations, want some", v)
 	}
 	h := m["ctguard_flag_latency_seconds"].GetMetric()[0].GetHistogram()
 	t.Logf("flag latency over %d real flows: mean %v", downloads, time.Duration(h.GetSampleSum()/float64(h.GetSampleCount())*float64(time.Second)))

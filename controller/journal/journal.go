@@ -43,6 +43,10 @@ type Journal struct {
 	Baseline *Baseline `json:"baseline,omitempty"`
 	// Revisions is the applied history, oldest first, at most MaxRevisions.
 	Revisions []Revision `json:"revisions,omitempty"`
+	// FlaggedDirections are the directions of every perFlow policy ctguard
+	// applied since its first apply: the flags a rollback may clear on
+	// the flows carrying ctguard's mark.
+	FlaggedDirections []policy.Direction `json:"flaggedDirections,omitempty"`
 	// Pending is the revision being applied. It is saved before the kernel
 	// is touched and committed into Revisions after success: a journal
 	// loaded with Pending set means an apply was interrupted.

@@ -59,7 +59,7 @@ func Compile(policies []policy.Policy) (*Selector, error) {
 		m := &p.Spec.Match
 		c := compiled{
 			name:     p.Metadata.Name,
-			dirs:     directions(p.Spec.Liberal.Directions),
+			dirs:     FlowDirections(p.Spec.Liberal.Directions),
 			existing: p.Spec.Liberal.ExistingFlows == nil || *p.Spec.Liberal.ExistingFlows,
 			family:   m.Family,
 			natOnly:  m.NATOnly != nil && *m.NATOnly,
@@ -80,13 +80,15 @@ func Directions(ps []policy.Policy) flows.Directions {
 	var d flows.Directions
 	for i := range ps {
 		if ps[i].IsPerFlow() {
-			d |= directions(ps[i].Spec.Liberal.Directions)
+			d |= FlowDirections(ps[i].Spec.Liberal.Directions)
 		}
 	}
 	return d
 }
 
-func directions(ds []policy.Direction) flows.Directions {
+// FlowDirections converts policy directions to conntrack directions; none
+// means reply, the default.
+func FlowDirections(ds []policy.Direction) flows.Directions {
 	var d flows.Directions
 	for _, x := range ds {
 		switch x {
