@@ -171,11 +171,12 @@ func (l *loop) reload(ctx context.Context) {
 		return
 	}
 	l.loadErr = nil
-	prev := l.good
 	l.good = set
 	if err := l.reconcile(ctx, "reload"); err != nil {
-		l.good = prev
-		return
+		// The policy is valid; the kernel refused it for now (nftables
+		// batches are atomic: the previous table stays). Every resync
+		// tries again.
+		l.c.log.Warn("new policy not applied yet; retrying at every resync", "err", err)
 	}
 	if err := l.cfg.Engine.SetPolicies(set.Policies); err != nil {
 		l.c.log.Error("per-flow engine rejected the policies", "err", err)

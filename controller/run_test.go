@@ -114,3 +114,57 @@ func TestRunKeepsReportingRejectedPolicy(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestRunRetriesRefusedReload: a valid new policy the kernel refuses once
+// is applied at a later resync instead of being dropped.
+func TestRunRetriesRefusedReload(t *testing.T) {
+	f := newFixture(t)
+	var mu sync.Mutex
+	current := mustParse(t, dropDoc)
+	reload := make(chan struct{}, 1)
+	published := make(chan LiveStatus, 100)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() {
+		done <- f.c.Run(ctx, RunConfig{
+			Load: func() (PolicySet, error) {
+				mu.Lock()
+				defer mu.Unlock()
+				return current, nil
+			},
+			Reload:  reload,
+			Resync:  5 * time.Millisecond,
+			Engine:  idleEngine{},
+			Metrics: metrics.New(),
+			Publish: func(st LiveStatus) {
+				select {
+				case published <- st:
+				default:
+				}
+			},
+		})
+	}()
+	<-published // started
+	mu.Lock()
+	current = mustParse(t, globalDoc)
+	mu.Unlock()
+	f.tables.FailNext(errors.New("injected: kernel refused the batch"))
+	reload <- struct{}{}
+	deadline := time.After(5 * time.Second)
+	for {
+		tbl, _ := f.tables.Read()
+		if tbl != nil && len(tbl.Chains) == 1 && tbl.Chains[0].Rules[0].Policy == "emergency" {
+			break
+		}
+		select {
+		case <-deadline:
+			t.Fatalf("the refused policy was never retried; table %v", tbl)
+		case <-published:
+		}
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+}
