@@ -191,6 +191,22 @@ func (e *Engine) Stats() Snapshot {
 	return s
 }
 
+// awaitPolicies returns true at once when there are per-flow policies.
+// Without any, the engine stays off conntrack's event stream (a listener
+// makes the kernel build and send events for every flow): it reports ready
+// and waits for SetPolicies to bring some, returning false if ctx ends.
+func (e *Engine) awaitPolicies(ctx context.Context, ready func()) bool {
+	for e.gen.Load().sel.Len() == 0 {
+		ready()
+		select {
+		case <-ctx.Done():
+			return false
+		case <-e.swapped:
+		}
+	}
+	return true
+}
+
 // Run subscribes to conntrack events first, then flags the matching flows
 // that already exist (policies with existingFlows), then handles events until
 // ctx ends (returning nil). On event loss it resyncs with a dump so that no
@@ -198,8 +214,17 @@ func (e *Engine) Stats() Snapshot {
 // an event does not decode) it counts a loss, subscribes again (every second
 // until it works) and resyncs. A failed resync is retried every second while
 // events go on being handled. Run fails only when it cannot subscribe or
-// dump at start. Only one Run may be active per engine.
+// dump at start. Without per-flow policies it does not subscribe until
+// SetPolicies brings some. Only one Run may be active per engine.
 func (e *Engine) Run(ctx context.Context) error {
+	ready := sync.OnceFunc(func() {
+		if e.onReady != nil {
+			e.onReady()
+		}
+	})
+	if !e.awaitPolicies(ctx, ready) {
+		return nil
+	}
 	sub, err := subscribe(ctx, e.conn, e.eventBuf)
 	if err != nil {
 		return err
@@ -214,9 +239,7 @@ func (e *Engine) Run(ctx context.Context) error {
 		}
 		return err
 	}
-	if e.onReady != nil {
-		e.onReady()
-	}
+	ready()
 	var tick, retry, resubscribe <-chan time.Time
 	if e.interval > 0 {
 		t := time.NewTicker(e.interval)

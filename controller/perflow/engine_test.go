@@ -502,3 +502,46 @@ func TestRunCallsOnReadyAfterStartResync(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+func TestRunWithoutPoliciesStaysOffTheEventStream(t *testing.T) {
+	conn := newFakeConn()
+	ready := make(chan struct{})
+	e, err := New(Config{Conn: conn, OnReady: func() { close(ready) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- e.Run(ctx) }()
+	<-ready
+	if n := conn.subscriptions(); n != 0 {
+		t.Fatalf("subscribed %d times with no per-flow policy", n)
+	}
+	if err := e.SetPolicies([]policy.Policy{perFlow("late", policy.Match{}, true)}); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for conn.subscriptions() == 0 && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
+	}
+	if conn.subscriptions() == 0 {
+		t.Fatal("no subscription after SetPolicies brought a per-flow policy")
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+}
+
+// subscriptions counts the fake's Subscribe calls.
+func (c *fakeConn) subscriptions() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	n := 0
+	for _, call := range c.calls {
+		if call == "subscribe" {
+			n++
+		}
+	}
+	return n
+}
