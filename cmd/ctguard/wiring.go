@@ -89,7 +89,7 @@ func userMessage(err error) string {
 	case errors.Is(err, unix.EPERM), errors.Is(err, fs.ErrPermission):
 		return msg + " (ctguard needs root or CAP_NET_ADMIN in this network namespace, and write access to --state-dir)"
 	case errors.Is(err, journal.ErrOtherNetNS):
-		return msg + " (use a --state-dir per network namespace)"
+		return msg + " (use a --state-dir per network namespace; if this namespace was re-created, e.g. by a reboot, its old journal describes nothing in the kernel any more: move it aside)"
 	case errors.Is(err, journal.ErrControllerRunning):
 		return msg + ": it would undo this change; edit the policy it watches (it reloads), or stop it first"
 	}
