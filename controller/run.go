@@ -45,12 +45,15 @@ type RunConfig struct {
 
 // LiveStatus is what a running controller publishes for "ctguard status".
 type LiveStatus struct {
-	UpdatedAt  time.Time        `json:"updatedAt"`
-	PID        int              `json:"pid"`
-	Revision   int              `json:"revision"`
-	Generation int              `json:"generation"`
-	LastError  string           `json:"lastError,omitempty"`
-	Engine     perflow.Snapshot `json:"engine"`
+	UpdatedAt  time.Time `json:"updatedAt"`
+	PID        int       `json:"pid"`
+	Revision   int       `json:"revision"`
+	Generation int       `json:"generation"`
+	LastError  string    `json:"lastError,omitempty"`
+	// ReconcileFailing is set while the last reconcile failed: the kernel
+	// may not match the policy in force.
+	ReconcileFailing bool             `json:"reconcileFailing,omitempty"`
+	Engine           perflow.Snapshot `json:"engine"`
 }
 
 // Run is the long-running controller: it applies the policies, runs the
@@ -220,6 +223,7 @@ func (l *loop) publish() {
 	if err := errors.Join(l.loadErr, l.lastErr); err != nil {
 		st.LastError = err.Error()
 	}
+	st.ReconcileFailing = l.lastErr != nil
 	l.cfg.Publish(st)
 }
 

@@ -152,6 +152,7 @@ func TestRunRetriesRefusedReload(t *testing.T) {
 	f.tables.FailNext(errors.New("injected: kernel refused the batch"))
 	reload <- struct{}{}
 	deadline := time.After(5 * time.Second)
+	sawFailing := false
 	for {
 		tbl, _ := f.tables.Read()
 		if tbl != nil && len(tbl.Chains) == 1 && tbl.Chains[0].Rules[0].Policy == "emergency" {
@@ -160,7 +161,16 @@ func TestRunRetriesRefusedReload(t *testing.T) {
 		select {
 		case <-deadline:
 			t.Fatalf("the refused policy was never retried; table %v", tbl)
-		case <-published:
+		case st := <-published:
+			sawFailing = sawFailing || st.ReconcileFailing
+		}
+	}
+	if !sawFailing {
+		t.Error("no live status reported the failing reconcile")
+	}
+	for st := range published {
+		if !st.ReconcileFailing {
+			break // recovered
 		}
 	}
 	cancel()

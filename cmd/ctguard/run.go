@@ -67,7 +67,7 @@ func runController(ctx context.Context, g *globals, f *runFlags) error {
 		return err
 	}
 	m := metrics.New()
-	var ready atomic.Bool
+	var ready, failing atomic.Bool
 	engine, err := perflow.New(perflow.Config{
 		Conn:        perflow.FromFlows(s.Conntrack),
 		MarkBit:     flows.MarkBit(g.markBit),
@@ -108,8 +108,11 @@ func runController(ctx context.Context, g *globals, f *runFlags) error {
 
 	if f.metricsAddr != "" {
 		h := m.Handler(func() error {
-			if !ready.Load() {
+			switch {
+			case !ready.Load():
 				return errors.New("first apply not done yet")
+			case failing.Load():
+				return errors.New("the last reconcile failed: see the logs or ctguard status")
 			}
 			return nil
 		})
@@ -120,13 +123,16 @@ func runController(ctx context.Context, g *globals, f *runFlags) error {
 		}()
 	}
 	return s.Run(ctx, controller.RunConfig{
-		Load:          func() (controller.PolicySet, error) { return loadPolicies(f.file) },
-		Reload:        reload,
-		TableChanged:  changed,
-		Resync:        f.resync,
-		Engine:        engine,
-		Metrics:       m,
-		Publish:       s.publishLive,
+		Load:         func() (controller.PolicySet, error) { return loadPolicies(f.file) },
+		Reload:       reload,
+		TableChanged: changed,
+		Resync:       f.resync,
+		Engine:       engine,
+		Metrics:      m,
+		Publish: func(st controller.LiveStatus) {
+			failing.Store(st.ReconcileFailing)
+			s.publishLive(st)
+		},
 		CleanupOnExit: f.cleanupOnExit,
 	})
 }
