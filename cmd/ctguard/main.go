@@ -19,6 +19,7 @@ const (
 // exitCodeError ends the process with its code after printing nothing more.
 type exitCodeError int
 
+// Error implements error.
 func (e exitCodeError) Error() string { return fmt.Sprintf("exit status %d", int(e)) }
 
 func main() {

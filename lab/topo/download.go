@@ -152,6 +152,7 @@ type countingHash struct {
 	n atomic.Int64
 }
 
+// Write implements io.Writer, hashing and counting p.
 func (c *countingHash) Write(p []byte) (int, error) {
 	c.n.Add(int64(len(p)))
 	return c.h.Write(p)
