@@ -181,6 +181,11 @@ func TestParseDropInvalidErrors(t *testing.T) {
 				`p.yaml:15: policy "t": spec.dropInvalid.interfaces[6]: invalid interface name "..": reserved`,
 				`p.yaml:16: policy "t": spec.dropInvalid.interfaces[7]: duplicate "eth0" (also at index 0)`,
 			}},
+		{"interface wildcards", "workaround: dropInvalid\ndropInvalid:\n  interfaces: [eth+, \"wan*\"]",
+			[]string{
+				`p.yaml:9: policy "t": spec.dropInvalid.interfaces[0]: invalid interface name "eth+": wildcards are not supported: list every interface by name`,
+				`p.yaml:9: policy "t": spec.dropInvalid.interfaces[1]: invalid interface name "wan*": wildcards are not supported: list every interface by name`,
+			}},
 		{"interface not a string", "workaround: dropInvalid\ndropInvalid:\n  interfaces: [eth0, 7, eth1:x]",
 			[]string{
 				`p.yaml:8: policy "t": spec.dropInvalid.interfaces[1]: expected a string, found integer 7 (quote it to mean the string)`,

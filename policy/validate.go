@@ -228,6 +228,8 @@ func checkInterface(name string) string {
 		return "contains whitespace"
 	case strings.Contains(name, "\x00"):
 		return "contains a NUL byte"
+	case strings.HasSuffix(name, "+") || strings.Contains(name, "*"):
+		return "wildcards are not supported: list every interface by name"
 	}
 	return ""
 }
