@@ -183,8 +183,8 @@ func TestParseDropInvalidErrors(t *testing.T) {
 			}},
 		{"interface wildcards", "workaround: dropInvalid\ndropInvalid:\n  interfaces: [eth+, \"wan*\"]",
 			[]string{
-				`p.yaml:9: policy "t": spec.dropInvalid.interfaces[0]: invalid interface name "eth+": wildcards are not supported: list every interface by name`,
-				`p.yaml:9: policy "t": spec.dropInvalid.interfaces[1]: invalid interface name "wan*": wildcards are not supported: list every interface by name`,
+				`p.yaml:8: policy "t": spec.dropInvalid.interfaces[0]: invalid interface name "eth+": wildcards are not supported: list every interface by name`,
+				`p.yaml:8: policy "t": spec.dropInvalid.interfaces[1]: invalid interface name "wan*": wildcards are not supported: list every interface by name`,
 			}},
 		{"interface not a string", "workaround: dropInvalid\ndropInvalid:\n  interfaces: [eth0, 7, eth1:x]",
 			[]string{
