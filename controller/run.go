@@ -133,6 +133,9 @@ type loop struct {
 	revision   int
 	generation int
 	lastErr    error // of the last reconcile
+	// engineBehind is set while the engine lacks the policies in force:
+	// a reload it must adopt after the next successful reconcile.
+	engineBehind bool
 	// loadErr is why the policy source was last rejected, nil once it
 	// loads again. It is kept apart from lastErr: a later successful
 	// reconcile of the last good policy must not hide that the source on
@@ -158,6 +161,9 @@ func (l *loop) reconcile(ctx context.Context, why string) error {
 	if res.Observed != nil {
 		l.cfg.Metrics.SetRuleCounters(ruleCounters(*res.Observed))
 	}
+	if l.engineBehind {
+		l.adopt()
+	}
 	return nil
 }
 
@@ -175,16 +181,25 @@ func (l *loop) reload(ctx context.Context) {
 	}
 	l.loadErr = nil
 	l.good = set
+	l.engineBehind = true
 	if err := l.reconcile(ctx, "reload"); err != nil {
 		// The policy is valid; the kernel refused it for now (nftables
 		// batches are atomic: the previous table stays). Every resync
-		// tries again.
+		// tries again, and the engine gets the policies only then.
 		l.c.log.Warn("new policy not applied yet; retrying at every resync", "err", err)
 	}
+}
+
+// adopt hands the policies in force to the per-flow engine once a
+// reconcile journaled them (so rollback knows every direction the engine
+// may flag), and counts the new generation.
+func (l *loop) adopt() {
+	set := l.good
 	if err := l.cfg.Engine.SetPolicies(set.Policies); err != nil {
 		l.c.log.Error("per-flow engine rejected the policies", "err", err)
 		return
 	}
+	l.engineBehind = false
 	l.generation++
 	l.cfg.Metrics.PolicyGeneration.Set(float64(l.generation))
 	l.cfg.Metrics.LastReloadSuccess.SetToCurrentTime()

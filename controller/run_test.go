@@ -115,14 +115,36 @@ func TestRunKeepsReportingRejectedPolicy(t *testing.T) {
 	}
 }
 
+// adoptingEngine records the policy sets handed to it.
+type adoptingEngine struct {
+	idleEngine
+	mu   sync.Mutex
+	sets [][]policy.Policy
+}
+
+func (a *adoptingEngine) SetPolicies(ps []policy.Policy) error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.sets = append(a.sets, ps)
+	return nil
+}
+
+func (a *adoptingEngine) adopted() int {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return len(a.sets)
+}
+
 // TestRunRetriesRefusedReload: a valid new policy the kernel refuses once
-// is applied at a later resync instead of being dropped.
+// is applied at a later resync instead of being dropped, and the engine
+// gets it only once it is applied (and journaled).
 func TestRunRetriesRefusedReload(t *testing.T) {
 	f := newFixture(t)
 	var mu sync.Mutex
 	current := mustParse(t, dropDoc)
 	reload := make(chan struct{}, 1)
 	published := make(chan LiveStatus, 100)
+	engine := &adoptingEngine{}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	done := make(chan error, 1)
@@ -135,7 +157,7 @@ func TestRunRetriesRefusedReload(t *testing.T) {
 			},
 			Reload:  reload,
 			Resync:  5 * time.Millisecond,
-			Engine:  idleEngine{},
+			Engine:  engine,
 			Metrics: metrics.New(),
 			Publish: func(st LiveStatus) {
 				select {
@@ -163,10 +185,19 @@ func TestRunRetriesRefusedReload(t *testing.T) {
 			t.Fatalf("the refused policy was never retried; table %v", tbl)
 		case st := <-published:
 			sawFailing = sawFailing || st.ReconcileFailing
+			if st.ReconcileFailing && engine.adopted() != 1 {
+				t.Fatalf("the engine got the refused policy before it was applied (%d sets)", engine.adopted())
+			}
 		}
 	}
 	if !sawFailing {
 		t.Error("no live status reported the failing reconcile")
+	}
+	for deadline := time.Now().Add(5 * time.Second); engine.adopted() != 2 && time.Now().Before(deadline); {
+		time.Sleep(time.Millisecond)
+	}
+	if n := engine.adopted(); n != 2 {
+		t.Fatalf("engine got %d policy sets, want 2 (start, then the retried reload)", n)
 	}
 	for st := range published {
 		if !st.ReconcileFailing {

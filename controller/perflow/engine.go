@@ -191,6 +191,24 @@ func (e *Engine) Stats() Snapshot {
 	return s
 }
 
+// start subscribes to events, then dumps and flags the existing flows.
+// A policy swap already pending (SetPolicies before Run) still runs its
+// own resync afterwards: it also releases flows an earlier ctguard
+// flagged that no policy selects any more.
+func (e *Engine) start(ctx context.Context) (*subscription, error) {
+	sub, err := subscribe(ctx, e.conn, e.eventBuf)
+	if err != nil {
+		return nil, err
+	}
+	e.tracked = map[flows.Key]*track{}
+	e.preexisting = map[flows.Key]preexistingFlow{}
+	if err := e.resync(ctx, resyncStart); err != nil {
+		sub.close()
+		return nil, err
+	}
+	return sub, nil
+}
+
 // awaitPolicies returns true at once when there are per-flow policies.
 // Without any, the engine stays off conntrack's event stream (a listener
 // makes the kernel build and send events for every flow): it reports ready
@@ -222,24 +240,35 @@ func (e *Engine) Run(ctx context.Context) error {
 			e.onReady()
 		}
 	})
-	if !e.awaitPolicies(ctx, ready) {
-		return nil
-	}
-	sub, err := subscribe(ctx, e.conn, e.eventBuf)
-	if err != nil {
-		return err
-	}
-	defer func() { sub.close() }()
-
-	e.tracked = map[flows.Key]*track{}
-	e.preexisting = map[flows.Key]preexistingFlow{}
-	if err := e.resync(ctx, resyncStart); err != nil {
+	delayed := e.gen.Load().sel.Len() == 0
+	var sub *subscription
+	for {
+		if !e.awaitPolicies(ctx, ready) {
+			return nil
+		}
+		var err error
+		sub, err = e.start(ctx)
+		if err == nil {
+			break
+		}
 		if ctx.Err() != nil {
 			return nil
 		}
-		return err
+		if !delayed {
+			return err
+		}
+		// A start brought by SetPolicies must not end the controller:
+		// retry every second, as later resyncs do.
+		e.log.Error("starting the per-flow engine failed, retrying in a second", "err", err)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(time.Second):
+		}
 	}
+	defer func() { sub.close() }()
 	ready()
+	var err error
 	var tick, retry, resubscribe <-chan time.Time
 	if e.interval > 0 {
 		t := time.NewTicker(e.interval)
