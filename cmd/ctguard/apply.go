@@ -19,11 +19,7 @@ existing flows. Applying the same policies twice changes nothing.
 perFlow policies flag NEW flows only while "ctguard run" is running.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			set, err := loadPolicies(file)
-			if err != nil {
-				return err
-			}
-			s, err := openSession(g, "warn")
+			set, s, err := openWithPolicies(g, file)
 			if err != nil {
 				return err
 			}

@@ -21,11 +21,7 @@ Without -f the embedded default policy is used.`,
 			if err := checkOutput(output); err != nil {
 				return err
 			}
-			set, err := loadPolicies(file)
-			if err != nil {
-				return err
-			}
-			s, err := openSession(g, "warn")
+			set, s, err := openWithPolicies(g, file)
 			if err != nil {
 				return err
 			}

@@ -73,6 +73,17 @@ func openSession(g *globals, defaultLevel string) (*session, error) {
 	return &session{Kernel: k, log: log}, nil
 }
 
+// openWithPolicies validates -f PATH first (a bad policy touches nothing),
+// then opens a session for one-shot commands.
+func openWithPolicies(g *globals, file string) (controller.PolicySet, *session, error) {
+	set, err := loadPolicies(file)
+	if err != nil {
+		return set, nil, err
+	}
+	s, err := openSession(g, "warn")
+	return set, s, err
+}
+
 func (s *session) close() { s.Kernel.Close() }
 
 // publishLive saves the running controller's status for "ctguard status".
