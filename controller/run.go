@@ -72,6 +72,9 @@ func (c *Controller) Run(ctx context.Context, cfg RunConfig) error {
 		return fmt.Errorf("%w: another controller runs with this state directory", err)
 	}
 	defer release()
+	if err := c.store.RemoveTemps(); err != nil {
+		return fmt.Errorf("state directory: %w", err)
+	}
 	l := &loop{c: c, cfg: cfg, good: set}
 	if err := l.reconcile(ctx, "start"); err != nil {
 		return err

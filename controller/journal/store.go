@@ -24,9 +24,10 @@ const (
 	LiveName = "live.json"
 	// ControllerLockName is held by a running controller for its lifetime.
 	ControllerLockName = "controller.lock"
-	// tempPattern names the temporary files Save writes before renaming;
-	// Load never reads them, so a crash mid-Save leaves the old journal.
-	tempPattern = FileName + ".tmp-*"
+	// tempSuffix ends the names of the temporary files Save and SaveLive
+	// write before renaming; nothing reads them, so a crash mid-write
+	// leaves the old file.
+	tempSuffix = ".tmp-*"
 )
 
 // Errors callers branch on.
@@ -35,8 +36,8 @@ var (
 	ErrControllerRunning = errors.New(`"ctguard run" manages this state directory`)
 	// ErrLocked: another process holds the state lock.
 	ErrLocked = errors.New("another ctguard holds the state lock")
-	// ErrInsecureDir: the state directory is writable by group or others.
-	ErrInsecureDir = errors.New("state directory is writable by group or others")
+	// ErrInsecureDir is ErrUntrusted, under its older name.
+	ErrInsecureDir = ErrUntrusted
 )
 
 // Store is the journal file of one state directory.
@@ -45,21 +46,17 @@ type Store struct {
 }
 
 // Open returns the store in dir, creating dir with mode 0700 if needed. It
-// refuses an existing directory that group or others can write.
+// refuses (ErrUntrusted) a directory that is a symlink, that the user
+// running ctguard does not own, or that group or others can write.
 func Open(dir string) (*Store, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("state directory: %w", err)
 	}
-	fi, err := os.Stat(dir)
+	d, err := openDir(dir)
 	if err != nil {
-		return nil, fmt.Errorf("state directory: %w", err)
+		return nil, err
 	}
-	if !fi.IsDir() {
-		return nil, fmt.Errorf("state directory %s: not a directory", dir)
-	}
-	if fi.Mode().Perm()&0o022 != 0 {
-		return nil, fmt.Errorf("%w: %s has mode %#o", ErrInsecureDir, dir, fi.Mode().Perm())
-	}
+	d.Close()
 	return &Store{dir: dir}, nil
 }
 
@@ -67,9 +64,11 @@ func Open(dir string) (*Store, error) {
 func (s *Store) Path() string { return filepath.Join(s.dir, FileName) }
 
 // Load reads the journal. A missing file gives an empty journal of
-// CurrentVersion, not an error.
+// CurrentVersion, not an error. A file the user running ctguard does not
+// own, or others can write, gives ErrUntrusted; one that does not decode,
+// or names a sysctl other than the one ctguard owns, gives ErrDamaged.
 func (s *Store) Load() (*Journal, error) {
-	b, err := os.ReadFile(s.Path())
+	b, err := readTrusted(s.Path())
 	if errors.Is(err, fs.ErrNotExist) {
 		return &Journal{Version: CurrentVersion}, nil
 	}
@@ -78,7 +77,10 @@ func (s *Store) Load() (*Journal, error) {
 	}
 	var j Journal
 	if err := json.Unmarshal(b, &j); err != nil {
-		return nil, fmt.Errorf("load journal %s: %w", s.Path(), err)
+		return nil, fmt.Errorf("load journal %s: %w: %w", s.Path(), ErrDamaged, err)
+	}
+	if err := j.validate(); err != nil {
+		return nil, fmt.Errorf("load journal %s: %w: %w", s.Path(), ErrDamaged, err)
 	}
 	if j.Version != CurrentVersion {
 		return nil, fmt.Errorf("load journal %s: %w %d (this ctguard reads %d)", s.Path(), ErrUnsupportedVersion, j.Version, CurrentVersion)
@@ -119,7 +121,7 @@ func (s *Store) SaveLive(v any) error {
 
 // LoadLive decodes live.json into v; a missing file matches fs.ErrNotExist.
 func (s *Store) LoadLive(v any) error {
-	b, err := os.ReadFile(filepath.Join(s.dir, LiveName))
+	b, err := readTrusted(filepath.Join(s.dir, LiveName))
 	if err != nil {
 		return err
 	}
@@ -131,7 +133,7 @@ func (s *Store) LoadLive(v any) error {
 
 // replace writes b to a temporary file and renames it over name.
 func (s *Store) replace(name string, b []byte) (err error) {
-	f, err := os.CreateTemp(s.dir, name+".tmp-*") // mode 0600
+	f, err := os.CreateTemp(s.dir, name+tempSuffix) // mode 0600
 	if err != nil {
 		return err
 	}
@@ -156,10 +158,13 @@ func (s *Store) replace(name string, b []byte) (err error) {
 	return s.syncDir()
 }
 
-// Remove deletes the journal; a missing journal is not an error.
+// Remove deletes the journal and the live status; missing files are not
+// an error.
 func (s *Store) Remove() error {
-	if err := os.Remove(s.Path()); err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return fmt.Errorf("remove journal: %w", err)
+	for _, name := range []string{FileName, LiveName} {
+		if err := os.Remove(filepath.Join(s.dir, name)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("remove journal: %w", err)
+		}
 	}
 	if err := s.syncDir(); err != nil {
 		return fmt.Errorf("remove journal: %w", err)
@@ -188,7 +193,7 @@ var lockWait = 5 * time.Second
 // removes temporary files a crashed Save left behind. Call unlock once
 // done; calling it again does nothing.
 func (s *Store) Lock() (unlock func(), err error) {
-	f, err := os.OpenFile(filepath.Join(s.dir, LockName), os.O_RDWR|os.O_CREATE|unix.O_CLOEXEC|unix.O_NOFOLLOW, 0o600)
+	f, err := openFile(filepath.Join(s.dir, LockName), os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("state lock: %w", err)
 	}
@@ -215,14 +220,20 @@ func (s *Store) Lock() (unlock func(), err error) {
 	return func() { once.Do(func() { f.Close() }) }, nil
 }
 
-// removeTemps removes leftover temporary files of Save.
+// RemoveTemps removes the temporary files a crashed Save or SaveLive left
+// behind. Lock does it; a controller does it at start, before it writes.
+func (s *Store) RemoveTemps() error { return s.removeTemps() }
+
+// removeTemps removes leftover temporary files of Save and SaveLive.
 func (s *Store) removeTemps() error {
 	entries, err := os.ReadDir(s.dir)
 	if err != nil {
 		return err
 	}
 	for _, e := range entries {
-		if ok, _ := filepath.Match(tempPattern, e.Name()); !ok {
+		journalTemp, _ := filepath.Match(FileName+tempSuffix, e.Name())
+		liveTemp, _ := filepath.Match(LiveName+tempSuffix, e.Name())
+		if !journalTemp && !liveTemp {
 			continue
 		}
 		if err := os.Remove(filepath.Join(s.dir, e.Name())); err != nil && !errors.Is(err, fs.ErrNotExist) {
@@ -238,7 +249,7 @@ func (s *Store) removeTemps() error {
 // undo them at its next reconcile. A holder elsewhere gives an error
 // wrapping ErrControllerRunning. Call release once done.
 func (s *Store) HoldController() (release func(), err error) {
-	f, err := os.OpenFile(filepath.Join(s.dir, ControllerLockName), os.O_RDWR|os.O_CREATE|unix.O_CLOEXEC|unix.O_NOFOLLOW, 0o600)
+	f, err := openFile(filepath.Join(s.dir, ControllerLockName), os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("controller lock: %w", err)
 	}
