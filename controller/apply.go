@@ -44,12 +44,21 @@ type ApplyResult struct {
 	Observed *ruleset.Table
 }
 
-// readTable reads table inet ctguard. A table holding what ctguard never
-// creates (a dormant flag, a foreign chain or object) cannot be modelled:
-// it comes back as a table with one unrecognised rule describing it, so
-// the planner shows it and apply replaces it. ctguard owns the table.
-func (c *Controller) readTable() (*ruleset.Table, error) {
+// readTable reads table inet ctguard. A table without ctguard's ownership
+// mark is refused (a *nft.ForeignTableError naming its contents) unless it
+// is exactly a table the journal j (nil: none) says ctguard applied: one a
+// ctguard that wrote no mark yet created. A marked table holding what
+// ctguard never creates (a dormant flag, a chain or object added to it)
+// cannot be modelled: it comes back as a table with one unrecognised rule
+// describing all it holds, so the planner shows it and apply replaces it.
+func (c *Controller) readTable(j *journal.Journal) (*ruleset.Table, error) {
 	t, err := c.tables.Read()
+	if fe := (*nft.ForeignTableError)(nil); errors.As(err, &fe) {
+		if fe.Table != nil && journaled(j, fe.Table) {
+			return fe.Table, nil
+		}
+		return nil, err
+	}
 	if errors.Is(err, nft.ErrUnrecognised) {
 		return &ruleset.Table{Chains: []ruleset.Chain{{
 			Hook:  ruleset.HookInput,
@@ -57,6 +66,23 @@ func (c *Controller) readTable() (*ruleset.Table, error) {
 		}}}, nil
 	}
 	return t, wrap("read table inet ctguard", err)
+}
+
+// journaled reports whether t is exactly the table of the revision in
+// force or the pending one of j.
+func journaled(j *journal.Journal, t *ruleset.Table) bool {
+	if j == nil {
+		return false
+	}
+	for _, r := range []*journal.Revision{j.Latest(), j.Pending} {
+		if r == nil || len(r.Policies) == 0 {
+			continue
+		}
+		if want := ruleset.Build(r.Policies); ruleset.Equal(&want, t) {
+			return true
+		}
+	}
+	return false
 }
 
 // drift names what differs between desired and observed.
@@ -216,7 +242,7 @@ func (c *Controller) converge(desired, observed plan.State) error {
 // states computes the desired state for the policies and reads the
 // observed one.
 func (c *Controller) states(ctx context.Context, j *journal.Journal, policies []policy.Policy, countFlows bool) (desired, observed plan.State, err error) {
-	table, err := c.readTable()
+	table, err := c.readTable(j)
 	if err != nil {
 		return desired, observed, err
 	}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"time"
 
+	"github.com/ctguard/ctguard/controller/nft"
 	"github.com/ctguard/ctguard/controller/ruleset"
 	"github.com/ctguard/ctguard/controller/sysctl"
 	"golang.org/x/sys/unix"
@@ -24,7 +25,10 @@ type Status struct {
 	Interrupted bool `json:"interrupted"`
 	// TablePresent says whether table inet ctguard exists; Drift whether
 	// it differs from what the revision in force wants.
-	TablePresent bool         `json:"tablePresent"`
+	TablePresent bool `json:"tablePresent"`
+	// ForeignTable says why a table inet ctguard ctguard did not create
+	// is left alone (empty when there is none).
+	ForeignTable string       `json:"foreignTable,omitempty"`
 	Drift        bool         `json:"drift"`
 	Rules        []RuleStatus `json:"rules"`
 	// BeLiberal is the global sysctl now and before ctguard's first apply.
@@ -68,7 +72,10 @@ func (c *Controller) Status(ctx context.Context) (Status, error) {
 	}
 	release := kernelRelease()
 	st := Status{Kernel: release, KernelNotes: KernelNotes(release), NetNS: c.netns, Interrupted: j.Pending != nil}
-	table, err := c.readTable()
+	table, err := c.readTable(j)
+	if errors.Is(err, nft.ErrForeignTable) {
+		st.ForeignTable, table, err = err.Error(), nil, nil
+	}
 	if err != nil {
 		return Status{}, err
 	}

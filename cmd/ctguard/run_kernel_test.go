@@ -23,6 +23,7 @@ import (
 	"time"
 
 	"github.com/ctguard/ctguard/controller/flows"
+	"github.com/ctguard/ctguard/controller/nft"
 	"github.com/ctguard/ctguard/controller/watch"
 	"github.com/ctguard/ctguard/internal/netnstest"
 	"github.com/ctguard/ctguard/lab"
@@ -271,13 +272,13 @@ func tableText(ns *netnstest.NS) string {
 	return string(out)
 }
 
-// countRules counts the rules and tables named ctguard in "nft -j list
-// ruleset".
+// countRules counts the rules (but ctguard's ownership mark) and tables
+// named ctguard in "nft -j list ruleset".
 func countRules(t *testing.T, ns *netnstest.NS) (rules, tables int) {
 	t.Helper()
 	for _, item := range ns.NftJSON(t, "list", "ruleset")["nftables"].([]any) {
 		obj := item.(map[string]any)
-		if r, ok := obj["rule"].(map[string]any); ok && r["table"] == "ctguard" {
+		if r, ok := obj["rule"].(map[string]any); ok && r["table"] == "ctguard" && r["chain"] != nft.OwnerChainName {
 			rules++
 		}
 		if tb, ok := obj["table"].(map[string]any); ok && tb["name"] == "ctguard" {

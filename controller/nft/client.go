@@ -6,9 +6,9 @@ package nft
 
 import (
 	"cmp"
+	"errors"
 	"fmt"
 	"maps"
-	"math/bits"
 	"slices"
 	"sync"
 
@@ -93,10 +93,13 @@ func (c *Client) Close() error {
 }
 
 // Read returns the content of table inet ctguard, or nil, nil when the
-// table is absent. Rules it cannot map back to the model come back as
-// PurposeUnrecognised rules; table flags (such as dormant) and other objects
-// the model cannot express make it fail with ErrUnrecognised. The dumps are not one atomic snapshot, which
-// is fine as long as ctguard alone writes the table.
+// table is absent. A table without ctguard's ownership mark (see
+// OwnerSetName) gives a *ForeignTableError. Rules it cannot map back to
+// the model come back as PurposeUnrecognised rules; table flags (such as
+// dormant) and other objects the model cannot express make it fail with
+// ErrUnrecognised, naming everything the table holds. The dumps are not
+// one atomic snapshot, which is fine as long as ctguard alone writes the
+// table.
 func (c *Client) Read() (*ruleset.Table, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -108,8 +111,31 @@ func (c *Client) Read() (*ruleset.Table, error) {
 	if i < 0 {
 		return nil, nil
 	}
-	// google/nftables decodes the big-endian flags attribute natively.
-	if flags := bits.ReverseBytes32(tables[i].Flags); flags != 0 {
+	marked, err := c.marked()
+	if err != nil {
+		return nil, err
+	}
+	t, readErr := c.read(tables[i])
+	if !marked || readErr != nil && errors.Is(readErr, ErrUnrecognised) {
+		contents, err := c.contents()
+		if err != nil {
+			return nil, err
+		}
+		if !marked {
+			fe := &ForeignTableError{Contents: contents}
+			if readErr == nil {
+				fe.Table = t
+			}
+			return nil, fe
+		}
+		return nil, fmt.Errorf("%w; the table holds: %s", readErr, summarise(contents))
+	}
+	return t, readErr
+}
+
+// read decodes the table into the model, leaving out the ownership mark.
+func (c *Client) read(table *nftables.Table) (*ruleset.Table, error) {
+	if flags := tableFlags(table); flags != 0 {
 		// e.g. dormant: every rule would be inert while the table looks right.
 		return nil, fmt.Errorf("table flags %#x (ctguard sets none): %w", flags, ErrUnrecognised)
 	}
@@ -197,7 +223,7 @@ func (c *Client) readChains() ([]ruleset.Chain, error) {
 	}
 	var out []ruleset.Chain
 	for _, ch := range chains {
-		if ch.Table == nil || ch.Table.Name != ruleset.TableName {
+		if ch.Table == nil || ch.Table.Name != ruleset.TableName || isOwnerChain(ch) {
 			continue
 		}
 		hook := ruleset.Hook(ch.Name)
@@ -266,6 +292,7 @@ func (c *Client) Replace(t ruleset.Table) error {
 			b.AddRule(&nftables.Rule{Table: c.table, Chain: chain, Exprs: ruleExprs(r, setIDs), UserData: commentData(r.Comment())})
 		}
 	}
+	addOwnerMark(b, c.table) // in the batch that creates the table
 	if err := b.Flush(); err != nil {
 		return fmt.Errorf("replace table inet ctguard: %w", err)
 	}

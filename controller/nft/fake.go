@@ -17,6 +17,10 @@ type Fake struct {
 	mu      sync.Mutex
 	table   *ruleset.Table
 	failErr error
+	// foreign is set while the table is someone else's (no ownership
+	// mark); foreignContents describe it.
+	foreign         bool
+	foreignContents []string
 }
 
 // NewFake returns a Fake without table inet ctguard.
@@ -30,7 +34,20 @@ func (f *Fake) Read() (*ruleset.Table, error) {
 		return nil, nil
 	}
 	t := clone(*f.table)
+	if f.foreign {
+		return nil, &ForeignTableError{Contents: slices.Clone(f.foreignContents), Table: &t}
+	}
 	return &t, nil
+}
+
+// SetForeign makes the table t without ctguard's ownership mark, as an
+// operator's own table inet ctguard (contents describe it in errors) or a
+// table of a ctguard that wrote no mark yet. A Replace makes it ctguard's.
+func (f *Fake) SetForeign(t ruleset.Table, contents ...string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	c := clone(t)
+	f.table, f.foreign, f.foreignContents = &c, true, contents
 }
 
 // Replace makes the table exactly t, keeping the values of counters that
@@ -51,7 +68,7 @@ func (f *Fake) Replace(t ruleset.Table) error {
 			next.Counters[i] = cur
 		}
 	}
-	f.table = &next
+	f.table, f.foreign = &next, false
 	return nil
 }
 
@@ -62,7 +79,7 @@ func (f *Fake) Delete() error {
 	if err := f.takeFailure(); err != nil {
 		return fmt.Errorf("delete table inet ctguard: %w", err)
 	}
-	f.table = nil
+	f.table, f.foreign = nil, false
 	return nil
 }
 
