@@ -18,12 +18,16 @@ import (
 
 // Plan reads the kernel and returns what Apply would change. It changes
 // nothing, not even the journal.
+// It takes no lock (the journal is replaced atomically), so it works on a
+// read-only state directory.
 func (c *Controller) Plan(ctx context.Context, set PolicySet) (plan.Plan, error) {
-	j, unlock, err := c.loadJournal()
+	j, err := c.store.Load()
+	if err == nil {
+		err = j.CheckNetNS(c.netns)
+	}
 	if err != nil {
 		return plan.Plan{}, err
 	}
-	defer unlock()
 	desired, observed, err := c.states(ctx, j, set.Policies, true)
 	if err != nil {
 		return plan.Plan{}, err
@@ -111,7 +115,7 @@ func drift(desired, observed plan.State) []string {
 // It refuses while a "ctguard run" manages the state directory: the
 // controller would undo the change at its next reconcile.
 func (c *Controller) Apply(ctx context.Context, set PolicySet) (ApplyResult, error) {
-	release, err := c.store.HoldController()
+	release, err := c.hold("apply")
 	if err != nil {
 		return ApplyResult{}, err
 	}

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"time"
 
 	"github.com/ctguard/ctguard/controller/flows"
 	"github.com/ctguard/ctguard/controller/journal"
@@ -41,12 +42,19 @@ type FlowTable interface {
 	Invalid(ctx context.Context) (uint64, error)
 }
 
+// NamespaceLock keeps one ctguard at a time in the network namespace,
+// whatever its state directory (see package nslock).
+type NamespaceLock interface {
+	Acquire(role string, wait time.Duration) (release func(), err error)
+}
+
 // Controller applies policies to one network namespace.
 type Controller struct {
 	tables  Tables
 	sysctls Sysctls
 	flows   FlowTable
 	store   *journal.Store
+	nsLock  NamespaceLock
 	netns   string
 	log     *slog.Logger
 }
@@ -57,6 +65,8 @@ type Config struct {
 	Sysctls Sysctls
 	Flows   FlowTable
 	Store   *journal.Store
+	// Lock is the namespace's lock; nil takes none (unit tests).
+	Lock NamespaceLock
 	// NetNS identifies the namespace (journal.CurrentNetNS) so a journal of
 	// another namespace is never used.
 	NetNS  string
@@ -74,6 +84,7 @@ func New(cfg Config) *Controller {
 		sysctls: cfg.Sysctls,
 		flows:   cfg.Flows,
 		store:   cfg.Store,
+		nsLock:  cfg.Lock,
 		netns:   cfg.NetNS,
 		log:     log,
 	}
@@ -88,6 +99,29 @@ type PolicySet struct {
 // ErrNothingToRollBack is returned by Rollback when ctguard never applied
 // anything in this namespace (or everything was already rolled back).
 var ErrNothingToRollBack = errors.New("nothing to roll back: no apply is journaled in this state directory")
+
+// oneShotWait is how long a one-shot command (or a starting controller)
+// waits for a one-shot command that holds the namespace lock.
+var oneShotWait = 5 * time.Second
+
+// hold takes the namespace lock for role, then the state directory's
+// controller lock: while a "ctguard run" manages the namespace (or the
+// state directory), nothing else changes the kernel, since it would undo
+// the change at its next reconcile.
+func (c *Controller) hold(role string) (release func(), err error) {
+	releaseNS := func() {}
+	if c.nsLock != nil {
+		if releaseNS, err = c.nsLock.Acquire(role, oneShotWait); err != nil {
+			return nil, err
+		}
+	}
+	releaseDir, err := c.store.HoldController(role)
+	if err != nil {
+		releaseNS()
+		return nil, err
+	}
+	return func() { releaseDir(); releaseNS() }, nil
+}
 
 // loadJournal takes the state lock and loads the journal of this namespace.
 func (c *Controller) loadJournal() (*journal.Journal, func(), error) {

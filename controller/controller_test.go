@@ -382,7 +382,7 @@ func TestRollbackFromGlobalRestoresAndReleasesSysctl(t *testing.T) {
 func TestOneShotCommandsRefuseWhileControllerRuns(t *testing.T) {
 	f := newFixture(t)
 	ctx := context.Background()
-	release, err := f.store.HoldController() // as a running "ctguard run" does
+	release, err := f.store.HoldController("run") // as a running "ctguard run" does
 	if err != nil {
 		t.Fatal(err)
 	}

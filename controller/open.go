@@ -7,6 +7,7 @@ import (
 	"github.com/ctguard/ctguard/controller/flows"
 	"github.com/ctguard/ctguard/controller/journal"
 	"github.com/ctguard/ctguard/controller/nft"
+	"github.com/ctguard/ctguard/controller/nslock"
 	"github.com/ctguard/ctguard/controller/sysctl"
 )
 
@@ -50,6 +51,7 @@ func Open(netnsFd int, stateDir string, mark flows.MarkBit, log *slog.Logger) (*
 		Sysctls: sysctl.Open(netnsFd),
 		Flows:   conntrackTable{conn: conn, mark: mark, log: log},
 		Store:   store,
+		Lock:    nslock.New(netnsFd, stateDir),
 		NetNS:   ns,
 		Logger:  log,
 	})

@@ -27,7 +27,7 @@ type RollbackResult struct {
 // leaving the box as it was before the first apply. It refuses while a
 // "ctguard run" manages the state directory, as Apply does.
 func (c *Controller) Rollback(ctx context.Context, all bool) (RollbackResult, error) {
-	release, err := c.store.HoldController()
+	release, err := c.hold("rollback")
 	if err != nil {
 		return RollbackResult{}, err
 	}

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/ctguard/ctguard/controller/metrics"
+	"github.com/ctguard/ctguard/controller/nslock"
 	"github.com/ctguard/ctguard/controller/perflow"
 	"github.com/ctguard/ctguard/controller/ruleset"
 	"github.com/ctguard/ctguard/policy"
@@ -67,9 +68,9 @@ func (c *Controller) Run(ctx context.Context, cfg RunConfig) error {
 		cfg.Metrics.PolicyLoadErrors.Inc()
 		return err
 	}
-	release, err := c.store.HoldController()
+	release, err := c.hold(nslock.RoleRun)
 	if err != nil {
-		return fmt.Errorf("%w: another controller runs with this state directory", err)
+		return err
 	}
 	defer release()
 	if err := c.store.RemoveTemps(); err != nil {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"time"
 
+	"github.com/ctguard/ctguard/controller/journal"
 	"github.com/ctguard/ctguard/controller/nft"
 	"github.com/ctguard/ctguard/controller/ruleset"
 	"github.com/ctguard/ctguard/controller/sysctl"
@@ -18,6 +19,9 @@ type Status struct {
 	// KernelNotes say how this kernel treats the incident's packets.
 	KernelNotes []string `json:"kernelNotes,omitempty"`
 	NetNS       string   `json:"netns"`
+	// JournalError says why journal.json could not be read, and the way
+	// out; the rest is then read from the kernel alone.
+	JournalError string `json:"journalError,omitempty"`
 	// Revision is the revision in force; nil when nothing is applied.
 	Revision *RevisionStatus `json:"revision"`
 	// Interrupted is set when an apply or rollback was cut short: run
@@ -64,6 +68,12 @@ type RuleStatus struct {
 func (c *Controller) Status(ctx context.Context) (Status, error) {
 	// No lock: status only reads, and the journal is replaced atomically.
 	j, err := c.store.Load()
+	var journalErr string
+	if errors.Is(err, journal.ErrDamaged) {
+		// Report the kernel anyway: it is what matters in an incident.
+		journalErr = err.Error() + ": " + DamagedJournalHint
+		j, err = &journal.Journal{}, nil
+	}
 	if err == nil {
 		err = j.CheckNetNS(c.netns)
 	}
@@ -71,7 +81,7 @@ func (c *Controller) Status(ctx context.Context) (Status, error) {
 		return Status{}, err
 	}
 	release := kernelRelease()
-	st := Status{Kernel: release, KernelNotes: KernelNotes(release), NetNS: c.netns, Interrupted: j.Pending != nil}
+	st := Status{Kernel: release, KernelNotes: KernelNotes(release), NetNS: c.netns, Interrupted: j.Pending != nil, JournalError: journalErr}
 	table, err := c.readTable(j)
 	if errors.Is(err, nft.ErrForeignTable) {
 		st.ForeignTable, table, err = err.Error(), nil, nil
@@ -110,6 +120,11 @@ func (c *Controller) Status(ctx context.Context) (Status, error) {
 	}
 	return st, nil
 }
+
+// DamagedJournalHint is the way out of a damaged journal.
+const DamagedJournalHint = "move it aside (mv journal.json journal.json.damaged) to go on; ctguard then knows nothing it applied before: " +
+	"check table inet ctguard (nft list table inet ctguard; ctguard replaces it only if it carries ctguard's mark) and " +
+	"set net.netfilter.nf_conntrack_tcp_be_liberal back yourself if ctguard had changed it"
 
 // ruleStatuses pairs every rule with its named counter's values.
 func ruleStatuses(t ruleset.Table) []RuleStatus {

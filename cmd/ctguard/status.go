@@ -56,6 +56,9 @@ func writeStatus(w io.Writer, st controller.Status) error {
 		fmt.Fprintf(tw, "\t- %s\n", note)
 	}
 	fmt.Fprintf(tw, "Namespace:\t%s\n", st.NetNS)
+	if st.JournalError != "" {
+		fmt.Fprintf(tw, "Journal:\t%s\n", st.JournalError)
+	}
 	if r := st.Revision; r != nil {
 		fmt.Fprintf(tw, "Revision:\t%d, applied %s from %s\n", r.Number, r.AppliedAt.Format(time.RFC3339), r.Source)
 		fmt.Fprintf(tw, "Policies:\t%s\n", strings.Join(r.Policies, ", "))
@@ -66,6 +69,9 @@ func writeStatus(w io.Writer, st controller.Status) error {
 		fmt.Fprintf(tw, "Warning:\tthe last apply or rollback was interrupted; run it again\n")
 	}
 	fmt.Fprintf(tw, "Table inet ctguard:\t%s\n", tableState(st))
+	if st.ForeignTable != "" {
+		fmt.Fprintf(tw, "\t%s\n", st.ForeignTable)
+	}
 	liberal := st.BeLiberal
 	if st.BeLiberalBaseline != "" {
 		liberal += " (before ctguard: " + st.BeLiberalBaseline + ")"

@@ -462,7 +462,7 @@ func TestNetNSIdentity(t *testing.T) {
 
 func TestHoldControllerExcludesOthers(t *testing.T) {
 	s := newStore(t)
-	release, err := s.HoldController()
+	release, err := s.HoldController("run")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -470,11 +470,11 @@ func TestHoldControllerExcludesOthers(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := other.HoldController(); !errors.Is(err, ErrControllerRunning) {
+	if _, err := other.HoldController("apply"); !errors.Is(err, ErrControllerRunning) {
 		t.Fatalf("second HoldController: %v, want ErrControllerRunning", err)
 	}
 	release()
-	release2, err := other.HoldController()
+	release2, err := other.HoldController("apply")
 	if err != nil {
 		t.Fatalf("HoldController after release: %v", err)
 	}

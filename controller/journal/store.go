@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -243,23 +244,63 @@ func (s *Store) removeTemps() error {
 	return nil
 }
 
-// HoldController takes the controller lock without waiting: a running
-// controller holds it for its lifetime, and one-shot commands that change
-// the kernel take it briefly, so they never fight a controller that would
-// undo them at its next reconcile. A holder elsewhere gives an error
-// wrapping ErrControllerRunning. Call release once done.
-func (s *Store) HoldController() (release func(), err error) {
-	f, err := openFile(filepath.Join(s.dir, ControllerLockName), os.O_RDWR|os.O_CREATE, 0o600)
+// HoldController takes the controller lock for role ("run" for a running
+// controller, which holds it for its lifetime, or the name of a one-shot
+// command that changes the kernel and holds it briefly), so they never
+// fight a controller that would undo them at its next reconcile. The lock
+// file names its holder. A controller holding it gives an error wrapping
+// ErrControllerRunning at once; a one-shot holder is waited for up to a
+// few seconds, then gives ErrLocked naming it. Call release once done.
+func (s *Store) HoldController(role string) (release func(), err error) {
+	path := filepath.Join(s.dir, ControllerLockName)
+	f, err := openFile(path, os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("controller lock: %w", err)
 	}
-	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
-		f.Close()
-		if errors.Is(err, unix.EWOULDBLOCK) {
-			return nil, fmt.Errorf("%w (%s)", ErrControllerRunning, s.dir)
+	deadline := time.Now().Add(lockWait)
+	for {
+		err = unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB)
+		if !errors.Is(err, unix.EWOULDBLOCK) {
+			break
 		}
+		holder := readHolder(f)
+		if strings.HasPrefix(holder, "run ") {
+			f.Close()
+			return nil, fmt.Errorf("%w (ctguard %s, state dir %s)", ErrControllerRunning, holder, s.dir)
+		}
+		if time.Now().After(deadline) {
+			f.Close()
+			if holder == "" {
+				holder = "a ctguard command"
+			} else {
+				holder = "one-shot ctguard " + holder
+			}
+			return nil, fmt.Errorf("%w: %s holds %s; try again when it is done", ErrLocked, holder, path)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if err != nil {
+		f.Close()
 		return nil, fmt.Errorf("controller lock %s: %w", s.dir, err)
+	}
+	// Name the holder for whoever waits (best effort: a read-only lock
+	// file still locks).
+	if err := f.Truncate(0); err == nil {
+		_, _ = f.WriteAt([]byte(fmt.Sprintf("%s pid %d\n", role, os.Getpid())), 0)
 	}
 	var once sync.Once
 	return func() { once.Do(func() { f.Close() }) }, nil
+}
+
+// readHolder reads the "ROLE pid N" line a holder wrote into its lock file.
+func readHolder(f *os.File) string {
+	b := make([]byte, 64)
+	n, _ := f.ReadAt(b, 0)
+	line, _, _ := strings.Cut(string(b[:n]), "\n")
+	return strings.Map(func(r rune) rune {
+		if r < ' ' || r > '~' {
+			return -1
+		}
+		return r
+	}, line)
 }

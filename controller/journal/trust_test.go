@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 // nobody is a uid other than the one running the tests.
@@ -144,7 +145,7 @@ func TestLocksRefuseFilesOfAnotherUser(t *testing.T) {
 			if name == LockName {
 				_, err = s.Lock()
 			} else {
-				_, err = s.HoldController()
+				_, err = s.HoldController("apply")
 			}
 			if !errors.Is(err, ErrUntrusted) {
 				t.Fatalf("error = %v, want ErrUntrusted", err)
@@ -190,5 +191,41 @@ func TestRemoveTakesLiveStatus(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(filepath.Dir(s.Path()), LiveName)); !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("live.json after Remove: %v", err)
+	}
+}
+
+// TestOneShotHolderIsNamedAsSuch is part of finding 8 of issue 13: a
+// one-shot command behind another got "ctguard run manages this state
+// directory" at once, although no run existed.
+func TestOneShotHolderIsNamedAsSuch(t *testing.T) {
+	defer func(w time.Duration) { lockWait = w }(lockWait)
+	lockWait = 200 * time.Millisecond
+	s := newStore(t)
+	release, err := s.HoldController("apply")
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	_, err = s.HoldController("rollback")
+	if !errors.Is(err, ErrLocked) || errors.Is(err, ErrControllerRunning) || !strings.Contains(err.Error(), "one-shot ctguard apply pid ") {
+		t.Fatalf("behind a one-shot apply: %v, want ErrLocked naming it", err)
+	}
+	if waited := time.Since(start); waited < lockWait {
+		t.Errorf("gave up after %v, before the lock wait %v", waited, lockWait)
+	}
+	time.AfterFunc(50*time.Millisecond, release)
+	second, err := s.HoldController("rollback")
+	if err != nil {
+		t.Fatalf("after the one-shot released: %v", err)
+	}
+	second()
+
+	run, err := s.HoldController("run")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer run()
+	if _, err := s.HoldController("apply"); !errors.Is(err, ErrControllerRunning) || !strings.Contains(err.Error(), "run pid ") {
+		t.Fatalf("behind run: %v, want ErrControllerRunning naming its pid", err)
 	}
 }
