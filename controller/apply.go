@@ -7,11 +7,13 @@ import (
 	"errors"
 	"time"
 
+	"github.com/ctguard/ctguard/controller/flows"
 	"github.com/ctguard/ctguard/controller/journal"
 	"github.com/ctguard/ctguard/controller/nft"
 	"github.com/ctguard/ctguard/controller/perflow"
 	"github.com/ctguard/ctguard/controller/plan"
 	"github.com/ctguard/ctguard/controller/ruleset"
+	"github.com/ctguard/ctguard/controller/selector"
 	"github.com/ctguard/ctguard/controller/sysctl"
 	"github.com/ctguard/ctguard/policy"
 )
@@ -41,6 +43,9 @@ type ApplyResult struct {
 	Revision int
 	// FlaggedExisting is how many existing flows perFlow policies flagged.
 	FlaggedExisting int
+	// ClearedStale is how many flows lost a flag ctguard had set in a
+	// direction no policy wants any more.
+	ClearedStale int
 	// Drift lists what had drifted from the revision in force and was
 	// repaired: "table_missing", "table_changed", "sysctl".
 	Drift []string
@@ -142,6 +147,7 @@ func (c *Controller) apply(ctx context.Context, set PolicySet, opts applyOptions
 
 // applyLocked is apply with the journal loaded and locked.
 func (c *Controller) applyLocked(ctx context.Context, j *journal.Journal, set PolicySet, opts applyOptions) (ApplyResult, error) {
+	owned := ownedDirections(j) // before this apply's policies join them
 	desired, observed, err := c.states(ctx, j, set.Policies, opts.flows)
 	if err != nil {
 		return ApplyResult{}, err
@@ -158,7 +164,10 @@ func (c *Controller) applyLocked(ctx context.Context, j *journal.Journal, set Po
 			return ApplyResult{}, err
 		}
 		if opts.flows {
-			res.FlaggedExisting, err = c.flagExisting(ctx, set.Policies)
+			if res.FlaggedExisting, err = c.flagExisting(ctx, set.Policies); err != nil {
+				return ApplyResult{}, err
+			}
+			res.ClearedStale, err = c.clearStale(ctx, set.Policies, owned, observed.StaleFlags)
 		}
 		return res, err
 	}
@@ -184,9 +193,12 @@ func (c *Controller) applyLocked(ctx context.Context, j *journal.Journal, set Po
 	if err := c.converge(desired, observed); err != nil {
 		return ApplyResult{}, err
 	}
-	flagged := 0
+	flagged, cleared := 0, 0
 	if opts.flows {
 		if flagged, err = c.flagExisting(ctx, set.Policies); err != nil {
+			return ApplyResult{}, err
+		}
+		if cleared, err = c.clearStale(ctx, set.Policies, owned, observed.StaleFlags); err != nil {
 			return ApplyResult{}, err
 		}
 	}
@@ -199,7 +211,27 @@ func (c *Controller) applyLocked(ctx context.Context, j *journal.Journal, set Po
 		return ApplyResult{}, wrap("commit the journal (kernel already changed)", err)
 	}
 	c.log.Info("applied", "revision", number, "source", set.Source, "policies", len(set.Policies), "flaggedExisting", flagged)
-	return ApplyResult{Plan: p, Revision: number, FlaggedExisting: flagged, Observed: observed.Table}, nil
+	return ApplyResult{Plan: p, Revision: number, FlaggedExisting: flagged, ClearedStale: cleared, Observed: observed.Table}, nil
+}
+
+// ownedDirections is every direction ctguard may have flagged on flows in
+// this namespace: the journal's record, and the directions of the
+// perFlow policies in force (a journal written before the record existed).
+func ownedDirections(j *journal.Journal) flows.Directions {
+	return flaggedDirections(j) | selector.Directions(appliedPolicies(j))
+}
+
+// clearStale clears the flags ctguard set, in owned directions, that the
+// policies no longer want, when states found any (seen).
+func (c *Controller) clearStale(ctx context.Context, policies []policy.Policy, owned flows.Directions, seen plan.StaleFlags) (int, error) {
+	if owned == 0 || seen.Flows == 0 {
+		return 0, nil
+	}
+	u, err := c.flows.ClearUnwanted(ctx, policies, owned)
+	if err != nil {
+		return u.Flows, wrap("clear per-flow flags no policy wants", err)
+	}
+	return u.Flows, nil
 }
 
 // flagExisting flags the existing flows of perFlow policies that ask for it.
@@ -272,6 +304,13 @@ func (c *Controller) states(ctx context.Context, j *journal.Journal, policies []
 		}
 	}
 	desired.PerFlow = withCounts(plan.FromPolicies(policies), counts)
+	if owned := ownedDirections(j); countFlows && owned != 0 {
+		u, err := c.flows.FindUnwanted(ctx, policies, owned)
+		if err != nil {
+			return desired, observed, wrap("find per-flow flags no policy wants", err)
+		}
+		observed.StaleFlags = plan.StaleFlags{Flows: u.Flows, Sample: u.Sample}
+	}
 	return desired, observed, nil
 }
 

@@ -33,11 +33,15 @@ type Sysctls interface {
 }
 
 // FlowTable is what the one-shot commands need of conntrack: count the
-// flows perFlow policies would flag, flag the existing ones, clear the
-// flags ctguard set (in dirs), and read the invalid statistic.
+// flows perFlow policies would flag, flag the existing ones, find and clear
+// the flags ctguard set (in owned directions) that the policies no longer
+// want, clear the flags ctguard set (in dirs), and read the invalid
+// statistic.
 type FlowTable interface {
 	Plan(ctx context.Context, policies []policy.Policy) (map[string]perflow.PlanEntry, error)
 	FlagExisting(ctx context.Context, policies []policy.Policy) (flagged int, err error)
+	FindUnwanted(ctx context.Context, policies []policy.Policy, owned flows.Directions) (perflow.Unwanted, error)
+	ClearUnwanted(ctx context.Context, policies []policy.Policy, owned flows.Directions) (perflow.Unwanted, error)
 	ClearOwned(ctx context.Context, dirs flows.Directions) (cleared int, err error)
 	Invalid(ctx context.Context) (uint64, error)
 }

@@ -29,8 +29,9 @@ func (f *fakeSysctls) Set(name, value string) error {
 	return nil
 }
 
-// fakeFlows is a FlowTable counting calls.
-type fakeFlows struct{ flagged, cleared int }
+// fakeFlows is a FlowTable counting calls; stale is how many flows carry
+// a flag no policy wants until ClearUnwanted clears them.
+type fakeFlows struct{ flagged, cleared, stale int }
 
 func (f *fakeFlows) Plan(context.Context, []policy.Policy) (map[string]perflow.PlanEntry, error) {
 	return map[string]perflow.PlanEntry{}, nil
@@ -44,6 +45,15 @@ func (f *fakeFlows) ClearOwned(context.Context, flows.Directions) (int, error) {
 	return 3, nil
 }
 func (f *fakeFlows) Invalid(context.Context) (uint64, error) { return 7, nil }
+func (f *fakeFlows) FindUnwanted(context.Context, []policy.Policy, flows.Directions) (perflow.Unwanted, error) {
+	return perflow.Unwanted{Flows: f.stale}, nil
+}
+func (f *fakeFlows) ClearUnwanted(context.Context, []policy.Policy, flows.Directions) (perflow.Unwanted, error) {
+	n := f.stale
+	f.stale = 0
+	f.cleared++
+	return perflow.Unwanted{Flows: n}, nil
+}
 
 type fixture struct {
 	c      *Controller
@@ -188,6 +198,7 @@ func TestRollbackReturnsToPreviousRevision(t *testing.T) {
 	if f.flows.flagged != 1 {
 		t.Fatalf("existing flows flagged %d times, want 1", f.flows.flagged)
 	}
+	f.flows.stale = 3 // flagged by the perFlow policy rolled back
 	res, err := f.c.Rollback(ctx, false)
 	if err != nil {
 		t.Fatal(err)

@@ -60,14 +60,9 @@ func (c *Controller) rollback(ctx context.Context, all bool) (RollbackResult, er
 	if err != nil {
 		return RollbackResult{}, err
 	}
-	cleared := 0
-	if !hasPerFlow(prev.Policies) {
-		// Flags set by the undone revision's perFlow policies go too.
-		if cleared, err = c.flows.ClearOwned(ctx, flaggedDirections(j)); err != nil {
-			return RollbackResult{}, wrap("clear per-flow flags", err)
-		}
-	}
-	return RollbackResult{ToRevision: res.Revision, ClearedFlows: cleared}, nil
+	// Flags the undone revision's perFlow policies set that the previous
+	// policies do not want went in the apply.
+	return RollbackResult{ToRevision: res.Revision, ClearedFlows: res.ClearedStale}, nil
 }
 
 // rollbackAll removes everything ctguard applied and then the journal.

@@ -80,6 +80,7 @@ func (c *Controller) Run(ctx context.Context, cfg RunConfig) error {
 	if err := l.reconcile(ctx, "start"); err != nil {
 		return err
 	}
+	c.clearStaleAtStart(ctx, set.Policies)
 	if err := cfg.Engine.SetPolicies(set.Policies); err != nil {
 		return err
 	}
@@ -126,6 +127,25 @@ func (c *Controller) Run(ctx context.Context, cfg RunConfig) error {
 			l.check(ctx, "table-event")
 		}
 		l.publish()
+	}
+}
+
+// clearStaleAtStart clears the flags an earlier ctguard process set that
+// the policies in force no longer want: the policies may have changed
+// across a restart or a kill -9, and the engine clears such flags only on
+// a change it makes itself. A failure is logged; the engine still starts.
+func (c *Controller) clearStaleAtStart(ctx context.Context, policies []policy.Policy) {
+	j, err := c.store.Load()
+	if err != nil {
+		c.log.Warn("cannot check for per-flow flags no policy wants", "err", err)
+		return
+	}
+	owned := ownedDirections(j)
+	if owned == 0 {
+		return
+	}
+	if _, err := c.flows.ClearUnwanted(ctx, policies, owned); err != nil {
+		c.log.Warn("clearing per-flow flags no policy wants failed", "err", err)
 	}
 }
 

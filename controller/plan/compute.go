@@ -14,11 +14,15 @@ import (
 // (rules) and compared whole; counter values, MatchingFlows and Sample never
 // make a change. Compute(x, x) is empty.
 func Compute(desired, observed State) Plan {
-	return Plan{
+	p := Plan{
 		Table:   diffTable(desired.Table, observed.Table),
 		Sysctls: diffSysctls(desired.Sysctls, observed.Sysctls),
 		PerFlow: diffPerFlow(desired.PerFlow, observed.PerFlow),
 	}
+	if stale := observed.StaleFlags; stale.Flows > 0 {
+		p.StaleFlags = &StaleFlags{Flows: stale.Flows, Sample: slices.Clone(stale.Sample)}
+	}
+	return p
 }
 
 // diffTable compares the tables; nil means no change.

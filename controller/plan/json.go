@@ -44,7 +44,8 @@ const JSONFormatVersion = 1
 //	               "oldDirections": [...], "oldExistingFlows": false,        // optional: update only
 //	               "matchingFlows": 12,                    // unflagged matching flows (desired side; 0 on delete)
 //	               "flowsToFlag": 12,                      // PerFlowChange.FlowsToFlag
-//	               "sample": ["..."]}]
+//	               "sample": ["..."]}],
+//	  "staleFlags": {"flows": 3, "sample": ["..."]}  // optional: flows whose ctguard flag no policy wants
 //	}
 func WriteJSON(w io.Writer, p Plan) error {
 	s := p.Summary()
@@ -64,6 +65,9 @@ func WriteJSON(w io.Writer, p Plan) error {
 	for _, c := range p.PerFlow {
 		doc.PerFlow = append(doc.PerFlow, toJSONPerFlow(c))
 	}
+	if st := p.StaleFlags; st != nil {
+		doc.StaleFlags = &jsonStale{Flows: st.Flows, Sample: nonNil(st.Sample)}
+	}
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
 	enc.SetEscapeHTML(false)
@@ -77,6 +81,12 @@ type jsonPlan struct {
 	Table         *jsonTable    `json:"table"`
 	Sysctls       []jsonSysctl  `json:"sysctls"`
 	PerFlow       []jsonPerFlow `json:"perFlow"`
+	StaleFlags    *jsonStale    `json:"staleFlags,omitempty"`
+}
+
+type jsonStale struct {
+	Flows  int      `json:"flows"`
+	Sample []string `json:"sample"`
 }
 
 type jsonSummary struct {

@@ -9,8 +9,10 @@
 // existing flows a perFlow policy matches is informational: it never makes
 // a plan non-empty on its own. It is a moving observation (flows come and
 // go every second, and the running per-flow engine flags new ones itself),
-// so a plan built on it would never be stably empty on a busy NAT box, and
-// Compute(x, x) is empty for every x.
+// so a plan built on it would never be stably empty on a busy NAT box.
+// Flows carrying ctguard's flag in a direction no policy wants any more
+// (StaleFlags, observed side) do make a plan non-empty: only ctguard sets
+// them, and applying clears them for good.
 package plan
 
 import (
@@ -31,6 +33,18 @@ type State struct {
 	Sysctls map[string]string
 	// PerFlow lists the perFlow liberal policies desired or in force.
 	PerFlow []PerFlowPolicy
+	// StaleFlags, on the observed side, are the flows carrying ctguard's
+	// flag in a direction no desired policy wants. Ignored on the desired
+	// side.
+	StaleFlags StaleFlags
+}
+
+// StaleFlags counts flows whose per-flow flag, set by ctguard, no policy
+// wants any more.
+type StaleFlags struct {
+	// Flows is how many flows; Sample describes a few of them.
+	Flows  int
+	Sample []string
 }
 
 // PerFlowPolicy is a perFlow liberal policy as the per-flow engine runs it.
@@ -96,6 +110,9 @@ type Plan struct {
 	// by name; unchanged policies have ActionNone and are listed for their
 	// flow counts.
 	PerFlow []PerFlowChange
+	// StaleFlags are the flows whose ctguard flag applying clears; nil
+	// when there are none.
+	StaleFlags *StaleFlags
 }
 
 // TableChange is the change to table inet ctguard, object by object.
@@ -237,6 +254,9 @@ func (p Plan) Summary() Summary {
 	s.Change += len(p.Sysctls)
 	for _, c := range p.PerFlow {
 		s.count(c.Action)
+	}
+	if p.StaleFlags != nil {
+		s.Change++ // the flags of all those flows, as one change
 	}
 	return s
 }

@@ -33,6 +33,10 @@ func WriteText(w io.Writer, p Plan) error {
 		}
 	}
 	tw.perFlow(p.PerFlow)
+	if st := p.StaleFlags; st != nil {
+		tw.section()
+		tw.printf("~ per-flow flags: clear ctguard's flag on %s, in directions no policy wants any more%s\n", count(st.Flows, "flow"), sample(st.Sample))
+	}
 	s := p.Summary()
 	tw.section()
 	if s == (Summary{}) {
