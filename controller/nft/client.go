@@ -33,6 +33,7 @@ const batchBuffer = 64 << 20
 type Client struct {
 	mu    sync.Mutex
 	conn  *nftables.Conn // lasting, for reads
+	raw   *rawConn       // lasting, for set element dumps and the generation
 	opts  []nftables.ConnOption
 	table *nftables.Table
 }
@@ -48,7 +49,12 @@ func New(netnsFd int) (*Client, error) {
 	if err != nil {
 		return nil, fmt.Errorf("nftables netlink: %w", err)
 	}
-	return &Client{conn: conn, opts: opts, table: &nftables.Table{Name: ruleset.TableName, Family: nftables.TableFamilyINet}}, nil
+	raw, err := dialRaw(netnsFd)
+	if err != nil {
+		conn.CloseLasting()
+		return nil, err
+	}
+	return &Client{conn: conn, raw: raw, opts: opts, table: &nftables.Table{Name: ruleset.TableName, Family: nftables.TableFamilyINet}}, nil
 }
 
 // batch returns a fresh connection to queue one write batch on: a batch
@@ -89,7 +95,7 @@ func forceBuffers(c *netlink.Conn) error {
 
 // Close closes the netlink connection.
 func (c *Client) Close() error {
-	return c.conn.CloseLasting()
+	return errors.Join(c.conn.CloseLasting(), c.raw.close())
 }
 
 // Read returns the content of table inet ctguard, or nil, nil when the
@@ -202,7 +208,7 @@ func (c *Client) readSets() ([]ruleset.Set, error) {
 		if !ok || s.Interval == (typ == ruleset.SetIfname) || s.IsMap || s.HasTimeout || s.Dynamic || s.Concatenation || s.Constant {
 			return nil, fmt.Errorf("set %s of type %s: %w", s.Name, s.KeyType.Name, ErrUnrecognised)
 		}
-		elems, err := c.conn.GetSetElements(s)
+		elems, err := c.raw.setElements(ruleset.TableName, s.Name)
 		if err != nil {
 			return nil, fmt.Errorf("read set %s: %w", s.Name, err)
 		}

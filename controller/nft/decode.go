@@ -36,33 +36,43 @@ func setType(dt nftables.SetDatatype) (ruleset.SetType, bool) {
 	return "", false
 }
 
-// decodeElements renders kernel set elements as the model's sorted element
+// decodeElements renders dumped set elements as the model's sorted element
 // strings; interval start/end pairs become ranges. A leading interval-end
 // element (nft adds one at key 0) closes nothing and is skipped.
-func decodeElements(typ ruleset.SetType, elems []nftables.SetElement) ([]string, error) {
+func decodeElements(typ ruleset.SetType, elems []element) ([]string, error) {
 	if typ == ruleset.SetIfname {
-		var out []string
+		out := make([]string, 0, len(elems))
 		for _, e := range elems {
-			out = append(out, string(bytes.TrimRight(e.Key, "\x00")))
+			out = append(out, string(bytes.TrimRight(e.key, "\x00")))
 		}
 		slices.Sort(out)
 		return slices.Compact(out), nil
 	}
-	sorted := slices.Clone(elems)
-	slices.SortStableFunc(sorted, func(a, b nftables.SetElement) int {
-		// At one key an interval end sorts before the start it touches.
-		return cmp.Or(bytes.Compare(a.Key, b.Key), -cmp.Compare(boolInt(a.IntervalEnd), boolInt(b.IntervalEnd)))
-	})
-	var out []string
+	// At one key an interval end sorts before the start it touches.
+	order := func(a, b element) int {
+		return cmp.Or(bytes.Compare(a.key, b.key), -cmp.Compare(boolInt(a.end), boolInt(b.end)))
+	}
+	sorted := elems
+	switch {
+	case slices.IsSortedFunc(elems, order):
+	case slices.IsSortedFunc(elems, func(a, b element) int { return order(b, a) }):
+		// The kernel dumps an rbtree set from its highest key down.
+		sorted = slices.Clone(elems)
+		slices.Reverse(sorted)
+	default:
+		sorted = slices.Clone(elems)
+		slices.SortStableFunc(sorted, order)
+	}
+	out := make([]string, 0, len(sorted)/2+1)
 	var open []byte
 	for _, e := range sorted {
 		switch {
-		case !e.IntervalEnd && open == nil:
-			open = e.Key
-		case !e.IntervalEnd:
+		case !e.end && open == nil:
+			open = e.key
+		case !e.end:
 			return nil, fmt.Errorf("interval starting at %x has no end", open)
 		case open != nil:
-			s, err := renderRange(typ, open, e.Key, false)
+			s, err := renderRange(typ, open, e.key, false)
 			if err != nil {
 				return nil, err
 			}

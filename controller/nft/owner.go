@@ -128,7 +128,7 @@ func (c *Client) contents() ([]string, error) {
 		if s.Anonymous {
 			continue // part of a rule
 		}
-		elems, err := c.conn.GetSetElements(s)
+		elems, err := c.raw.setElements(ruleset.TableName, s.Name)
 		if err != nil {
 			return nil, fmt.Errorf("read set %s: %w", s.Name, err)
 		}

@@ -4,8 +4,10 @@ import (
 	"cmp"
 	"fmt"
 	"slices"
+	"strings"
 
 	"github.com/ctguard/ctguard/controller/ruleset"
+	"golang.org/x/sys/unix"
 )
 
 // canonical checks that the kernel would accept t and that Read could give
@@ -30,16 +32,9 @@ func canonical(t ruleset.Table) (ruleset.Table, error) {
 			return ruleset.Table{}, fmt.Errorf("set %s: type %s with interval=%v is not supported: %w", s.Name, s.Type, s.Interval, ErrInvalidTable)
 		}
 		sets[s.Name] = s.Type
-		elems, err := setElements(s)
+		rendered, err := canonicalElements(s)
 		if err != nil {
 			return ruleset.Table{}, err
-		}
-		rendered, err := decodeElements(s.Type, elems)
-		if err != nil {
-			return ruleset.Table{}, fmt.Errorf("set %s: %w: %w", s.Name, ErrInvalidTable, err)
-		}
-		if len(rendered) != len(s.Elements) {
-			return ruleset.Table{}, fmt.Errorf("set %s: elements overlap, repeat or touch (merge them first): %w", s.Name, ErrInvalidTable)
 		}
 		out.Sets = append(out.Sets, ruleset.Set{Name: s.Name, Type: s.Type, Interval: s.Interval, Elements: rendered})
 	}
@@ -103,4 +98,73 @@ func nilIfEmpty[T any](s []T) []T {
 		return nil
 	}
 	return s
+}
+
+// canonicalElements checks a set's elements as the kernel and Read would
+// take them and returns them as Read renders them, sorted: interval
+// elements must not overlap or repeat, ifnames must not repeat.
+func canonicalElements(s ruleset.Set) ([]string, error) {
+	invalid := func(err error) error { return fmt.Errorf("set %s: %w: %w", s.Name, ErrInvalidTable, err) }
+	overlap := func() error {
+		return fmt.Errorf("set %s: elements overlap, repeat or touch (merge them first): %w", s.Name, ErrInvalidTable)
+	}
+	switch s.Type {
+	case ruleset.SetIfname:
+		for _, e := range s.Elements {
+			if len(e) == 0 || len(e) >= unix.IFNAMSIZ || strings.IndexByte(e, 0) >= 0 {
+				return nil, fmt.Errorf("set %s: interface name %q: %w", s.Name, e, ErrInvalidTable)
+			}
+		}
+		out := slices.Clone(s.Elements)
+		slices.Sort(out)
+		if len(slices.Compact(out)) != len(s.Elements) {
+			return nil, overlap()
+		}
+		return out, nil
+	case ruleset.SetInetService:
+		spans := make([]ruleset.PortSpan, len(s.Elements))
+		for i, e := range s.Elements {
+			p, err := ruleset.ParsePortSpan(e)
+			if err != nil {
+				return nil, invalid(err)
+			}
+			spans[i] = p
+		}
+		slices.SortFunc(spans, func(a, b ruleset.PortSpan) int { return cmp.Compare(a.First, b.First) })
+		out := make([]string, len(spans))
+		for i, p := range spans {
+			if i > 0 && p.First <= spans[i-1].Last {
+				return nil, overlap()
+			}
+			out[i] = p.String()
+		}
+		return out, nil
+	}
+	ranges := make([]ruleset.AddrRange, len(s.Elements))
+	for i, e := range s.Elements {
+		r, err := ruleset.ParseAddrRange(e)
+		if err != nil {
+			return nil, invalid(err)
+		}
+		if want := s.Type == ruleset.SetIPv4Addr; r.First.Is4() != want {
+			return nil, fmt.Errorf("set %s: element %s is not of type %s: %w", s.Name, e, s.Type, ErrInvalidTable)
+		}
+		ranges[i] = r
+	}
+	sorted := slices.IsSortedFunc(ranges, func(a, b ruleset.AddrRange) int { return a.First.Compare(b.First) })
+	if !sorted {
+		slices.SortFunc(ranges, func(a, b ruleset.AddrRange) int { return a.First.Compare(b.First) })
+	}
+	out := make([]string, len(ranges))
+	for i, r := range ranges {
+		if i > 0 && r.First.Compare(ranges[i-1].Last) <= 0 {
+			return nil, overlap()
+		}
+		if sorted && r.String() == s.Elements[i] {
+			out[i] = s.Elements[i] // already canonical: no new string
+			continue
+		}
+		out[i] = r.String()
+	}
+	return out, nil
 }

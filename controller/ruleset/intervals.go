@@ -1,7 +1,9 @@
 package ruleset
 
 import (
+	"encoding/binary"
 	"fmt"
+	"math/bits"
 	"net/netip"
 	"slices"
 	"strconv"
@@ -74,20 +76,41 @@ func (r AddrRange) String() string {
 	if r.First == r.Last {
 		return r.First.String()
 	}
-	for bits := 0; bits <= r.First.BitLen(); bits++ {
-		p := netip.PrefixFrom(r.First, bits)
-		if p.Masked().Addr() != r.First {
-			continue
-		}
-		last := lastAddr(p)
-		if last == r.Last {
-			return p.String()
-		}
-		if last.Compare(r.Last) < 0 {
-			break
-		}
+	if n, ok := prefixBits(r.First, r.Last); ok {
+		return netip.PrefixFrom(r.First, n).String()
 	}
 	return r.First.String() + "-" + r.Last.String()
+}
+
+// prefixBits returns the length of the prefix whose addresses are exactly
+// first to last, if there is one: the bits the two share, followed by
+// zeros in first and ones in last.
+func prefixBits(first, last netip.Addr) (int, bool) {
+	a, b := first.As16(), last.As16()
+	ahi, alo := binary.BigEndian.Uint64(a[:8]), binary.BigEndian.Uint64(a[8:])
+	bhi, blo := binary.BigEndian.Uint64(b[:8]), binary.BigEndian.Uint64(b[8:])
+	xhi, xlo := ahi^bhi, alo^blo
+	common := bits.LeadingZeros64(xhi)
+	if xhi == 0 {
+		common = 64 + bits.LeadingZeros64(xlo)
+	}
+	// host is the mask of the bits after the common prefix.
+	hostHi, hostLo := ^uint64(0), ^uint64(0)
+	switch {
+	case common >= 128:
+		hostHi, hostLo = 0, 0
+	case common >= 64:
+		hostHi, hostLo = 0, ^uint64(0)>>(common-64)
+	default:
+		hostHi = ^uint64(0) >> common
+	}
+	if ahi&hostHi != 0 || alo&hostLo != 0 || bhi&hostHi != hostHi || blo&hostLo != hostLo {
+		return 0, false
+	}
+	if first.Is4() {
+		common -= 96
+	}
+	return common, true
 }
 
 // String renders the span as nft lists it: "443" or "8000-8100".

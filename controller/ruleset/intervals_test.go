@@ -1,6 +1,7 @@
 package ruleset
 
 import (
+	"net/netip"
 	"slices"
 	"testing"
 
@@ -80,6 +81,46 @@ func TestParseErrors(t *testing.T) {
 	for _, s := range []string{"", "70000", "9-1", "1-x"} {
 		if _, err := ParsePortSpan(s); err == nil {
 			t.Errorf("ParsePortSpan(%q) succeeded", s)
+		}
+	}
+}
+
+// TestAddrRangeStringMatchesPrefixSearch checks the bit arithmetic of
+// AddrRange.String against a plain search for the prefix, on every prefix
+// length of both families and on ranges one address short or long.
+func TestAddrRangeStringMatchesPrefixSearch(t *testing.T) {
+	search := func(r AddrRange) string {
+		if r.First == r.Last {
+			return r.First.String()
+		}
+		for n := 0; n <= r.First.BitLen(); n++ {
+			p := netip.PrefixFrom(r.First, n)
+			if p.Masked().Addr() == r.First && lastAddr(p) == r.Last {
+				return p.String()
+			}
+		}
+		return r.First.String() + "-" + r.Last.String()
+	}
+	for _, base := range []string{"0.0.0.0", "198.18.0.0", "255.255.255.255", "::", "fd00:c7::", "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff"} {
+		a := netip.MustParseAddr(base)
+		for n := 0; n <= a.BitLen(); n++ {
+			p := netip.PrefixFrom(a, n).Masked()
+			first, last := p.Addr(), lastAddr(p)
+			cases := []AddrRange{{first, last}}
+			if next := first.Next(); next.IsValid() && next.Compare(last) <= 0 {
+				cases = append(cases, AddrRange{next, last})
+			}
+			if prev := last.Prev(); prev.IsValid() && prev.Compare(first) >= 0 {
+				cases = append(cases, AddrRange{first, prev})
+			}
+			if next := last.Next(); next.IsValid() {
+				cases = append(cases, AddrRange{first, next})
+			}
+			for _, r := range cases {
+				if got, want := r.String(), search(r); got != want {
+					t.Errorf("%v-%v: String() = %s, want %s", r.First, r.Last, got, want)
+				}
+			}
 		}
 	}
 }
