@@ -251,11 +251,17 @@ func samePolicies(a, b []policy.Policy) bool {
 	return errA == nil && errB == nil && bytes.Equal(x, y)
 }
 
-// converge writes the table and sysctls where they differ from desired.
+// converge writes the table and sysctls where they differ from desired:
+// the element changes alone when only set elements differ, else the whole
+// table.
 func (c *Controller) converge(desired, observed plan.State) error {
 	if !ruleset.Equal(desired.Table, observed.Table) {
 		var err error
-		if desired.Table == nil {
+		if deltas, ok := ruleset.ElementDeltas(desired.Table, observed.Table); ok {
+			// Only set elements differ: change them in place, counters
+			// and all else untouched, instead of re-creating the table.
+			err = c.tables.UpdateElements(deltas)
+		} else if desired.Table == nil {
 			err = c.tables.Delete()
 		} else {
 			err = c.tables.Replace(*desired.Table)

@@ -23,6 +23,9 @@ import (
 type Tables interface {
 	Read() (*ruleset.Table, error)
 	Replace(t ruleset.Table) error
+	// UpdateElements changes set elements in place, in one batch, keeping
+	// every counter.
+	UpdateElements(deltas []ruleset.SetDelta) error
 	Delete() error
 }
 

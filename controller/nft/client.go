@@ -34,6 +34,7 @@ type Client struct {
 	mu    sync.Mutex
 	conn  *nftables.Conn // lasting, for reads
 	raw   *rawConn       // lasting, for set element dumps and the generation
+	last  *verified      // the table as last read in full
 	opts  []nftables.ConnOption
 	table *nftables.Table
 }
@@ -105,10 +106,20 @@ func (c *Client) Close() error {
 // dormant) and other objects the model cannot express make it fail with
 // ErrUnrecognised, naming everything the table holds. The dumps are not
 // one atomic snapshot, which is fine as long as ctguard alone writes the
-// table.
+// table. While the kernel's ruleset generation stays where it was at the
+// last full read, no transaction has committed since: Read then gives that
+// table again, with fresh counter values, without dumping its sets. The
+// table returned is shared: do not modify it.
 func (c *Client) Read() (*ruleset.Table, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	gen, genErr := c.raw.genID()
+	if genErr == nil {
+		if t, ok, err := c.cached(gen); ok || err != nil {
+			return t, err
+		}
+	}
+	c.last = nil
 	tables, err := c.conn.ListTablesOfFamily(nftables.TableFamilyINet)
 	if err != nil {
 		return nil, fmt.Errorf("list inet tables: %w", err)
@@ -135,6 +146,9 @@ func (c *Client) Read() (*ruleset.Table, error) {
 			return nil, fe
 		}
 		return nil, fmt.Errorf("%w; the table holds: %s", readErr, summarise(contents))
+	}
+	if readErr == nil && genErr == nil {
+		c.remember(gen, t)
 	}
 	return t, readErr
 }

@@ -72,6 +72,47 @@ func (f *Fake) Replace(t ruleset.Table) error {
 	return nil
 }
 
+// UpdateElements changes set elements in place, as Client.UpdateElements
+// does: it fails and changes nothing when the table or a set is missing,
+// an element to delete is not there, or the result is invalid.
+func (f *Fake) UpdateElements(deltas []ruleset.SetDelta) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if err := f.takeFailure(); err != nil {
+		return fmt.Errorf("update set elements of table inet ctguard: %w", err)
+	}
+	if f.table == nil || f.foreign {
+		return fmt.Errorf("update set elements: no table inet ctguard of ctguard's")
+	}
+	next := clone(*f.table)
+	for _, d := range deltas {
+		i := slices.IndexFunc(next.Sets, func(s ruleset.Set) bool { return s.Name == d.Set.Name })
+		if i < 0 || next.Sets[i].Type != d.Set.Type || next.Sets[i].Interval != d.Set.Interval {
+			return fmt.Errorf("update set elements: no set %s of type %s", d.Set.Name, d.Set.Type)
+		}
+		s := &next.Sets[i]
+		for _, e := range d.Remove {
+			j := slices.Index(s.Elements, e)
+			if j < 0 {
+				return fmt.Errorf("update set elements: set %s has no element %s", s.Name, e)
+			}
+			s.Elements = slices.Delete(s.Elements, j, j+1)
+		}
+		s.Elements = append(s.Elements, d.Add...)
+	}
+	checked, err := canonical(next)
+	if err != nil {
+		// The kernel refuses such a batch with an errno, not as an
+		// invalid table.
+		return fmt.Errorf("update set elements: %v", err)
+	}
+	for i := range checked.Counters {
+		checked.Counters[i] = next.Counters[i] // canonical keeps the order
+	}
+	f.table = &checked
+	return nil
+}
+
 // Delete removes the table; an absent table is fine.
 func (f *Fake) Delete() error {
 	f.mu.Lock()

@@ -273,6 +273,7 @@ func TestPrivilegedUnrecognised(t *testing.T) {
 type writer interface {
 	Read() (*ruleset.Table, error)
 	Replace(ruleset.Table) error
+	UpdateElements([]ruleset.SetDelta) error
 	Delete() error
 	Counters() (map[string]ruleset.Counter, error)
 	Close() error
@@ -299,6 +300,10 @@ func TestPrivilegedFakeMatchesKernel(t *testing.T) {
 			{Hook: ruleset.HookInput, Priority: 0},
 		},
 	}
+	dst4 := ruleset.Set{Name: "egress-snat-dst4", Type: ruleset.SetIPv4Addr, Interval: true}
+	// The added range overlaps the removed address: one batch deletes
+	// first, then adds.
+	mixedDeltas := []ruleset.SetDelta{{Set: dst4, Remove: []string{"198.19.7.9"}, Add: []string{"198.19.7.8/31", "203.0.113.0/24"}}}
 	overlap := ruleset.Table{Sets: []ruleset.Set{{Name: "s", Type: ruleset.SetIPv4Addr, Interval: true, Elements: []string{"198.18.0.0/16", "198.18.1.0/24"}}}}
 	missingCounter := ruleset.Table{Chains: []ruleset.Chain{{Hook: ruleset.HookInput, Rules: []ruleset.Rule{{Policy: "x", Purpose: ruleset.PurposeDropInvalid, Counter: "nope", Drop: true}}}}}
 	steps := []struct {
@@ -314,6 +319,19 @@ func TestPrivilegedFakeMatchesKernel(t *testing.T) {
 		{"replace missing counter", func(w writer) error { return w.Replace(missingCounter) }},
 		{"replace empty", func(w writer) error { return w.Replace(ruleset.Table{}) }},
 		{"replace mixed again", func(w writer) error { return w.Replace(mixed) }},
+		{"update elements", func(w writer) error { return w.UpdateElements(mixedDeltas) }},
+		{"update: delete a missing element", func(w writer) error {
+			return w.UpdateElements([]ruleset.SetDelta{{Set: dst4, Remove: []string{"203.0.113.77"}}})
+		}},
+		{"update: add an overlapping element", func(w writer) error {
+			return w.UpdateElements([]ruleset.SetDelta{{Set: dst4, Add: []string{"198.18.0.0/24"}}})
+		}},
+		{"update: ifnames and ports", func(w writer) error {
+			return w.UpdateElements([]ruleset.SetDelta{
+				{Set: ruleset.Set{Name: "egress-snat-ifaces", Type: ruleset.SetIfname}, Remove: []string{"wan0"}, Add: []string{"wan1", "eth0"}},
+				{Set: ruleset.Set{Name: "egress-snat-ports", Type: ruleset.SetInetService, Interval: true}, Remove: []string{"443"}, Add: []string{"443-444"}},
+			})
+		}},
 		{"delete", func(w writer) error { return w.Delete() }},
 	}
 	for _, step := range steps {
@@ -330,7 +348,7 @@ func TestPrivilegedFakeMatchesKernel(t *testing.T) {
 				names = append(names, n)
 			}
 			results[i] = fmt.Sprintf("err=%v invalid=%v read=%#v readErr=%v counters=%d %v", err != nil, errors.Is(err, ErrInvalidTable), got, rerr, len(names), cerr)
-			if step.name == "replace unsorted" && err != nil {
+			if (step.name == "replace unsorted" || step.name == "update elements" || step.name == "update: ifnames and ports") && err != nil {
 				t.Errorf("%T: %s: %v", w, step.name, err)
 			}
 		}

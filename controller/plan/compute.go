@@ -85,8 +85,7 @@ func diffSets(desired, observed []ruleset.Set) []SetChange {
 		case ds.Type != os.Type || ds.Interval != os.Interval:
 			c.Action, c.ElementsAdded, c.ElementsRemoved = ActionReplace, ds.Elements, os.Elements
 		default:
-			c.ElementsAdded = missingFrom(ds.Elements, os.Elements)
-			c.ElementsRemoved = missingFrom(os.Elements, ds.Elements)
+			c.ElementsAdded, c.ElementsRemoved = ruleset.ElementDiff(ds.Elements, os.Elements)
 			if len(c.ElementsAdded)+len(c.ElementsRemoved) == 0 {
 				continue
 			}
@@ -267,19 +266,4 @@ func orderedUnion[T any](a, b []T, name func(T) string) []string {
 		}
 	}
 	return names
-}
-
-// missingFrom returns the elements of xs that are not in ys, in xs's order.
-func missingFrom(xs, ys []string) []string {
-	in := make(map[string]bool, len(ys))
-	for _, y := range ys {
-		in[y] = true
-	}
-	var out []string
-	for _, x := range xs {
-		if !in[x] {
-			out = append(out, x)
-		}
-	}
-	return out
 }
