@@ -114,8 +114,9 @@ func tableLabel(t *ruleset.Table, side string) string {
 	return side
 }
 
-// nftLines renders a table in nft syntax with counter values zeroed, as
-// lines; nil for an absent table.
+// nftLines renders a table in nft syntax with counter values zeroed and
+// one set element per line (so the diff shows the elements that change,
+// not every line after them), as lines; nil for an absent table.
 func nftLines(t *ruleset.Table) []string {
 	if t == nil {
 		return nil
@@ -125,7 +126,7 @@ func nftLines(t *ruleset.Table) []string {
 	for i, c := range t.Counters {
 		z.Counters[i] = ruleset.Counter{Name: c.Name}
 	}
-	return splitLines(z.String())
+	return splitLines(z.DiffText())
 }
 
 // setDetail summarises a set change.

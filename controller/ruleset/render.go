@@ -13,7 +13,15 @@ const elementsPerLine = 8
 // to what "nft list table inet ctguard" prints (nft list leaves out the
 // "meta l4proto tcp" a tcp port match implies). Counter values are
 // rendered, so loading the text also restores them.
-func (t Table) String() string {
+func (t Table) String() string { return t.text(elementsPerLine) }
+
+// DiffText renders the table as String does, but with one set element per
+// line: a line diff of two renderings then shows exactly the elements that
+// change, however large the set.
+func (t Table) DiffText() string { return t.text(1) }
+
+// text renders the table with perLine set elements on a line.
+func (t Table) text(perLine int) string {
 	var sb strings.Builder
 	fmt.Fprintf(&sb, "table %s %s {\n", TableFamily, TableName)
 	sep := ""
@@ -23,7 +31,7 @@ func (t Table) String() string {
 	}
 	for _, s := range t.Sets {
 		sb.WriteString(sep)
-		s.render(&sb)
+		s.render(&sb, perLine)
 		sep = "\n"
 	}
 	for _, c := range t.Chains {
@@ -38,8 +46,8 @@ func (t Table) String() string {
 	return sb.String()
 }
 
-// render writes the set declaration.
-func (s Set) render(sb *strings.Builder) {
+// render writes the set declaration, perLine elements on a line.
+func (s Set) render(sb *strings.Builder, perLine int) {
 	fmt.Fprintf(sb, "\tset %s {\n\t\ttype %s\n", s.Name, s.Type)
 	if s.Interval {
 		sb.WriteString("\t\tflags interval\n")
@@ -49,7 +57,7 @@ func (s Set) render(sb *strings.Builder) {
 		for i, e := range s.Elements {
 			if i > 0 {
 				sb.WriteString(",")
-				if i%elementsPerLine == 0 {
+				if i%perLine == 0 {
 					sb.WriteString("\n\t\t\t     ")
 				} else {
 					sb.WriteString(" ")
