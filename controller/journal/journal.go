@@ -13,8 +13,9 @@ import (
 	"github.com/ctguard/ctguard/policy"
 )
 
-// CurrentVersion is the schema version this package writes and reads.
-const CurrentVersion = 1
+// CurrentVersion is the schema version this package writes. It reads it
+// and version 1, whose revisions hold their policies inline.
+const CurrentVersion = 2
 
 // MaxRevisions is how many committed revisions a journal keeps.
 const MaxRevisions = 10

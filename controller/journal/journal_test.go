@@ -189,7 +189,7 @@ func TestLoadRejects(t *testing.T) {
 		name, content string
 		is            error
 	}{
-		{"newer version", `{"version": 2}`, ErrUnsupportedVersion},
+		{"newer version", `{"version": 3}`, ErrUnsupportedVersion},
 		{"no version", `{"netns": "net:[1]"}`, ErrUnsupportedVersion},
 		{"truncated", `{"version": 1, "revisions": [`, nil},
 		{"not json", "\x00\x00", nil},

@@ -44,6 +44,9 @@ var (
 // Store is the journal file of one state directory.
 type Store struct {
 	dir string
+	// mu guards cache, the policy files decoded or written lately.
+	mu    sync.Mutex
+	cache policyCache
 }
 
 // Open returns the store in dir, creating dir with mode 0700 if needed. It
@@ -76,15 +79,62 @@ func (s *Store) Load() (*Journal, error) {
 	if err != nil {
 		return nil, fmt.Errorf("load journal: %w", err)
 	}
-	var j Journal
-	if err := json.Unmarshal(b, &j); err != nil {
+	var dj diskJournal
+	if err := json.Unmarshal(b, &dj); err != nil {
 		return nil, fmt.Errorf("load journal %s: %w: %w", s.Path(), ErrDamaged, err)
+	}
+	if dj.Version != CurrentVersion && dj.Version != 1 {
+		return nil, fmt.Errorf("load journal %s: %w %d (this ctguard reads 1 and %d)", s.Path(), ErrUnsupportedVersion, dj.Version, CurrentVersion)
+	}
+	j, err := s.resolve(&dj)
+	if err != nil {
+		return nil, fmt.Errorf("load journal %s: %w", s.Path(), err)
 	}
 	if err := j.validate(); err != nil {
 		return nil, fmt.Errorf("load journal %s: %w: %w", s.Path(), ErrDamaged, err)
 	}
-	if j.Version != CurrentVersion {
-		return nil, fmt.Errorf("load journal %s: %w %d (this ctguard reads %d)", s.Path(), ErrUnsupportedVersion, j.Version, CurrentVersion)
+	return j, nil
+}
+
+// resolve turns the journal as read into a Journal of CurrentVersion:
+// version 1 holds its policies inline, version 2 by reference.
+func (s *Store) resolve(dj *diskJournal) (*Journal, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	refs := map[string]bool{}
+	rev := func(d diskRevision) (Revision, error) {
+		r := d.Revision
+		r.Policies = d.Policies
+		if dj.Version == 1 {
+			return r, nil
+		}
+		ps, err := s.loadPolicies(d.PoliciesRef)
+		if err != nil {
+			return Revision{}, fmt.Errorf("revision %d: %w", d.Number, err)
+		}
+		refs[d.PoliciesRef] = true
+		r.Policies = ps
+		return r, nil
+	}
+	j := dj.Journal
+	j.Version = CurrentVersion
+	j.Revisions = nil
+	for _, d := range dj.Revisions {
+		r, err := rev(d)
+		if err != nil {
+			return nil, err
+		}
+		j.Revisions = append(j.Revisions, r)
+	}
+	if dj.Pending != nil {
+		r, err := rev(*dj.Pending)
+		if err != nil {
+			return nil, err
+		}
+		j.Pending = &r
+	}
+	if dj.Version != 1 {
+		s.cache.keep(refs)
 	}
 	return &j, nil
 }
@@ -94,8 +144,34 @@ func (s *Store) Load() (*Journal, error) {
 // journal.json and syncs the directory. The file has mode 0600. Writers
 // hold the state lock (Lock).
 func (s *Store) Save(j *Journal) error {
-	out := *j
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := diskJournal{Journal: *j}
 	out.Version = CurrentVersion
+	refs := map[string]bool{}
+	rev := func(r Revision) (diskRevision, error) {
+		ref, err := s.savePolicies(r.Policies)
+		if err != nil {
+			return diskRevision{}, fmt.Errorf("save policies of revision %d: %w", r.Number, err)
+		}
+		refs[ref] = true
+		r.Policies = nil
+		return diskRevision{Revision: r, PoliciesRef: ref}, nil
+	}
+	for _, r := range j.Revisions {
+		d, err := rev(r)
+		if err != nil {
+			return fmt.Errorf("save journal %s: %w", s.Path(), err)
+		}
+		out.Revisions = append(out.Revisions, d)
+	}
+	if j.Pending != nil {
+		d, err := rev(*j.Pending)
+		if err != nil {
+			return fmt.Errorf("save journal %s: %w", s.Path(), err)
+		}
+		out.Pending = &d
+	}
 	b, err := json.MarshalIndent(&out, "", "  ")
 	if err != nil {
 		return fmt.Errorf("save journal: %w", err)
@@ -103,6 +179,10 @@ func (s *Store) Save(j *Journal) error {
 	b = append(b, '\n')
 	if err := s.replace(FileName, b); err != nil {
 		return fmt.Errorf("save journal %s: %w", s.Path(), err)
+	}
+	s.cache.keep(refs)
+	if err := s.removeUnreferenced(refs); err != nil {
+		return fmt.Errorf("save journal %s: remove policy files no revision names: %w", s.Path(), err)
 	}
 	return nil
 }
@@ -166,6 +246,9 @@ func (s *Store) Remove() error {
 		if err := os.Remove(filepath.Join(s.dir, name)); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			return fmt.Errorf("remove journal: %w", err)
 		}
+	}
+	if err := s.removeUnreferenced(nil); err != nil {
+		return fmt.Errorf("remove journal: %w", err)
 	}
 	if err := s.syncDir(); err != nil {
 		return fmt.Errorf("remove journal: %w", err)
@@ -234,7 +317,8 @@ func (s *Store) removeTemps() error {
 	for _, e := range entries {
 		journalTemp, _ := filepath.Match(FileName+tempSuffix, e.Name())
 		liveTemp, _ := filepath.Match(LiveName+tempSuffix, e.Name())
-		if !journalTemp && !liveTemp {
+		policyTemp, _ := filepath.Match(policyFilePrefix+"*"+policyFileSuffix+tempSuffix, e.Name())
+		if !journalTemp && !liveTemp && !policyTemp {
 			continue
 		}
 		if err := os.Remove(filepath.Join(s.dir, e.Name())); err != nil && !errors.Is(err, fs.ErrNotExist) {
