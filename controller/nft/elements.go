@@ -10,7 +10,8 @@ import (
 )
 
 // UpdateElements changes the elements of sets of table inet ctguard in
-// place, in one atomic batch: every removed element is deleted, then every
+// place, in one atomic batch (each delta's Set holds all the elements the
+// set has after it): every removed element is deleted, then every
 // added one added. Nothing else in the table is touched, so every counter
 // keeps its value. The kernel refuses the whole batch, and nothing changes,
 // when an element to delete is missing or one to add overlaps another:
@@ -48,8 +49,42 @@ func (c *Client) UpdateElements(deltas []ruleset.SetDelta) error {
 			}
 		}
 	}
+	before, genErr := c.raw.genID()
 	if err := b.Flush(); err != nil {
 		return fmt.Errorf("update set elements of table inet ctguard: %w", err)
 	}
+	if genErr == nil {
+		c.rememberUpdate(before, deltas)
+	}
 	return nil
+}
+
+// rememberUpdate keeps as verified the table the update made, when the
+// table before it was verified at generation before and the update was
+// the only transaction since (the generation moved by exactly one): a
+// controller applying edit after edit then never dumps the sets again.
+func (c *Client) rememberUpdate(before uint32, deltas []ruleset.SetDelta) {
+	last := c.last
+	c.last = nil
+	if last == nil || last.gen != before {
+		return
+	}
+	after, err := c.raw.genID()
+	if err != nil || after != before+1 {
+		return
+	}
+	t := *last.table
+	t.Sets = slices.Clone(t.Sets)
+	for _, d := range deltas {
+		i := slices.IndexFunc(t.Sets, func(s ruleset.Set) bool { return s.Name == d.Set.Name })
+		if i < 0 || len(t.Sets[i].Elements)-len(d.Remove)+len(d.Add) != len(d.Set.Elements) {
+			return
+		}
+		elements, err := canonicalElements(d.Set)
+		if err != nil || !slices.Equal(elements, d.Set.Elements) {
+			return // not the set the kernel now holds, as Read renders it
+		}
+		t.Sets[i].Elements = d.Set.Elements
+	}
+	c.last = &verified{gen: after, table: &t}
 }

@@ -36,22 +36,32 @@ func TestPrivilegedUpdateElementsKeepsTable(t *testing.T) {
 		t.Fatal(err)
 	}
 	handle := tableHandle(t, ns)
+	if _, err := c.Read(); err != nil {
+		t.Fatal(err)
+	}
 	set := table.Sets[0]
 	delta := ruleset.SetDelta{Set: set, Remove: []string{set.Elements[10], set.Elements[500]}, Add: []string{"203.0.113.0/24", "10.0.0.1"}}
+	want := slices.DeleteFunc(slices.Clone(set.Elements), func(e string) bool { return slices.Contains(delta.Remove, e) })
+	want = append([]string{"10.0.0.1"}, append(want, "203.0.113.0/24")...)
+	delta.Set.Elements = want
 	if err := c.UpdateElements([]ruleset.SetDelta{delta}); err != nil {
 		t.Fatal(err)
+	}
+	if c.last == nil {
+		t.Error("the table the update made is not kept as verified")
 	}
 	if got := tableHandle(t, ns); got != handle {
 		t.Errorf("table handle %s -> %s: the table was re-created", handle, got)
 	}
-	want := slices.DeleteFunc(slices.Clone(set.Elements), func(e string) bool { return slices.Contains(delta.Remove, e) })
-	want = append([]string{"10.0.0.1"}, append(want, "203.0.113.0/24")...)
 	got, err := c.Read()
 	if err != nil {
 		t.Fatal(err)
 	}
 	if !slices.Equal(got.Sets[0].Elements, want) {
 		t.Errorf("Read: %d elements, want %d (first %q)", len(got.Sets[0].Elements), len(want), got.Sets[0].Elements[:3])
+	}
+	if fresh, err := newClient(t, ns).Read(); err != nil || !ruleset.Equal(fresh, got) {
+		t.Errorf("a new client reads another table (err %v)", err)
 	}
 	for _, ctr := range got.Counters {
 		if ctr.Packets != 7 || ctr.Bytes != 700 {
