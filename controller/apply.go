@@ -1,9 +1,7 @@
 package controller
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"time"
 
@@ -153,7 +151,7 @@ func (c *Controller) applyLocked(ctx context.Context, j *journal.Journal, set Po
 		return ApplyResult{}, err
 	}
 	p := plan.Compute(desired, observed)
-	if latest := j.Latest(); latest != nil && j.Pending == nil && samePolicies(latest.Policies, set.Policies) {
+	if latest := j.Latest(); latest != nil && j.Pending == nil && c.samePolicies(latest.Policies, set.Policies) {
 		// Nothing new to journal: converge to the revision in force,
 		// repairing drift if there is any.
 		res := ApplyResult{Plan: p, Revision: latest.Number, Observed: observed.Table, Drift: drift(desired, observed)}
@@ -244,11 +242,37 @@ func (c *Controller) flagExisting(ctx context.Context, policies []policy.Policy)
 }
 
 // samePolicies reports whether two policy lists are equal as the journal
-// stores them (JSON, without Policy.Source).
-func samePolicies(a, b []policy.Policy) bool {
-	x, errA := json.Marshal(a)
-	y, errB := json.Marshal(b)
-	return errA == nil && errB == nil && bytes.Equal(x, y)
+// stores them (JSON, without Policy.Source): whether their journal
+// references are. The store remembers the references of the policies it
+// loaded, so a reconcile of unchanged policies encodes nothing.
+func (c *Controller) samePolicies(a, b []policy.Policy) bool {
+	x, errA := c.store.PoliciesRef(a)
+	y, errB := c.store.PoliciesRef(b)
+	return errA == nil && errB == nil && x == y
+}
+
+// build returns the table the policies want. It is built again only when
+// the policies differ (by journal reference) from the last ones built:
+// a resync of a 200,000-CIDR policy would otherwise merge and render every
+// CIDR each time. The table is shared: do not modify it.
+func (c *Controller) build(policies []policy.Policy) ruleset.Table {
+	ref, err := c.store.PoliciesRef(policies)
+	c.builtMu.Lock()
+	defer c.builtMu.Unlock()
+	if err == nil && c.built != nil && c.built.ref == ref {
+		return c.built.table
+	}
+	t := ruleset.Build(policies)
+	if err == nil {
+		c.built = &builtTable{ref: ref, table: t}
+	}
+	return t
+}
+
+// builtTable is the table last built and the reference of its policies.
+type builtTable struct {
+	ref   string
+	table ruleset.Table
 }
 
 // converge writes the table and sysctls where they differ from desired:
@@ -300,7 +324,7 @@ func (c *Controller) states(ctx context.Context, j *journal.Journal, policies []
 
 	desired = plan.State{Sysctls: desiredSysctls(j, policies)}
 	if len(policies) > 0 {
-		t := ruleset.Build(policies)
+		t := c.build(policies)
 		desired.Table = &t
 	}
 	var counts map[string]perflow.PlanEntry

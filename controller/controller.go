@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/ctguard/ctguard/controller/flows"
@@ -64,6 +65,9 @@ type Controller struct {
 	nsLock  NamespaceLock
 	netns   string
 	log     *slog.Logger
+	// built caches the desired table of the last policies built.
+	builtMu sync.Mutex
+	built   *builtTable
 }
 
 // Config wires a Controller. Every field is required but Logger.

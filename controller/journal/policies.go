@@ -9,6 +9,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"unsafe"
 
@@ -71,6 +72,23 @@ func PoliciesRef(ps []policy.Policy) (string, error) {
 	return ref, err
 }
 
+// PoliciesRef is the package's PoliciesRef, without encoding again
+// policies this Store loaded or saved (or named before).
+func (s *Store) PoliciesRef(ps []policy.Policy) (string, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if ref, ok := s.cache.refOf[idOf(ps)]; ok && len(ps) > 0 {
+		return ref, nil
+	}
+	ref, b, err := policiesJSON(ps)
+	if err == nil && len(ps) > 0 {
+		s.cache.remember(ref, nil)
+		s.cache.refOf[idOf(ps)] = ref
+		s.cache.lastRef, s.cache.lastJSON = ref, b // what Save writes next, likely
+	}
+	return ref, err
+}
+
 // policyFile is the file name of a reference.
 func policyFile(ref string) (string, error) {
 	h, ok := strings.CutPrefix(ref, refPrefix)
@@ -94,6 +112,9 @@ func idOf(ps []policy.Policy) sliceID { return sliceID{unsafe.SliceData(ps), len
 type policyCache struct {
 	byRef map[string][]policy.Policy
 	refOf map[sliceID]string
+	// lastRef and lastJSON are the last policies PoliciesRef encoded.
+	lastRef  string
+	lastJSON []byte
 }
 
 // keep drops what the references refs do not name.
@@ -138,10 +159,13 @@ func (s *Store) savePolicies(ps []policy.Policy) (string, error) {
 			}
 		}
 	}
-	ref, b, err := policiesJSON(ps)
-	if err != nil {
-		return "", err
+	ref, b, err := s.cache.lastRef, s.cache.lastJSON, error(nil)
+	if ref == "" || s.cache.refOf[idOf(ps)] != ref || len(ps) == 0 {
+		if ref, b, err = policiesJSON(ps); err != nil {
+			return "", err
+		}
 	}
+	s.cache.lastRef, s.cache.lastJSON = "", nil
 	name, err := policyFile(ref)
 	if err != nil {
 		return "", err
@@ -153,10 +177,14 @@ func (s *Store) savePolicies(ps []policy.Policy) (string, error) {
 	} else if err != nil {
 		return "", err
 	}
+	// Load gives the policies as the file holds them: without
+	// Policy.Source, which the journal does not store.
+	stored := slices.Clone(ps)
+	for i := range stored {
+		stored[i].Source = ""
+	}
+	s.cache.remember(ref, stored)
 	if len(ps) > 0 {
-		// Only the reference: what Load gives is what the file holds
-		// (no Policy.Source, for one).
-		s.cache.remember(ref, nil)
 		s.cache.refOf[idOf(ps)] = ref
 	}
 	return ref, nil

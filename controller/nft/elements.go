@@ -80,10 +80,6 @@ func (c *Client) rememberUpdate(before uint32, deltas []ruleset.SetDelta) {
 		if i < 0 || len(t.Sets[i].Elements)-len(d.Remove)+len(d.Add) != len(d.Set.Elements) {
 			return
 		}
-		elements, err := canonicalElements(d.Set)
-		if err != nil || !slices.Equal(elements, d.Set.Elements) {
-			return // not the set the kernel now holds, as Read renders it
-		}
 		t.Sets[i].Elements = d.Set.Elements
 	}
 	c.last = &verified{gen: after, table: &t}

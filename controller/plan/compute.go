@@ -85,7 +85,7 @@ func diffSets(desired, observed []ruleset.Set) []SetChange {
 		case ds.Type != os.Type || ds.Interval != os.Interval:
 			c.Action, c.ElementsAdded, c.ElementsRemoved = ActionReplace, ds.Elements, os.Elements
 		default:
-			c.ElementsAdded, c.ElementsRemoved = ruleset.ElementDiff(ds.Elements, os.Elements)
+			c.ElementsAdded, c.ElementsRemoved = ruleset.ElementDiff(ds.Type, ds.Elements, os.Elements)
 			if len(c.ElementsAdded)+len(c.ElementsRemoved) == 0 {
 				continue
 			}

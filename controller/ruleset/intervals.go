@@ -30,8 +30,12 @@ func MergePrefixes(prefixes []netip.Prefix) []AddrRange {
 		p = p.Masked()
 		ranges = append(ranges, AddrRange{First: p.Addr(), Last: lastAddr(p)})
 	}
-	slices.SortFunc(ranges, func(a, b AddrRange) int { return a.First.Compare(b.First) })
-	var merged []AddrRange
+	byFirst := func(a, b AddrRange) int { return a.First.Compare(b.First) }
+	if !slices.IsSortedFunc(ranges, byFirst) {
+		slices.SortFunc(ranges, byFirst)
+	}
+	// Merge in place: merged is a prefix of ranges.
+	merged := ranges[:0]
 	for _, r := range ranges {
 		if n := len(merged); n > 0 {
 			cur := &merged[n-1]
@@ -173,10 +177,22 @@ func ParsePortSpan(s string) (PortSpan, error) {
 
 // lastAddr is the highest address inside p (p must be masked).
 func lastAddr(p netip.Prefix) netip.Addr {
-	b := p.Addr().AsSlice()
-	for i := p.Bits(); i < len(b)*8; i++ {
-		b[i/8] |= 0x80 >> (i % 8)
+	a := p.Addr().As16()
+	hi, lo := binary.BigEndian.Uint64(a[:8]), binary.BigEndian.Uint64(a[8:])
+	host := 128 - p.Bits()
+	if p.Addr().Is4() {
+		host = 32 - p.Bits()
 	}
-	a, _ := netip.AddrFromSlice(b)
-	return a
+	switch {
+	case host >= 64:
+		hi, lo = hi|^uint64(0)>>(128-host), ^uint64(0)
+	case host > 0:
+		lo |= ^uint64(0) >> (64 - host)
+	}
+	binary.BigEndian.PutUint64(a[:8], hi)
+	binary.BigEndian.PutUint64(a[8:], lo)
+	if p.Addr().Is4() {
+		return netip.AddrFrom4([4]byte(a[12:]))
+	}
+	return netip.AddrFrom16(a)
 }

@@ -124,3 +124,21 @@ func TestAddrRangeStringMatchesPrefixSearch(t *testing.T) {
 		}
 	}
 }
+
+// TestLastAddr checks lastAddr against setting the host bits one by one.
+func TestLastAddr(t *testing.T) {
+	for _, base := range []string{"0.0.0.0", "198.18.77.1", "255.255.255.255", "::", "2001:db8:1:2:3:4:5:6", "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff"} {
+		a := netip.MustParseAddr(base)
+		for n := 0; n <= a.BitLen(); n++ {
+			p := netip.PrefixFrom(a, n).Masked()
+			b := p.Addr().AsSlice()
+			for i := n; i < len(b)*8; i++ {
+				b[i/8] |= 0x80 >> (i % 8)
+			}
+			want, _ := netip.AddrFromSlice(b)
+			if got := lastAddr(p); got != want {
+				t.Errorf("lastAddr(%v) = %v, want %v", p, got, want)
+			}
+		}
+	}
+}
