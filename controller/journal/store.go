@@ -37,8 +37,6 @@ var (
 	ErrControllerRunning = errors.New(`"ctguard run" manages this state directory`)
 	// ErrLocked: another process holds the state lock.
 	ErrLocked = errors.New("another ctguard holds the state lock")
-	// ErrInsecureDir is ErrUntrusted, under its older name.
-	ErrInsecureDir = ErrUntrusted
 )
 
 // Store is the journal file of one state directory.
