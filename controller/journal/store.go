@@ -44,19 +44,25 @@ type Store struct {
 	dir string
 }
 
-// Open returns the store in dir, creating dir with mode 0700 if needed. It
-// refuses (ErrUntrusted) a directory that is a symlink, that the user
-// running ctguard does not own, or that group or others can write.
+// Open returns the store in dir, creating dir with mode 0700 if needed. A
+// symlink (systemd's DynamicUser= makes /var/lib/NAME one) is resolved
+// once, here, and the store uses the directory it names. It refuses
+// (ErrUntrusted) a directory the user running ctguard does not own, or
+// that group or others can write.
 func Open(dir string) (*Store, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("state directory: %w", err)
 	}
-	d, err := openDir(dir)
+	resolved, err := filepath.EvalSymlinks(dir)
+	if err != nil {
+		return nil, fmt.Errorf("state directory: %w", err)
+	}
+	d, err := openDir(resolved)
 	if err != nil {
 		return nil, err
 	}
 	d.Close()
-	return &Store{dir: dir}, nil
+	return &Store{dir: resolved}, nil
 }
 
 // Path returns the journal file's path.
