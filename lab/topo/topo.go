@@ -1,7 +1,9 @@
 // Package topo builds the lab's client -- nat -- server network namespaces:
 // two veth links, IPv4 and IPv6 addresses, the client's default route through
-// the NAT, forwarding and a masquerade rule in the NAT namespace. It touches
-// nothing outside its own namespaces and removes them on Close.
+// the NAT, forwarding and, in the NAT namespace, either a masquerade rule
+// (SNAT: the incident's egress gateway) or a service DNAT rule (DNAT: a
+// kube-proxy style node forwarding a service address to a backend). It
+// touches nothing outside its own namespaces and removes them on Close.
 package topo
 
 import (
@@ -10,6 +12,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"net/netip"
 	"sync"
 )
 
@@ -22,6 +25,23 @@ const (
 	NATOutsideLink = "wan0"
 )
 
+// NAT is the kind of address translation the NAT namespace does.
+type NAT string
+
+// The topologies.
+const (
+	// SNAT masquerades the client's connections on the NAT's public side:
+	// the client dials the server's own address.
+	SNAT NAT = "snat"
+	// DNAT rewrites the service address the client dials (Addresses.Service,
+	// ServicePort) to the server (BackendPort) on the forward path, as
+	// kube-proxy does; the server routes its replies back through the NAT.
+	DNAT NAT = "dnat"
+)
+
+// ErrUnknownNAT reports a topology other than SNAT and DNAT.
+var ErrUnknownNAT = fmt.Errorf("unknown NAT topology (want %s or %s)", SNAT, DNAT)
+
 // NamePrefix starts the name of every namespace the lab creates.
 const NamePrefix = "ctglab-"
 
@@ -29,20 +49,29 @@ const NamePrefix = "ctglab-"
 type Topology struct {
 	Client, NAT, Server Namespace
 	Families            []Family // families configured, in the order given to New
+	Kind                NAT      // the translation the NAT namespace does
 
 	addrs     map[Family]Addresses
 	closeOnce sync.Once
 	closeErr  error
 }
 
-// New builds a topology with fresh, uniquely named namespaces for the given
-// families (both when none are given). On any failure, or when ctx ends
-// during the build, everything created so far is removed.
-func New(ctx context.Context, families ...Family) (_ *Topology, err error) {
+// New builds an SNAT topology with fresh, uniquely named namespaces for the
+// given families (both when none are given). On any failure, or when ctx
+// ends during the build, everything created so far is removed.
+func New(ctx context.Context, families ...Family) (*Topology, error) {
+	return Build(ctx, SNAT, families...)
+}
+
+// Build is New for a topology of either kind.
+func Build(ctx context.Context, kind NAT, families ...Family) (_ *Topology, err error) {
+	if kind != SNAT && kind != DNAT {
+		return nil, fmt.Errorf("%q: %w", kind, ErrUnknownNAT)
+	}
 	if len(families) == 0 {
 		families = []Family{IPv4, IPv6}
 	}
-	t := &Topology{addrs: map[Family]Addresses{}}
+	t := &Topology{Kind: kind, addrs: map[Family]Addresses{}}
 	for _, f := range families {
 		if _, dup := t.addrs[f]; dup {
 			continue
@@ -65,7 +94,7 @@ func New(ctx context.Context, families ...Family) (_ *Topology, err error) {
 		func() error { return t.createNamespaces(NamePrefix + hex.EncodeToString(id)) },
 		t.wire,
 		t.enableForwarding,
-		func() error { return installMasquerade(t.NAT) },
+		t.installNAT,
 	}
 	for _, step := range steps {
 		if err := ctx.Err(); err != nil {
@@ -98,6 +127,36 @@ func (t *Topology) enableForwarding() error {
 		}
 	}
 	return nil
+}
+
+// installNAT installs the topology's translation rule and, for DNAT, the
+// server's route back to the client through the NAT.
+func (t *Topology) installNAT() error {
+	if t.Kind == SNAT {
+		return installMasquerade(t.NAT)
+	}
+	if err := t.routeServerViaNAT(); err != nil {
+		return err
+	}
+	return installServiceDNAT(t.NAT, t.Families, t.addrs)
+}
+
+// ServiceAddr returns the address the client dials to reach the server:
+// the server itself (SNAT) or the service address (DNAT).
+func (t *Topology) ServiceAddr(f Family) netip.AddrPort {
+	a := t.addrs[f]
+	if t.Kind == DNAT {
+		return netip.AddrPortFrom(a.Service, ServicePort)
+	}
+	return netip.AddrPortFrom(a.Server.Addr(), ServerPort)
+}
+
+// ListenAddr returns the address the server listens on.
+func (t *Topology) ListenAddr(f Family) netip.AddrPort {
+	if t.Kind == DNAT {
+		return netip.AddrPortFrom(t.addrs[f].Server.Addr(), BackendPort)
+	}
+	return netip.AddrPortFrom(t.addrs[f].Server.Addr(), ServerPort)
 }
 
 // Addrs returns the addresses of one of the topology's families (zero
