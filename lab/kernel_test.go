@@ -145,6 +145,7 @@ func TestPrivilegedRun(t *testing.T) {
 			drop, logs := &nftDropInvalid{}, &namespaceLog{}
 			rep, err := Run(ctx, Options{
 				Families:    []Family{tc.family},
+				Cases:       []Case{OldRetransmission, BeyondWindow},
 				Mitigations: []Mitigation{nil, drop, sysctlLiberal{}},
 				WgetPath:    tc.wget,
 				Logger:      slog.New(logs),

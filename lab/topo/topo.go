@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
 	"sync"
 )
 
@@ -92,6 +93,7 @@ func Build(ctx context.Context, kind NAT, families ...Family) (_ *Topology, err 
 	}()
 	steps := []func() error{
 		func() error { return t.createNamespaces(NamePrefix + hex.EncodeToString(id)) },
+		t.skipDAD,
 		t.wire,
 		t.enableForwarding,
 		t.installNAT,
@@ -117,6 +119,23 @@ func (t *Topology) createNamespaces(base string) (err error) {
 	}
 	t.Server, err = newNamespace(base + "-server")
 	return err
+}
+
+// skipDAD turns off IPv6 duplicate address detection for every link created
+// later in the topology's namespaces, link-local addresses included: while
+// a link-local address is tentative (a second or two), the first
+// connections through the DNAT topology lose their SYN or SYN-ACK and wait
+// for a retransmission.
+func (t *Topology) skipDAD() error {
+	if !slices.Contains(t.Families, IPv6) {
+		return nil
+	}
+	for _, ns := range t.Namespaces() {
+		if err := WriteSysctl(ns, "net.ipv6.conf.default.accept_dad", "0"); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // enableForwarding turns the NAT namespace into a router for every family.
