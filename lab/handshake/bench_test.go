@@ -91,6 +91,9 @@ func BenchmarkHandshakeMaxRate(b *testing.B) {
 					held = out.Rate
 					p50, p99 = float64(out.SetupP50.Microseconds()), float64(out.SetupP99.Microseconds())
 				}
+				if held > 0 && held >= maxRateSteps[len(maxRateSteps)-1]*0.9 {
+					b.Logf("held the highest step: the limit is above %.0f/s (or is the client's)", held)
+				}
 				b.ReportMetric(held, "max-conn/s")
 				b.ReportMetric(p50, "setup-p50-µs")
 				b.ReportMetric(p99, "setup-p99-µs")
