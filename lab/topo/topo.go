@@ -12,9 +12,12 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"net"
 	"net/netip"
 	"slices"
 	"sync"
+	"syscall"
+	"time"
 )
 
 // Interface names. The client's and the server's only link is HostLink; the
@@ -97,6 +100,7 @@ func Build(ctx context.Context, kind NAT, families ...Family) (_ *Topology, err 
 		t.wire,
 		t.enableForwarding,
 		t.installNAT,
+		t.waitReachable,
 	}
 	for _, step := range steps {
 		if err := ctx.Err(); err != nil {
@@ -158,6 +162,38 @@ func (t *Topology) installNAT() error {
 		return err
 	}
 	return installServiceDNAT(t.NAT, t.Families, t.addrs)
+}
+
+// reachTimeout bounds the wait for the client to reach the server.
+const reachTimeout = 5 * time.Second
+
+// waitReachable returns once a connection attempt from the client to the
+// service address of every family is answered through the NAT (refused:
+// nothing listens yet, so the answer is the server's RST). Right after an
+// IPv6 topology is built, the first SYNs through the DNAT box can go
+// unanswered for about a second; a test's first connections must not pay
+// for that with a retransmitted SYN.
+func (t *Topology) waitReachable() error {
+	deadline := time.Now().Add(reachTimeout)
+	for _, f := range t.Families {
+		addr := t.ServiceAddr(f).String()
+		for {
+			err := t.Client.Do(func() error {
+				c, err := net.DialTimeout("tcp", addr, 100*time.Millisecond)
+				if err == nil {
+					c.Close()
+				}
+				return err
+			})
+			if err == nil || errors.Is(err, syscall.ECONNREFUSED) {
+				break
+			}
+			if time.Now().After(deadline) {
+				return fmt.Errorf("%s: the client cannot reach %s through the NAT after %s: %w", f, addr, reachTimeout, err)
+			}
+		}
+	}
+	return nil
 }
 
 // ServiceAddr returns the address the client dials to reach the server:
