@@ -46,18 +46,20 @@ func BenchmarkHandshakeTable(b *testing.B) {
 			for _, w := range benchWorkarounds(true) {
 				b.Run(fmt.Sprintf("%s-%s/%s", kind, f, w), func(b *testing.B) {
 					var resets, failed, conns int
-					var p50, p99 time.Duration
+					var p50, p99, cpu time.Duration
 					for range b.N {
-						out, _ := race(b, kind, f, workaroundArg(w), handshake.Load{Conns: 40, Rate: handshake.DefaultRate})
+						out := race(b, kind, f, workaroundArg(w), handshake.Load{Conns: 40, Rate: handshake.DefaultRate})
 						resets += out.Reset
 						failed += out.ConnectFailed
 						conns += out.Conns
+						cpu += out.cpu
 						p50, p99 = max(p50, out.SetupP50), max(p99, out.SetupP99)
 					}
 					b.ReportMetric(float64(resets)/float64(b.N), "resets/40")
 					b.ReportMetric(float64(failed)/float64(b.N), "noconnect/40")
 					b.ReportMetric(float64(p50.Microseconds()), "setup-p50-µs")
 					b.ReportMetric(float64(p99.Microseconds()), "setup-p99-µs")
+					b.ReportMetric(float64(cpu.Microseconds())/float64(conns), "ctguard-cpu-µs/conn")
 					b.ReportMetric(0, "ns/op")
 				})
 			}
@@ -82,9 +84,9 @@ func BenchmarkHandshakeMaxRate(b *testing.B) {
 			b.Run(fmt.Sprintf("%s-ipv4/%s", kind, w), func(b *testing.B) {
 				var held, p50, p99 float64
 				for _, rate := range maxRateSteps {
-					out, _ := race(b, kind, topo.IPv4, w, handshake.Load{Conns: 500, Rate: rate})
-					b.Logf("%.0f/s asked, %.0f/s achieved: %d/%d reset, %d never connected, setup p50 %v p99 %v",
-						rate, out.Rate, out.Reset, out.Conns, out.ConnectFailed, out.SetupP50, out.SetupP99)
+					out := race(b, kind, topo.IPv4, w, handshake.Load{Conns: 500, Rate: rate})
+					b.Logf("%.0f/s asked, %.0f/s achieved: %d/%d reset, %d never connected, setup p50 %v p99 %v, ctguard CPU %v/conn",
+						rate, out.Rate, out.Reset, out.Conns, out.ConnectFailed, out.SetupP50, out.SetupP99, out.cpu/time.Duration(out.Conns))
 					if out.Reset > 0 || out.ConnectFailed > 0 {
 						break
 					}

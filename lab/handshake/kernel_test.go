@@ -87,9 +87,11 @@ func TestPrivilegedHandshakeRace(t *testing.T) {
 					if r.needsHandshake && !handshakeKnown {
 						t.Skip("the policy package has no spec.liberal.handshake yet (mitigate.HandshakeKnown): perFlow is the event engine alone, which loses this race; measure it with BenchmarkHandshakeTable")
 					}
-					out, invalid := race(t, kind, f, r.workaround, handshake.Load{Conns: testConns, Rate: testRate})
-					t.Logf("%d/%d reset (%d RST, %d short, %d timeout), %d never connected, setup p50 %v p99 %v, %.0f conn/s, conntrack invalid +%d",
-						out.Reset, out.Conns, out.ResetByRST, out.ResetShort, out.ResetTimeout, out.ConnectFailed, out.SetupP50, out.SetupP99, out.Rate, invalid)
+					out := race(t, kind, f, r.workaround, handshake.Load{Conns: testConns, Rate: testRate})
+					invalid := out.invalid
+					t.Logf("%d/%d reset (%d RST, %d short, %d timeout), %d never connected, setup p50 %v p99 %v, %.0f conn/s, conntrack invalid +%d, ctguard CPU %v/connection",
+						out.Reset, out.Conns, out.ResetByRST, out.ResetShort, out.ResetTimeout, out.ConnectFailed, out.SetupP50, out.SetupP99, out.Rate, invalid,
+						out.cpu/time.Duration(out.Conns))
 					// The generator aims at testRate; a loaded machine may
 					// lag it a little (rates are benchmarked, not asserted),
 					// but a load far below it would prove nothing.
@@ -117,11 +119,18 @@ func TestPrivilegedHandshakeRace(t *testing.T) {
 	}
 }
 
+// raceResult is what one race run measured.
+type raceResult struct {
+	handshake.Outcome
+	invalid uint64        // growth of conntrack's invalid statistic in the NAT namespace (conntrack -S)
+	cpu     time.Duration // CPU time ctguard used during the load (0 without ctguard)
+}
+
 // race builds a fresh topology, starts "ctguard run" with the workaround's
 // policy in its NAT namespace (none for ""), runs the adversarial server
-// and the load, and returns what the client saw and how much conntrack's
-// invalid statistic grew in the NAT namespace (read with conntrack -S).
-func race(tb testing.TB, kind topo.NAT, f topo.Family, workaround string, load handshake.Load) (handshake.Outcome, uint64) {
+// and the load, and returns what the client saw, how much conntrack's
+// invalid statistic grew and the CPU time ctguard spent meanwhile.
+func race(tb testing.TB, kind topo.NAT, f topo.Family, workaround string, load handshake.Load) raceResult {
 	tb.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
@@ -130,35 +139,121 @@ func race(tb testing.TB, kind topo.NAT, f topo.Family, workaround string, load h
 		tb.Fatal(err)
 	}
 	defer tp.Close()
+	var p *mitigate.Process
 	if workaround != "" {
-		m := mitigate.Binary(workaround, binary, nil).(lab.NATMitigation)
-		stop, err := m.ApplyNAT(ctx, tp.NAT, kind)
-		if err != nil {
-			tb.Fatal(err)
-		}
+		p = startCtguard(tb, ctx, tp, workaround)
 		defer func() {
-			if err := stop(); err != nil {
+			if err := p.Stop(); err != nil {
 				tb.Error(err)
 			}
 		}()
 	}
+	return runLoad(tb, ctx, tp, f, p, load)
+}
+
+// startCtguard starts "ctguard run" with the workaround's policy in tp's
+// NAT namespace.
+func startCtguard(tb testing.TB, ctx context.Context, tp *topo.Topology, workaround string) *mitigate.Process {
+	tb.Helper()
+	doc, err := mitigate.Document(workaround, tp.Kind)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	p, err := mitigate.StartRun(ctx, binary, tp.NAT, doc, nil)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return p
+}
+
+// runLoad runs the adversarial server and the load on tp; p, if not nil,
+// is the ctguard whose CPU time is measured.
+func runLoad(tb testing.TB, ctx context.Context, tp *topo.Topology, f topo.Family, p *mitigate.Process, load handshake.Load) raceResult {
+	tb.Helper()
 	srv, err := handshake.Listen(tp.Server, tp.ListenAddr(f))
 	if err != nil {
 		tb.Fatal(err)
 	}
 	defer srv.Close()
 	before := invalidStat(tb, tp.NAT)
+	cpu := func() time.Duration {
+		if p == nil {
+			return 0
+		}
+		d, err := p.CPU()
+		if err != nil {
+			tb.Fatal(err)
+		}
+		return d
+	}
+	cpuBefore := cpu()
 	out, err := handshake.Run(ctx, tp.Client, tp.ServiceAddr(f), load)
 	if err != nil {
 		tb.Fatal(err)
 	}
+	r := raceResult{Outcome: out, cpu: cpu() - cpuBefore}
 	if err := srv.Close(); err != nil {
 		tb.Error(err)
 	}
 	if st := srv.Stats(); st.InjectErr != nil || st.Injected != st.Accepted {
 		tb.Fatalf("server sent %d crafted segments for %d connections: %v", st.Injected, st.Accepted, st.InjectErr)
 	}
-	return out, invalidStat(tb, tp.NAT) - before
+	r.invalid = invalidStat(tb, tp.NAT) - before
+	return r
+}
+
+// TestPrivilegedHandshakeKill9 kills "ctguard run" (the gate) with -9 on
+// an SNAT and a DNAT box: connections keep being established (the queue's
+// bypass: no black hole, protection lost), and a restart with the same
+// state directory protects every connection again. It runs once the
+// policy package knows spec.liberal.handshake.
+func TestPrivilegedHandshakeKill9(t *testing.T) {
+	netnstest.RequirePrivileged(t)
+	if !mitigate.HandshakeKnown() {
+		t.Skip("the policy package has no spec.liberal.handshake yet (mitigate.HandshakeKnown): there is no gate to kill")
+	}
+	load := handshake.Load{Conns: 500, Rate: testRate}
+	for _, kind := range []topo.NAT{topo.SNAT, topo.DNAT} {
+		t.Run(string(kind), func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			tp, err := topo.Build(ctx, kind, topo.IPv4)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer tp.Close()
+			p := startCtguard(t, ctx, tp, mitigate.LiberalGate)
+			if err := p.Kill(); err != nil {
+				t.Fatal(err)
+			}
+			// What it applied stays: the traffic below crosses its rules.
+			if out, err := exec.Command("ip", "netns", "exec", tp.NAT.Name, "nft", "list", "table", "inet", "ctguard").CombinedOutput(); err != nil {
+				t.Fatalf("ctguard's table gone after kill -9: %v\n%s", err, out)
+			}
+			killed := runLoad(t, ctx, tp, topo.IPv4, nil, load)
+			t.Logf("killed: %d/%d reset (unprotected), %d never connected, setup p50 %v p99 %v",
+				killed.Reset, killed.Conns, killed.ConnectFailed, killed.SetupP50, killed.SetupP99)
+			if killed.ConnectFailed != 0 || killed.OK+killed.Reset != killed.Conns {
+				t.Errorf("with ctguard killed, %d of %d connections never connected: a black hole; first: %s",
+					killed.ConnectFailed, killed.Conns, killed.FirstError)
+			}
+			if err := p.Restart(ctx); err != nil {
+				t.Fatal(err)
+			}
+			defer func() {
+				if err := p.Stop(); err != nil {
+					t.Error(err)
+				}
+			}()
+			again := runLoad(t, ctx, tp, topo.IPv4, p, load)
+			t.Logf("restarted: %d/%d reset, %d never connected, setup p50 %v p99 %v",
+				again.Reset, again.Conns, again.ConnectFailed, again.SetupP50, again.SetupP99)
+			if again.Reset != 0 || again.ConnectFailed != 0 {
+				t.Errorf("after the restart: %d of %d reset, %d never connected; first: %s",
+					again.Reset, again.Conns, again.ConnectFailed, again.FirstError)
+			}
+		})
+	}
 }
 
 var invalidField = regexp.MustCompile(`\binvalid=(\d+)`)

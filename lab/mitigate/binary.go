@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -30,64 +31,142 @@ const (
 	metricsAddr = "127.0.0.1:9468"
 )
 
-// runBinary starts "BINARY run -f POLICY --cleanup-on-exit" in nat with a
-// state directory of its own and returns once its /readyz answers 200.
-// stop sends SIGTERM (ctguard then removes all it applied) and reports a
-// non-zero exit with the process's last log lines.
-func runBinary(ctx context.Context, binary string, nat lab.Namespace, doc string, log *slog.Logger) (func() error, error) {
+// Process is a "ctguard run" the lab started in a NAT namespace, with a
+// state directory and policy file of its own.
+type Process struct {
+	binary, dir string
+	nat         lab.Namespace
+	log         *slog.Logger
+	out         *syncBuffer
+
+	cmd     *exec.Cmd
+	done    chan struct{}
+	waitErr error
+}
+
+// StartRun starts "BINARY run -f POLICY --cleanup-on-exit" in nat with the
+// policy document doc and returns once its /readyz answers 200.
+func StartRun(ctx context.Context, binary string, nat lab.Namespace, doc string, log *slog.Logger) (*Process, error) {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
 	dir, err := os.MkdirTemp("", "ctguard-lab-run-")
 	if err != nil {
 		return nil, err
 	}
-	file := filepath.Join(dir, "policy.yaml")
-	if err := os.WriteFile(file, []byte(doc), 0o600); err != nil {
+	if err := os.WriteFile(filepath.Join(dir, "policy.yaml"), []byte(doc), 0o600); err != nil {
 		os.RemoveAll(dir)
 		return nil, err
 	}
-	out := &syncBuffer{}
-	cmd := exec.Command(binary, "--state-dir", filepath.Join(dir, "state"), "--log-level", "warn",
-		"run", "-f", file, "--metrics-addr", metricsAddr, "--cleanup-on-exit")
-	cmd.Stdout, cmd.Stderr = out, out
+	p := &Process{binary: binary, dir: dir, nat: nat, log: log, out: &syncBuffer{}}
+	if err := p.start(ctx); err != nil {
+		os.RemoveAll(dir)
+		return nil, err
+	}
+	return p, nil
+}
+
+// start starts the process and waits until it is ready; on failure the
+// process is gone.
+func (p *Process) start(ctx context.Context) error {
+	p.cmd = exec.Command(p.binary, "--state-dir", filepath.Join(p.dir, "state"), "--log-level", "warn",
+		"run", "-f", filepath.Join(p.dir, "policy.yaml"), "--metrics-addr", metricsAddr, "--cleanup-on-exit")
+	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
 	// The child inherits the namespace of the thread that forks it;
 	// Pdeathsig ends it with that thread, i.e. with the lab.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := nat.Do(cmd.Start); err != nil {
-		os.RemoveAll(dir)
-		return nil, fmt.Errorf("start %s run in %s: %w", binary, nat.Name, err)
+	p.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := p.nat.Do(p.cmd.Start); err != nil {
+		return fmt.Errorf("start %s run in %s: %w", p.binary, p.nat.Name, err)
 	}
-	log.Debug("ctguard run started", "pid", cmd.Process.Pid, "namespace", nat.Name)
+	p.log.Debug("ctguard run started", "pid", p.cmd.Process.Pid, "namespace", p.nat.Name)
 	done := make(chan struct{})
-	var waitErr error
+	p.done = done
+	cmd := p.cmd
 	go func() {
-		waitErr = cmd.Wait()
+		p.waitErr = cmd.Wait()
 		close(done)
 	}()
-	stop := func() error {
-		defer os.RemoveAll(dir)
-		select {
-		case <-done:
-			return fmt.Errorf("ctguard run exited early: %v: %s", waitErr, out.tail())
-		default:
-		}
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-done:
-		case <-time.After(stopTimeout):
-			_ = cmd.Process.Kill()
-			<-done
-			return fmt.Errorf("ctguard run did not stop within %s of SIGTERM: %s", stopTimeout, out.tail())
-		}
-		if waitErr != nil {
-			return fmt.Errorf("ctguard run: %v: %s", waitErr, out.tail())
-		}
-		return nil
+	if err := waitReady(ctx, p.nat, done); err != nil {
+		_ = p.cmd.Process.Kill()
+		<-done
+		return fmt.Errorf("ctguard run in %s: %w: %s", p.nat.Name, err, p.out.tail())
 	}
-	if err := waitReady(ctx, nat, done); err != nil {
-		err = fmt.Errorf("ctguard run in %s: %w: %s", nat.Name, err, out.tail())
-		return nil, errors.Join(err, stop())
-	}
-	return stop, nil
+	return nil
 }
+
+// Stop sends SIGTERM (ctguard then removes all it applied), waits, and
+// reports a non-zero exit with the process's last log lines. It removes
+// the state directory.
+func (p *Process) Stop() error {
+	defer os.RemoveAll(p.dir)
+	select {
+	case <-p.done:
+		return fmt.Errorf("ctguard run exited early: %v: %s", p.waitErr, p.out.tail())
+	default:
+	}
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-p.done:
+	case <-time.After(stopTimeout):
+		_ = p.cmd.Process.Kill()
+		<-p.done
+		return fmt.Errorf("ctguard run did not stop within %s of SIGTERM: %s", stopTimeout, p.out.tail())
+	}
+	if p.waitErr != nil {
+		return fmt.Errorf("ctguard run: %v: %s", p.waitErr, p.out.tail())
+	}
+	return nil
+}
+
+// Kill ends the process with SIGKILL, as a crash or an OOM kill would:
+// what it applied stays in the kernel.
+func (p *Process) Kill() error {
+	if err := p.cmd.Process.Kill(); err != nil {
+		return err
+	}
+	<-p.done
+	return nil
+}
+
+// Restart starts the process again with the same state directory and
+// policy (after Kill) and waits until it is ready.
+func (p *Process) Restart(ctx context.Context) error {
+	select {
+	case <-p.done:
+	default:
+		return errors.New("ctguard run is still running")
+	}
+	return p.start(ctx)
+}
+
+// CPU returns the CPU time (user and system) the running process has used,
+// from /proc/PID/stat.
+func (p *Process) CPU() (time.Duration, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", p.cmd.Process.Pid))
+	if err != nil {
+		return 0, err
+	}
+	// The fields after the command name (which may hold spaces) start
+	// with the state; utime and stime are fields 14 and 15.
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 {
+		return 0, errors.New("malformed /proc stat")
+	}
+	f := strings.Fields(string(b[i+1:]))
+	if len(f) < 13 {
+		return 0, errors.New("malformed /proc stat")
+	}
+	utime, err1 := strconv.ParseUint(f[11], 10, 64)
+	stime, err2 := strconv.ParseUint(f[12], 10, 64)
+	if err := errors.Join(err1, err2); err != nil {
+		return 0, err
+	}
+	return time.Duration(utime+stime) * time.Second / clockTicks, nil
+}
+
+// clockTicks is USER_HZ, the unit of /proc's CPU times: 100 on every
+// Linux architecture Go supports.
+const clockTicks = 100
 
 // waitReady polls /readyz from a socket inside nat until it answers 200,
 // the process exits (done), ctx ends or readyTimeout passes.

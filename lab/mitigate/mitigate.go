@@ -209,7 +209,11 @@ func (w workaround) ApplyNAT(ctx context.Context, nat lab.Namespace, kind topo.N
 		return nil, fmt.Errorf("%s policy: %w", w.name, err)
 	}
 	if w.binary != "" {
-		return runBinary(ctx, w.binary, nat, doc, w.log)
+		p, err := StartRun(ctx, w.binary, nat, doc, w.log)
+		if err != nil {
+			return nil, err
+		}
+		return p.Stop, nil
 	}
 	return w.inProcess(ctx, nat, policies)
 }
