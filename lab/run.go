@@ -102,6 +102,11 @@ func runCase(ctx context.Context, o Options, body topo.Body, f Family, c Case, k
 			r.Error = err.Error()
 		}
 		r.Seconds = time.Since(start).Seconds()
+		if h := r.Handshake; h != nil {
+			log.Info("lab run done", "reset", h.Reset, "connections", h.Conns, "invalidDelta", r.InvalidDelta,
+				"error", r.Error, "seconds", r.Seconds)
+			return
+		}
 		log.Info("lab run done", "rstFromNAT", r.RSTFromNAT, "invalidDelta", r.InvalidDelta,
 			"downloadOK", r.DownloadOK, "download", r.DownloadError, "error", r.Error, "seconds", r.Seconds)
 	}()
