@@ -54,10 +54,9 @@ type ApplyResult struct {
 // readTable reads table inet ctguard. A table without ctguard's ownership
 // mark is refused (a *nft.ForeignTableError naming its contents) unless it
 // is exactly a table the journal j (nil: none) says ctguard applied: one a
-// ctguard that wrote no mark yet created. A marked table holding what
-// ctguard never creates (a dormant flag, a chain or object added to it)
-// cannot be modelled: it comes back as a table with one unrecognised rule
-// describing all it holds, so the planner shows it and apply replaces it.
+// ctguard that wrote no mark yet created. What a marked table holds that
+// ctguard never creates (a dormant flag, a chain or object added to it) is
+// in Table.Foreign: the planner lists it and apply replaces the table.
 func (c *Controller) readTable(j *journal.Journal) (*ruleset.Table, error) {
 	t, err := c.tables.Read()
 	if fe := (*nft.ForeignTableError)(nil); errors.As(err, &fe) {
@@ -65,12 +64,6 @@ func (c *Controller) readTable(j *journal.Journal) (*ruleset.Table, error) {
 			return fe.Table, nil
 		}
 		return nil, err
-	}
-	if errors.Is(err, nft.ErrUnrecognised) {
-		return &ruleset.Table{Chains: []ruleset.Chain{{
-			Hook:  ruleset.HookInput,
-			Rules: []ruleset.Rule{{Purpose: ruleset.PurposeUnrecognised, Detail: err.Error()}},
-		}}}, nil
 	}
 	return t, wrap("read table inet ctguard", err)
 }

@@ -3,7 +3,6 @@ package controller
 import (
 	"context"
 	"errors"
-	"fmt"
 	"maps"
 	"testing"
 
@@ -300,35 +299,14 @@ func TestJournalOfAnotherNamespaceIsRefused(t *testing.T) {
 	}
 }
 
-// unrecognisedTables is a Tables whose table holds something ctguard
-// never creates until it is replaced.
-type unrecognisedTables struct {
-	*nft.Fake
-	foreign bool
-}
-
-func (u *unrecognisedTables) Read() (*ruleset.Table, error) {
-	if u.foreign {
-		return nil, fmt.Errorf("table flags 0x1 (ctguard sets none): %w", nft.ErrUnrecognised)
-	}
-	return u.Fake.Read()
-}
-
-func (u *unrecognisedTables) Replace(t ruleset.Table) error {
-	u.foreign = false
-	return u.Fake.Replace(t)
-}
-
 func TestUnrecognisedTableIsDriftAndReplaced(t *testing.T) {
 	f := newFixture(t)
 	ctx := context.Background()
-	tables := &unrecognisedTables{Fake: f.tables}
-	f.c.tables = tables
 	set := mustParse(t, dropDoc)
 	if _, err := f.c.Apply(ctx, set); err != nil {
 		t.Fatal(err)
 	}
-	tables.foreign = true // e.g. someone set the dormant flag
+	f.tables.AddForeign("table flags 0x1") // e.g. someone set the dormant flag
 	st, err := f.c.Status(ctx)
 	if err != nil || !st.Drift {
 		t.Fatalf("status of an unrecognised table: drift=%v err=%v", st.Drift, err)
@@ -337,8 +315,9 @@ func TestUnrecognisedTableIsDriftAndReplaced(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(res.Drift) == 0 || tables.foreign {
-		t.Fatalf("unrecognised table not repaired: drift %v, still foreign %v", res.Drift, tables.foreign)
+	got, _ := f.tables.Read()
+	if len(res.Drift) == 0 || len(got.Foreign) != 0 {
+		t.Fatalf("unrecognised table not repaired: drift %v, still foreign %v", res.Drift, got.Foreign)
 	}
 }
 

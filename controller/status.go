@@ -27,8 +27,8 @@ type Status struct {
 	// Interrupted is set when an apply or rollback was cut short: run
 	// apply or rollback again.
 	Interrupted bool `json:"interrupted"`
-	// TablePresent says whether table inet ctguard exists; Drift whether
-	// it differs from what the revision in force wants.
+	// TablePresent says whether ctguard's table inet ctguard exists; Drift
+	// whether it differs from what the revision in force wants.
 	TablePresent bool `json:"tablePresent"`
 	// ForeignTable says why a table inet ctguard ctguard did not create
 	// is left alone (empty when there is none).

@@ -280,7 +280,7 @@ func (d *document) errorf(at position, path, format string, args ...any) {
 		Line:   at.line,
 		Policy: d.name,
 		Field:  path,
-		Msg:    fmt.Sprintf(format, args...),
+		Msg:    fmt.Sprintf(format, clipArgs(args)...),
 	}})
 }
 

@@ -51,8 +51,8 @@ place (unless --cleanup-on-exit). Without -f the embedded default policy runs.`,
 }
 
 func runController(ctx context.Context, g *globals, f *runFlags) error {
-	if f.resync <= 0 {
-		return fmt.Errorf("--resync: must be positive, got %s", f.resync)
+	if err := f.validate(); err != nil {
+		return err
 	}
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
@@ -135,6 +135,26 @@ func runController(ctx context.Context, g *globals, f *runFlags) error {
 		},
 		CleanupOnExit: f.cleanupOnExit,
 	})
+}
+
+// Bounds of the run flags.
+const (
+	// minResync keeps the drift check from spinning: each one reads the
+	// whole table.
+	minResync = time.Second
+	// maxEventBuffer bounds the conntrack event socket's receive buffer.
+	maxEventBuffer = 1 << 30
+)
+
+// validate checks the flags before anything is opened.
+func (f *runFlags) validate() error {
+	if f.resync < minResync {
+		return fmt.Errorf("--resync: %s is below the minimum %s (each check reads the whole table)", f.resync, minResync)
+	}
+	if f.eventBuffer <= 0 || f.eventBuffer > maxEventBuffer {
+		return fmt.Errorf("--event-buffer: %d bytes is not between 1 and %d", f.eventBuffer, maxEventBuffer)
+	}
+	return nil
 }
 
 // forwardSignals turns SIGHUP into a reload.

@@ -313,8 +313,8 @@ func TestOpenRefuses(t *testing.T) {
 	if err := os.Chmod(open, 0o777); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := Open(open); !errors.Is(err, ErrInsecureDir) {
-		t.Fatalf("Open(0777 dir) error = %v, want ErrInsecureDir", err)
+	if _, err := Open(open); !errors.Is(err, ErrUntrusted) {
+		t.Fatalf("Open(0777 dir) error = %v, want ErrUntrusted", err)
 	}
 	file := filepath.Join(t.TempDir(), "file")
 	if err := os.WriteFile(file, nil, 0o600); err != nil {

@@ -8,7 +8,6 @@ import (
 	"reflect"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/ctguard/ctguard/policy"
 )
@@ -23,22 +22,13 @@ func policyFiles(t *testing.T, s *Store) []string {
 	return m
 }
 
-// bigPolicy is a dropInvalid policy with n /32 destinations.
-func bigPolicy(n int) policy.Policy {
-	p := dropPolicy()
-	for i := range n {
-		p.Spec.Match.Destinations = append(p.Spec.Match.Destinations, netip.PrefixFrom(netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)}), 32))
-	}
-	return p
-}
-
 // TestPoliciesStoredOnce: ten revisions of the same large policy keep one
 // policy file, journal.json stays small, and a revision that no longer
 // exists takes its policy file with it.
 func TestPoliciesStoredOnce(t *testing.T) {
 	s := newStore(t)
 	j := &Journal{NetNS: "net:[1]"}
-	big := []policy.Policy{bigPolicy(20000)}
+	big := []policy.Policy{bigPolicy(20000, -1)}
 	for i := range MaxRevisions {
 		ps := big
 		if i == 0 {
@@ -176,28 +166,6 @@ func TestPolicyTempFilesRemoved(t *testing.T) {
 	}
 	if _, err := os.Stat(name); !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("temp policy file: %v", err)
-	}
-}
-
-// BenchmarkJournalSaveLoad200k saves and loads a journal of ten revisions
-// whose latest holds a 200,000-CIDR policy, as a reconcile that journals
-// a changed policy does.
-func BenchmarkJournalSaveLoad200k(b *testing.B) {
-	s := newStoreAt(b, b.TempDir())
-	j := &Journal{NetNS: "net:[1]"}
-	for range MaxRevisions {
-		j.Begin(Revision{AppliedAt: time.Now(), Policies: []policy.Policy{bigPolicy(200000)}})
-		if err := j.Commit(); err != nil {
-			b.Fatal(err)
-		}
-	}
-	for b.Loop() {
-		if err := s.Save(j); err != nil {
-			b.Fatal(err)
-		}
-		if _, err := s.Load(); err != nil {
-			b.Fatal(err)
-		}
 	}
 }
 

@@ -37,8 +37,6 @@ var (
 	ErrControllerRunning = errors.New(`"ctguard run" manages this state directory`)
 	// ErrLocked: another process holds the state lock.
 	ErrLocked = errors.New("another ctguard holds the state lock")
-	// ErrInsecureDir is ErrUntrusted, under its older name.
-	ErrInsecureDir = ErrUntrusted
 )
 
 // Store is the journal file of one state directory.
@@ -49,19 +47,25 @@ type Store struct {
 	cache policyCache
 }
 
-// Open returns the store in dir, creating dir with mode 0700 if needed. It
-// refuses (ErrUntrusted) a directory that is a symlink, that the user
-// running ctguard does not own, or that group or others can write.
+// Open returns the store in dir, creating dir with mode 0700 if needed. A
+// symlink (systemd's DynamicUser= makes /var/lib/NAME one) is resolved
+// once, here, and the store uses the directory it names. It refuses
+// (ErrUntrusted) a directory the user running ctguard does not own, or
+// that group or others can write.
 func Open(dir string) (*Store, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("state directory: %w", err)
 	}
-	d, err := openDir(dir)
+	resolved, err := filepath.EvalSymlinks(dir)
+	if err != nil {
+		return nil, fmt.Errorf("state directory: %w", err)
+	}
+	d, err := openDir(resolved)
 	if err != nil {
 		return nil, err
 	}
 	d.Close()
-	return &Store{dir: dir}, nil
+	return &Store{dir: resolved}, nil
 }
 
 // Path returns the journal file's path.

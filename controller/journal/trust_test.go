@@ -43,7 +43,10 @@ func TestOpenRefusesDirOfAnotherUser(t *testing.T) {
 	}
 }
 
-func TestOpenRefusesSymlinkedDir(t *testing.T) {
+// TestOpenChecksTheDirASymlinkNames: a state dir given as a symlink (as
+// systemd's DynamicUser= makes it) is the directory it names, checked as
+// such.
+func TestOpenChecksTheDirASymlinkNames(t *testing.T) {
 	real := filepath.Join(t.TempDir(), "real")
 	if err := os.Mkdir(real, 0o700); err != nil {
 		t.Fatal(err)
@@ -52,8 +55,13 @@ func TestOpenRefusesSymlinkedDir(t *testing.T) {
 	if err := os.Symlink(real, link); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := Open(link); !errors.Is(err, ErrUntrusted) {
-		t.Fatalf("Open(symlink) error = %v, want ErrUntrusted", err)
+	s, err := Open(link)
+	if err != nil || filepath.Dir(s.Path()) != real {
+		t.Fatalf("Open(symlink to a trusted dir) = %v, %v; want the store in %s", s, err, real)
+	}
+	chownOrSkip(t, real)
+	if _, err := Open(link); !errors.Is(err, ErrUntrusted) || !strings.Contains(err.Error(), real) {
+		t.Fatalf("Open(symlink to a dir of nobody) error = %v, want ErrUntrusted naming %s", err, real)
 	}
 }
 

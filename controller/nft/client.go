@@ -101,13 +101,13 @@ func (c *Client) Close() error {
 
 // Read returns the content of table inet ctguard, or nil, nil when the
 // table is absent. A table without ctguard's ownership mark (see
-// OwnerSetName) gives a *ForeignTableError. Rules it cannot map back to
+// OwnerChainName) gives a *ForeignTableError. Rules it cannot map back to
 // the model come back as PurposeUnrecognised rules; table flags (such as
-// dormant) and other objects the model cannot express make it fail with
-// ErrUnrecognised, naming everything the table holds. The dumps are not
-// one atomic snapshot, which is fine as long as ctguard alone writes the
-// table. While the kernel's ruleset generation stays where it was at the
-// last full read, no transaction has committed since: Read then gives that
+// dormant) and chains, sets and objects the model cannot express are
+// described in Table.Foreign. The dumps are not one atomic snapshot, which
+// is fine as long as ctguard alone writes the table.
+// While the kernel's ruleset generation stays where it was at the last
+// full read, no transaction has committed since: Read then gives that
 // table again, with fresh counter values, without dumping its sets. The
 // table returned is shared: do not modify it.
 func (c *Client) Read() (*ruleset.Table, error) {
@@ -132,48 +132,40 @@ func (c *Client) Read() (*ruleset.Table, error) {
 	if err != nil {
 		return nil, err
 	}
-	t, readErr := c.read(tables[i])
-	if !marked || readErr != nil && errors.Is(readErr, ErrUnrecognised) {
-		contents, err := c.contents()
-		if err != nil {
-			return nil, err
+	t, err := c.read(tables[i])
+	if err != nil || marked {
+		if err == nil && genErr == nil {
+			c.remember(gen, t)
 		}
-		if !marked {
-			fe := &ForeignTableError{Contents: contents}
-			if readErr == nil {
-				fe.Table = t
-			}
-			return nil, fe
-		}
-		return nil, fmt.Errorf("%w; the table holds: %s", readErr, summarise(contents))
+		return t, err
 	}
-	if readErr == nil && genErr == nil {
-		c.remember(gen, t)
+	contents, err := c.contents()
+	if err != nil {
+		return nil, err
 	}
-	return t, readErr
+	return nil, &ForeignTableError{Contents: contents, Table: t}
 }
 
 // read decodes the table into the model, leaving out the ownership mark.
 func (c *Client) read(table *nftables.Table) (*ruleset.Table, error) {
+	var t ruleset.Table
 	if flags := tableFlags(table); flags != 0 {
 		// e.g. dormant: every rule would be inert while the table looks right.
-		return nil, fmt.Errorf("table flags %#x (ctguard sets none): %w", flags, ErrUnrecognised)
+		t.Foreign = append(t.Foreign, fmt.Sprintf("table flags %#x", flags))
 	}
-	var t ruleset.Table
 	counters, foreign, err := c.objects()
 	if err != nil {
 		return nil, err
 	}
-	if len(foreign) > 0 {
-		return nil, fmt.Errorf("stateful objects %q: %w", foreign, ErrUnrecognised)
-	}
+	t.Foreign = append(t.Foreign, foreign...)
 	t.Counters = slices.SortedFunc(maps.Values(counters), func(a, b ruleset.Counter) int { return cmp.Compare(a.Name, b.Name) })
-	if t.Sets, err = c.readSets(); err != nil {
+	if t.Sets, err = c.readSets(&t); err != nil {
 		return nil, err
 	}
-	if t.Chains, err = c.readChains(); err != nil {
+	if t.Chains, err = c.readChains(&t); err != nil {
 		return nil, err
 	}
+	slices.Sort(t.Foreign)
 	return &t, nil
 }
 
@@ -186,8 +178,8 @@ func (c *Client) Counters() (map[string]ruleset.Counter, error) {
 	return counters, err
 }
 
-// objects reads the table's stateful objects: its counters, and the names
-// of any other objects (ctguard creates none).
+// objects reads the table's stateful objects: its counters, and a
+// description of any other object (ctguard creates none).
 func (c *Client) objects() (counters map[string]ruleset.Counter, foreign []string, err error) {
 	objs, err := c.conn.GetNamedObjects(c.table)
 	if err != nil {
@@ -202,13 +194,15 @@ func (c *Client) objects() (counters map[string]ruleset.Counter, foreign []strin
 		if v, isCounter := n.Obj.(*expr.Counter); isCounter && n.Type == nftables.ObjTypeCounter {
 			counters[n.Name] = ruleset.Counter{Name: n.Name, Packets: v.Packets, Bytes: v.Bytes}
 		} else {
-			foreign = append(foreign, n.Name)
+			foreign = append(foreign, fmt.Sprintf("%s %s", objTypeName(n.Type), n.Name))
 		}
 	}
 	return counters, foreign, nil
 }
 
-func (c *Client) readSets() ([]ruleset.Set, error) {
+// readSets reads the named sets the model expresses, and describes the
+// others in t.Foreign.
+func (c *Client) readSets(t *ruleset.Table) ([]ruleset.Set, error) {
 	sets, err := c.conn.GetSets(c.table)
 	if err != nil {
 		return nil, fmt.Errorf("read sets: %w", err)
@@ -220,7 +214,8 @@ func (c *Client) readSets() ([]ruleset.Set, error) {
 		}
 		typ, ok := setType(s.KeyType)
 		if !ok || s.Interval == (typ == ruleset.SetIfname) || s.IsMap || s.HasTimeout || s.Dynamic || s.Concatenation || s.Constant {
-			return nil, fmt.Errorf("set %s of type %s: %w", s.Name, s.KeyType.Name, ErrUnrecognised)
+			t.Foreign = append(t.Foreign, fmt.Sprintf("set %s (type %s)", s.Name, s.KeyType.Name))
+			continue
 		}
 		elems, err := c.raw.setElements(ruleset.TableName, s.Name)
 		if err != nil {
@@ -228,7 +223,8 @@ func (c *Client) readSets() ([]ruleset.Set, error) {
 		}
 		rendered, err := decodeElements(typ, elems)
 		if err != nil {
-			return nil, fmt.Errorf("set %s: %w: %w", s.Name, ErrUnrecognised, err)
+			t.Foreign = append(t.Foreign, fmt.Sprintf("set %s (type %s, elements ctguard cannot read: %v)", s.Name, s.KeyType.Name, err))
+			continue
 		}
 		out = append(out, ruleset.Set{Name: s.Name, Type: typ, Interval: s.Interval, Elements: rendered})
 	}
@@ -236,7 +232,9 @@ func (c *Client) readSets() ([]ruleset.Set, error) {
 	return out, nil
 }
 
-func (c *Client) readChains() ([]ruleset.Chain, error) {
+// readChains reads the base chains the model expresses (with their rules),
+// and describes the others in t.Foreign.
+func (c *Client) readChains(t *ruleset.Table) ([]ruleset.Chain, error) {
 	chains, err := c.conn.ListChainsOfTableFamily(nftables.TableFamilyINet)
 	if err != nil {
 		return nil, fmt.Errorf("list chains: %w", err)
@@ -250,7 +248,12 @@ func (c *Client) readChains() ([]ruleset.Chain, error) {
 		want, ok := chainHooks[hook]
 		if !ok || ch.Hooknum == nil || *ch.Hooknum != want || ch.Priority == nil || ch.Type != nftables.ChainTypeFilter ||
 			ch.Policy == nil || *ch.Policy != nftables.ChainPolicyAccept {
-			return nil, fmt.Errorf("chain %s is not a filter base chain with policy accept on hook %s: %w", ch.Name, ch.Name, ErrUnrecognised)
+			rules, err := c.conn.GetRules(c.table, ch)
+			if err != nil {
+				return nil, fmt.Errorf("read rules of chain %s: %w", ch.Name, err)
+			}
+			t.Foreign = append(t.Foreign, describeChain(ch, len(rules)))
+			continue
 		}
 		rules, err := c.conn.GetRules(c.table, ch)
 		if err != nil {

@@ -7,8 +7,3 @@ import "errors"
 // naming a missing counter or set, a set element that does not parse,
 // overlapping interval elements, an unrecognised rule. Nothing is changed.
 var ErrInvalidTable = errors.New("invalid ctguard table")
-
-// ErrUnrecognised is returned by Read when inet ctguard holds an object the
-// ruleset model cannot express (a chain, set or stateful object ctguard
-// never creates). ctguard owns the table: Replace or Delete removes it.
-var ErrUnrecognised = errors.New("unrecognised object in table inet ctguard")

@@ -124,6 +124,19 @@ func (f *Fake) Delete() error {
 	return nil
 }
 
+// AddForeign adds objects ctguard never creates (described) to the table,
+// as an operator's nft command would. It reports whether the table exists.
+func (f *Fake) AddForeign(descriptions ...string) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.table == nil {
+		return false
+	}
+	f.table.Foreign = append(f.table.Foreign, descriptions...)
+	slices.Sort(f.table.Foreign)
+	return true
+}
+
 // Counters returns the named counters; empty when the table is absent.
 func (f *Fake) Counters() (map[string]ruleset.Counter, error) {
 	f.mu.Lock()
@@ -178,7 +191,7 @@ func (f *Fake) counters() map[string]ruleset.Counter {
 
 // clone deep-copies a table.
 func clone(t ruleset.Table) ruleset.Table {
-	out := ruleset.Table{Counters: slices.Clone(t.Counters)}
+	out := ruleset.Table{Counters: slices.Clone(t.Counters), Foreign: slices.Clone(t.Foreign)}
 	for _, s := range t.Sets {
 		s.Elements = slices.Clone(s.Elements)
 		out.Sets = append(out.Sets, s)

@@ -36,9 +36,10 @@ type ForeignTableError struct {
 	// per entry, e.g. "chain raw (hook prerouting, priority -300, policy
 	// drop, 0 rules)".
 	Contents []string
-	// Table is the table decoded as ctguard's model, or nil when it holds
-	// what ctguard never creates. A table ctguard created before it wrote
-	// the mark decodes; whether it is ctguard's is the journal's call.
+	// Table is the table as read, what ctguard never creates described in
+	// Table.Foreign. A table ctguard created before it wrote the mark reads
+	// without Foreign entries; whether it is ctguard's is the journal's
+	// call.
 	Table *ruleset.Table
 }
 

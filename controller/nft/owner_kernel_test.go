@@ -58,8 +58,8 @@ func TestPrivilegedForeignTableDescribed(t *testing.T) {
 	ns.MustRun(t, "sh", "-c", "printf '%s' '"+operatorTable+"' | nft -f -")
 	_, err := c.Read()
 	var fe *ForeignTableError
-	if !errors.As(err, &fe) || fe.Table != nil {
-		t.Fatalf("Read of the operator's table: %v, want a ForeignTableError without a model", err)
+	if !errors.As(err, &fe) || fe.Table == nil || len(fe.Table.Foreign) != 3 {
+		t.Fatalf("Read of the operator's table: %v, want a ForeignTableError with two chains and a set ctguard never creates", err)
 	}
 	text := err.Error()
 	for _, want := range []string{

@@ -14,6 +14,9 @@ import (
 // it back, and returns a deep copy with set elements as Read renders them.
 func canonical(t ruleset.Table) (ruleset.Table, error) {
 	var out ruleset.Table
+	if len(t.Foreign) > 0 {
+		return ruleset.Table{}, fmt.Errorf("a table to write describes objects ctguard never creates (%s): %w", summarise(t.Foreign), ErrInvalidTable)
+	}
 	counters := map[string]bool{}
 	for _, c := range t.Counters {
 		if c.Name == "" || counters[c.Name] {

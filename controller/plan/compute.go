@@ -46,8 +46,9 @@ func diffTable(desired, observed *ruleset.Table) *TableChange {
 		Counters: diffCounters(d.Counters, o.Counters),
 		Sets:     diffSets(d.Sets, o.Sets),
 		Chains:   diffChains(d.Chains, o.Chains),
+		Foreign:  slices.Clone(o.Foreign),
 	}
-	if action == ActionUpdate && len(tc.Counters)+len(tc.Sets)+len(tc.Chains) == 0 {
+	if action == ActionUpdate && len(tc.Counters)+len(tc.Sets)+len(tc.Chains)+len(tc.Foreign) == 0 {
 		return nil
 	}
 	return tc

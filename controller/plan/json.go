@@ -35,7 +35,8 @@ const JSONFormatVersion = 1
 //	                "reordered": false,
 //	                "rules": [{"id": "<comment>", "action": "...",
 //	                           "nft": "<rule in nft syntax>",  // desired (observed on delete)
-//	                           "oldNft": "..."}]}]},           // optional: update only
+//	                           "oldNft": "..."}]}],            // optional: update only
+//	    "foreign": ["chain mine (...)"]},  // optional: objects ctguard never creates, removed
 //	  "sysctls": [{"name": "net.netfilter.nf_conntrack_tcp_be_liberal",
 //	               "old": "0" | null,                      // null: absent
 //	               "new": "1"}],
@@ -102,6 +103,7 @@ type jsonTable struct {
 	Counters []jsonCounter `json:"counters"`
 	Sets     []jsonSet     `json:"sets"`
 	Chains   []jsonChain   `json:"chains"`
+	Foreign  []string      `json:"foreign,omitempty"`
 }
 
 type jsonCounter struct {
@@ -167,6 +169,7 @@ func toJSONTable(t TableChange) *jsonTable {
 	for _, c := range t.Counters {
 		jt.Counters = append(jt.Counters, jsonCounter{Name: c.Name, Action: c.Action})
 	}
+	jt.Foreign = t.Foreign
 	for _, c := range t.Sets {
 		s := jsonSet{
 			Name:            c.Name,

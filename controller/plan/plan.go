@@ -129,6 +129,9 @@ type TableChange struct {
 	// Chains are the chains added, removed or changed: desired order first,
 	// then chains only observed.
 	Chains []ChainChange
+	// Foreign describes what the observed table holds that ctguard never
+	// creates (ruleset.Table.Foreign): applying removes it with the table.
+	Foreign []string
 }
 
 // CounterChange is a named counter added or removed. Counter values never
@@ -250,6 +253,7 @@ func (p Plan) Summary() Summary {
 				s.count(r.Action)
 			}
 		}
+		s.Remove += len(t.Foreign)
 	}
 	s.Change += len(p.Sysctls)
 	for _, c := range p.PerFlow {

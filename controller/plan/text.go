@@ -92,6 +92,9 @@ func (tw *textWriter) table(t TableChange) {
 	for _, c := range t.Sets {
 		tw.printf("    %s set %s%s\n", mark(c.Action), c.Name, setDetail(c))
 	}
+	for _, f := range t.Foreign {
+		tw.printf("    - %s (not created by ctguard)\n", f)
+	}
 	for _, c := range t.Chains {
 		if d := chainDetail(c); d != "" || c.Action != ActionUpdate {
 			tw.printf("    %s chain %s%s\n", mark(c.Action), c.Name, d)

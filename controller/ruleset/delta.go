@@ -17,11 +17,12 @@ type SetDelta struct {
 
 // ElementDeltas returns the element changes that turn observed into
 // desired when the two tables differ in nothing else: the same counters
-// (by name), chains, rules and sets (by name, type and interval flag).
+// (by name), chains, rules and sets (by name, type and interval flag),
+// and nothing foreign.
 // ok is false when something else differs or a table is absent; deltas is
 // empty when the tables are equal.
 func ElementDeltas(desired, observed *Table) (deltas []SetDelta, ok bool) {
-	if desired == nil || observed == nil ||
+	if desired == nil || observed == nil || len(desired.Foreign)+len(observed.Foreign) > 0 ||
 		!slices.EqualFunc(desired.Counters, observed.Counters, func(x, y Counter) bool { return x.Name == y.Name }) ||
 		!slices.EqualFunc(desired.Chains, observed.Chains, equalChain) ||
 		!slices.EqualFunc(desired.Sets, observed.Sets, func(x, y Set) bool {

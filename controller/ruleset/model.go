@@ -20,6 +20,11 @@ type Table struct {
 	Counters []Counter // named counter objects, sorted by Name
 	Sets     []Set     // named sets, sorted by Name
 	Chains   []Chain   // base chains, in the order input, forward, output
+	// Foreign describes, one entry each, what the kernel's table holds
+	// that ctguard never creates (another chain, a set of another kind, a
+	// stateful object other than a counter, table flags). Only a read
+	// fills it; a table to write has none.
+	Foreign []string
 }
 
 // Counter is a named nft counter object. Values are observations only; they

@@ -42,6 +42,10 @@ func (t Table) text(perLine int) string {
 		sb.WriteString("\t}\n")
 		sep = "\n"
 	}
+	for _, f := range t.Foreign {
+		fmt.Fprintf(&sb, "%s\t# not ctguard's: %s\n", sep, f)
+		sep = ""
+	}
 	sb.WriteString("}\n")
 	return sb.String()
 }
