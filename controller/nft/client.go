@@ -31,12 +31,14 @@ const batchBuffer = 64 << 20
 // allocates set IDs from an unsynchronised global counter: do all writes,
 // of every Client, from one goroutine. A Client serialises its own calls.
 type Client struct {
-	mu    sync.Mutex
-	conn  *nftables.Conn // lasting, for reads
-	raw   *rawConn       // lasting, for set element dumps and the generation
-	last  *verified      // the table as last read in full
-	opts  []nftables.ConnOption
-	table *nftables.Table
+	mu   sync.Mutex
+	conn *nftables.Conn // lasting, for reads
+	raw  *rawConn       // lasting, for set element dumps and the generation
+	last *verified      // the table as last read in full
+	// changes logs which generations touched the table, while Watch runs.
+	changes *changeLog
+	opts    []nftables.ConnOption
+	table   *nftables.Table
 }
 
 // New opens a netlink connection in the namespace of netnsFd, or in the

@@ -31,8 +31,9 @@ const nftaSetElemListSet = 2
 // v0.3.0 lacks or makes slow: the ruleset generation and set element
 // dumps.
 type rawConn struct {
-	c   *netlink.Conn
-	buf []byte
+	c       *netlink.Conn
+	buf     []byte
+	netnsFd int // the namespace (< 0: the caller's)
 }
 
 // dialRaw opens a netfilter netlink socket in the namespace netnsFd (< 0:
@@ -46,7 +47,7 @@ func dialRaw(netnsFd int) (*rawConn, error) {
 	if err != nil {
 		return nil, fmt.Errorf("netfilter netlink: %w", err)
 	}
-	return &rawConn{c: c, buf: make([]byte, dumpBuffer)}, nil
+	return &rawConn{c: c, buf: make([]byte, dumpBuffer), netnsFd: netnsFd}, nil
 }
 
 func (r *rawConn) close() error { return r.c.Close() }

@@ -1,10 +1,12 @@
 package nft
 
 import (
+	"context"
 	"regexp"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/ctguard/ctguard/controller/ruleset"
 	"github.com/ctguard/ctguard/internal/netnstest"
@@ -130,5 +132,75 @@ func TestPrivilegedReadVerifiedByGeneration(t *testing.T) {
 	fourth, err := c.Read()
 	if err != nil || slices.Contains(fourth.Sets[0].Elements, "10.9.9.9") {
 		t.Fatalf("an element deleted by nft is still read: %v", err)
+	}
+}
+
+// waitSeen waits until c's notifications have caught up with the
+// namespace's generation.
+func waitSeen(t *testing.T, c *Client) {
+	t.Helper()
+	c.mu.Lock()
+	gen, err := c.raw.genID()
+	c.mu.Unlock()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		c.changes.mu.Lock()
+		seen := c.changes.seen
+		c.changes.mu.Unlock()
+		if seen >= gen {
+			return
+		}
+	}
+	t.Fatalf("notifications did not reach generation %d", gen)
+}
+
+// TestPrivilegedWatchTellsTablesApart: with Watch running, transactions on
+// another table (set elements included, whose notifications
+// google/nftables does not attribute) neither notify nor make Read dump
+// ctguard's sets again; a set element added to ctguard's table does both.
+func TestPrivilegedWatchTellsTablesApart(t *testing.T) {
+	ns := netnstest.NewNetNS(t, "n9watch")
+	c := newClient(t, ns)
+	table := hostsTable(1000)
+	if err := c.Replace(table); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	changed, err := c.Watch(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Read(); err != nil {
+		t.Fatal(err)
+	}
+	verified := c.last
+	ns.MustRun(t, "nft", "add table ip n9other; add set ip n9other s { type ipv4_addr; }; add element ip n9other s { 192.0.2.1 }")
+	ns.MustRun(t, "nft", "add", "element", "ip", "n9other", "s", "{ 192.0.2.2 }")
+	waitSeen(t, c)
+	select {
+	case <-changed:
+		t.Error("a change of another table was reported")
+	case <-time.After(time.Second):
+	}
+	got, err := c.Read()
+	if err != nil || !ruleset.Equal(got, &table) {
+		t.Fatalf("read after other tables changed: %v", err)
+	}
+	if c.last != verified {
+		t.Error("changes of another table made Read dump the sets again")
+	}
+	ns.MustRun(t, "nft", "add", "element", "inet", "ctguard", table.Sets[0].Name, "{ 10.9.9.9 }")
+	select {
+	case <-changed:
+	case <-time.After(5 * time.Second):
+		t.Error("an element added to ctguard's set was not reported")
+	}
+	waitSeen(t, c)
+	got, err = c.Read()
+	if err != nil || !slices.Contains(got.Sets[0].Elements, "10.9.9.9") {
+		t.Fatalf("the element added to ctguard's set was not read: %v", err)
 	}
 }

@@ -13,7 +13,9 @@ import (
 // committed nftables transaction in the namespace, of any table and by
 // anyone: while it stays the same nothing has changed, so Read gives the
 // table again without dumping its sets, with fresh counter values. A
-// write of ctguard's own moves the generation too.
+// write of ctguard's own moves the generation too. While Watch runs, a
+// generation moved only by transactions its notifications show touching
+// other tables leaves the table verified as well.
 type verified struct {
 	gen   uint32
 	table *ruleset.Table
@@ -22,8 +24,16 @@ type verified struct {
 // cached returns the verified table with the counters' current values
 // when the generation is still gen; ok is false otherwise.
 func (c *Client) cached(gen uint32) (t *ruleset.Table, ok bool, err error) {
-	if c.last == nil || c.last.gen != gen {
+	if c.last == nil {
 		return nil, false, nil
+	}
+	if c.last.gen != gen {
+		if !c.changes.untouched(c.last.gen, gen) {
+			return nil, false, nil
+		}
+		// Every transaction since was notified, none touching inet
+		// ctguard (other tables changed).
+		c.last.gen = gen
 	}
 	counters, _, err := c.objects()
 	if err != nil {

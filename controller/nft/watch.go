@@ -2,7 +2,6 @@ package nft
 
 import (
 	"context"
-	"fmt"
 	"time"
 
 	"github.com/ctguard/ctguard/controller/ruleset"
@@ -35,20 +34,6 @@ func (c *Client) Watch(ctx context.Context) (<-chan struct{}, error) {
 // subscribeFunc subscribes to nftables change notifications; stop ends the
 // subscription.
 type subscribeFunc func() (events <-chan *nftables.MonitorEvents, stop func() error, err error)
-
-// monitor subscribes to nftables change notifications.
-func (c *Client) monitor() (<-chan *nftables.MonitorEvents, func() error, error) {
-	conn, err := nftables.New(c.opts...)
-	if err != nil {
-		return nil, nil, fmt.Errorf("nftables netlink: %w", err)
-	}
-	mon := nftables.NewMonitor(nftables.WithMonitorEventBuffer(256))
-	events, err := conn.AddGenerationalMonitor(mon)
-	if err != nil {
-		return nil, nil, fmt.Errorf("nftables monitor: %w", err)
-	}
-	return events, mon.Close, nil
-}
 
 // watch turns monitor events into notifications on out until ctx ends,
 // subscribing again with resubscribe when the monitor ends.
