@@ -19,10 +19,6 @@ import (
 // NFTA_OBJ_TABLE, NFTA_FLOWTABLE_TABLE), and every committed transaction
 // ends with NFT_MSG_NEWGEN naming the generation it made.
 
-// monitorBuffer is the receive buffer forced for notifications: a batch
-// replacing a large table notifies every element.
-const monitorBuffer = 16 << 20
-
 // changeLog remembers, from notifications, which generations touched
 // table inet ctguard, so Read knows a moved generation left it alone.
 type changeLog struct {
@@ -90,9 +86,9 @@ func (c *Client) monitor() (<-chan *nftables.MonitorEvents, func() error, error)
 	if err != nil {
 		return nil, nil, err
 	}
-	if err := forceBuffers(r.c); err == nil {
-		_ = r.c.SetReadBuffer(monitorBuffer)
-	}
+	// A batch replacing a large table notifies every element: take the
+	// batch buffer (best effort; a loss is detected and resubscribed).
+	_ = forceBuffers(r.c)
 	if err := r.c.JoinGroup(unix.NFNLGRP_NFTABLES); err != nil {
 		r.close()
 		return nil, nil, fmt.Errorf("nftables notifications: %w", err)
