@@ -124,7 +124,7 @@ func (c *Controller) applyLocked(ctx context.Context, j *journal.Journal, set Po
 		if p.Empty() {
 			return res, nil
 		}
-		if err := c.converge(desired, observed); err != nil {
+		if err := c.convergeGate(set.Policies, &desired, observed); err != nil {
 			return ApplyResult{}, err
 		}
 		if opts.flows {
@@ -151,7 +151,7 @@ func (c *Controller) applyLocked(ctx context.Context, j *journal.Journal, set Po
 	if err := c.store.Save(j); err != nil {
 		return ApplyResult{}, wrap("journal the apply (kernel untouched)", err)
 	}
-	if err := c.converge(desired, observed); err != nil {
+	if err := c.convergeGate(set.Policies, &desired, observed); err != nil {
 		return ApplyResult{}, err
 	}
 	flagged := 0
@@ -187,6 +187,24 @@ func samePolicies(a, b []policy.Policy) bool {
 	x, errA := json.Marshal(a)
 	y, errB := json.Marshal(b)
 	return errA == nil && errB == nil && bytes.Equal(x, y)
+}
+
+// convergeGate is converge that falls back, for good, from gate rules to
+// guard rules when the kernel has no NFQUEUE for the gate: missing
+// features never leave a policy without protection.
+func (c *Controller) convergeGate(policies []policy.Policy, desired *plan.State, observed plan.State) error {
+	err := c.converge(*desired, observed)
+	if !errors.Is(err, nft.ErrNoQueue) || c.rules.NoQueue {
+		return err
+	}
+	c.rules.NoQueue = true
+	c.log.Error("the gate cannot run on this kernel: gate policies fall back to guard rules (invalid packets from their servers are dropped)", "err", err)
+	if c.onNoQueue != nil {
+		c.onNoQueue(err)
+	}
+	t := ruleset.Build(policies, c.rules)
+	desired.Table = &t
+	return c.converge(*desired, observed)
 }
 
 // converge writes the table and sysctls where they differ from desired.
@@ -232,7 +250,7 @@ func (c *Controller) states(ctx context.Context, j *journal.Journal, policies []
 
 	desired = plan.State{Sysctls: desiredSysctls(j, policies)}
 	if len(policies) > 0 {
-		t := ruleset.Build(policies)
+		t := ruleset.Build(policies, c.rules)
 		desired.Table = &t
 	}
 	var counts map[string]perflow.PlanEntry

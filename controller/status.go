@@ -7,6 +7,7 @@ import (
 
 	"github.com/ctguard/ctguard/controller/ruleset"
 	"github.com/ctguard/ctguard/controller/sysctl"
+	"github.com/ctguard/ctguard/policy"
 	"golang.org/x/sys/unix"
 )
 
@@ -24,8 +25,11 @@ type Status struct {
 	Interrupted bool `json:"interrupted"`
 	// TablePresent says whether table inet ctguard exists; Drift whether
 	// it differs from what the revision in force wants.
-	TablePresent bool         `json:"tablePresent"`
-	Drift        bool         `json:"drift"`
+	TablePresent bool `json:"tablePresent"`
+	Drift        bool `json:"drift"`
+	// GateFallback says the table holds guard rules where the policies
+	// ask for the gate: the kernel refused the gate's NFQUEUE.
+	GateFallback bool         `json:"gateFallback,omitempty"`
 	Rules        []RuleStatus `json:"rules"`
 	// BeLiberal is the global sysctl now and before ctguard's first apply.
 	BeLiberal         string `json:"beLiberal"`
@@ -79,8 +83,17 @@ func (c *Controller) Status(ctx context.Context) (Status, error) {
 			rs.Policies = append(rs.Policies, p.Metadata.Name)
 		}
 		st.Revision = rs
-		want := ruleset.Build(r.Policies)
+		want := ruleset.Build(r.Policies, c.rules)
 		st.Drift = !ruleset.Equal(&want, table)
+		if st.Drift && !c.rules.NoQueue {
+			// A controller whose kernel refused the gate's queue runs
+			// guard rules instead.
+			guarded := c.rules
+			guarded.NoQueue = true
+			want = ruleset.Build(r.Policies, guarded)
+			st.Drift = !ruleset.Equal(&want, table)
+			st.GateFallback = !st.Drift && hasGateRules(r.Policies, c.rules)
+		}
 	} else {
 		st.Drift = table != nil
 	}
@@ -102,6 +115,16 @@ func (c *Controller) Status(ctx context.Context) (Status, error) {
 		st.LiveRunning = processExists(live.PID)
 	}
 	return st, nil
+}
+
+// hasGateRules reports whether the policies ask for gate rules.
+func hasGateRules(ps []policy.Policy, opts ruleset.Options) bool {
+	for _, ch := range ruleset.Build(ps, opts).Chains {
+		if ch.Hook == ruleset.HookPrerouting {
+			return true
+		}
+	}
+	return false
 }
 
 // ruleStatuses pairs every rule with its named counter's values.

@@ -12,3 +12,8 @@ var ErrInvalidTable = errors.New("invalid ctguard table")
 // ruleset model cannot express (a chain, set or stateful object ctguard
 // never creates). ctguard owns the table: Replace or Delete removes it.
 var ErrUnrecognised = errors.New("unrecognised object in table inet ctguard")
+
+// ErrNoQueue is returned by Replace when the kernel takes neither encoding
+// of a gate rule's NFQUEUE verdict (no nft_queue, no xt NFQUEUE target):
+// the gate cannot run; nothing is changed.
+var ErrNoQueue = errors.New("the kernel has no NFQUEUE support for the gate (neither nft_queue nor the xt NFQUEUE target)")
