@@ -565,18 +565,7 @@ func (g *Gate) countUpdate(e unix.Errno) {
 // with the highest id (packet ids of a queue grow).
 func (g *Gate) verdicts(batch []slot) {
 	g.w.b = g.w.b[:0]
-	var queue uint16
-	var maxID uint32
-	for i := range batch {
-		if i == 0 || batch[i].queue != queue {
-			if i > 0 {
-				g.w.acceptUpTo(queue, maxID)
-			}
-			queue, maxID = batch[i].queue, 0
-		}
-		maxID = max(maxID, batch[i].id)
-	}
-	g.w.acceptUpTo(queue, maxID)
+	g.w.verdicts(batch)
 	g.wbuf = g.w.b
 	err := g.qraw.Write(g.write)
 	if err == nil {
@@ -594,6 +583,24 @@ func (g *Gate) verdicts(batch []slot) {
 		g.count(Errors, len(batch))
 	}
 	g.obs.Batch(len(batch), g.latencies)
+}
+
+// verdicts appends the batch verdicts accepting every packet of batch: one
+// per run of packets from one queue, with the run's highest id (the ids of
+// a queue grow, and a batch verdict covers every id up to its own).
+func (w *writer) verdicts(batch []slot) {
+	var queue uint16
+	var maxID uint32
+	for i := range batch {
+		if i > 0 && batch[i].queue != queue {
+			w.acceptUpTo(queue, maxID)
+			maxID = 0
+		}
+		queue, maxID = batch[i].queue, max(maxID, batch[i].id)
+	}
+	if len(batch) > 0 {
+		w.acceptUpTo(queue, maxID)
+	}
 }
 
 // noObserver is the Observer of a gate configured without one.
