@@ -121,8 +121,14 @@ type Config struct {
 
 // Snapshot is a copy of the gate's counters.
 type Snapshot struct {
-	Queue                                                                     uint16
-	Queued, Flagged, AlreadyLiberal, NotSelected, Gone, Errors, ReceiveErrors uint64
+	Queue          uint16 `json:"queue"`
+	Queued         uint64 `json:"queued"`
+	Flagged        uint64 `json:"flagged"`
+	AlreadyLiberal uint64 `json:"alreadyLiberal"`
+	NotSelected    uint64 `json:"notSelected"`
+	Gone           uint64 `json:"gone"`
+	Errors         uint64 `json:"errors"`
+	ReceiveErrors  uint64 `json:"receiveErrors"`
 }
 
 // policies is the compiled set of gated policies.

@@ -83,7 +83,7 @@ type Engine struct {
 	// gateActive is set while the gate listens on its queue: new flows of
 	// gated policies are then the gate's to flag.
 	gateActive atomic.Bool
-	global  counters
+	global     counters
 
 	mu       sync.Mutex // guards counters and serializes installs
 	counters map[string]*counters
@@ -98,7 +98,7 @@ type Engine struct {
 type generation struct {
 	sel      *selector.Selector
 	gated    selector.Mask // policies with handshake gate
-	counters []*counters // by selector index
+	counters []*counters   // by selector index
 	// owned is the union of the directions of this and every earlier
 	// generation, and Config.OwnedDirections: what ctguard may have set.
 	owned flows.Directions
