@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"os/exec"
 	"regexp"
 	"strconv"
 	"syscall"
@@ -130,4 +131,66 @@ func histogramMean(fams map[string]*dto.MetricFamily, name string) time.Duration
 		return 0
 	}
 	return time.Duration(h.GetSampleSum() / float64(h.GetSampleCount()) * float64(time.Second))
+}
+
+// TestPrivilegedRunGuardAndFallback covers the two other handshake
+// protections under "ctguard run": handshake guard (the perFlow policy's
+// invalid-packet rules drop instead of count), and the gate falling back to
+// guard rules because its queue is taken (as on a kernel without NFQUEUE):
+// the fallback is loud (log, metric, status) and still 0 of 40 reset.
+func TestPrivilegedRunGuardAndFallback(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name     string
+		kind     racetest.Kind
+		guard    bool // handshake: guard; otherwise the gate's queue is taken
+		dropRule string
+	}{
+		{"guard-snat", racetest.SNAT, true, "gated_guard_ipv4"},
+		{"guard-dnat", racetest.DNAT, true, "gated_guard_forward_ipv4"},
+		{"fallback-snat", racetest.SNAT, false, "gated_guard_ipv4"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tp := racetest.New(t, tc.kind, false)
+			pol := gatePolicy(tp)
+			if tc.guard {
+				pol = regexp.MustCompile(`workaround: liberal\n`).ReplaceAllString(pol, "workaround: liberal\n  liberal:\n    handshake: guard\n")
+			} else {
+				// Another process holds the gate's queue.
+				holder := exec.Command("ip", "netns", "exec", tp.NAT.Name, binary, "--state-dir", t.TempDir(), "run",
+					"--metrics-addr", "127.0.0.1:9469", "-f", writePolicy(t, gatePolicy(tp)))
+				holder.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+				if err := holder.Start(); err != nil {
+					t.Fatal(err)
+				}
+				t.Cleanup(func() { holder.Process.Kill(); holder.Wait() })
+				time.Sleep(500 * time.Millisecond)
+				holder.Process.Signal(syscall.SIGSTOP) // holds the queue, answers nothing
+				t.Cleanup(func() { holder.Process.Signal(syscall.SIGCONT) })
+			}
+			state := t.TempDir()
+			p := startRun(t, tp.NAT, state, "-f", writePolicy(t, pol), "--gate-queue", "7301")
+			p.waitReady()
+			if !tc.guard {
+				if v := p.metric("ctguard_gate_state"); v != 2 {
+					t.Errorf("ctguard_gate_state = %v, want 2 (fallback)", v)
+				}
+				if len(p.logged("the handshake gate cannot run; gate policies fall back to guard rules (invalid packets from their servers are dropped)")) != 1 {
+					t.Errorf("no loud log of the fallback:\n%s", p.logs.String())
+				}
+			}
+			a := tp.StartAdversary(t)
+			res := tp.Run(t, a, 40, 8)
+			dropped := namedCounter(t, tp, tc.dropRule)
+			t.Logf("%d of 40 reset; guard rule dropped %d", res.Reset, dropped)
+			if res.Reset != 0 {
+				t.Errorf("%d of 40 connections reset", res.Reset)
+			}
+			// The segments of flows the event engine flagged in time are
+			// valid; the others (the race it lost) are dropped.
+			if dropped == 0 {
+				t.Errorf("the guard rule dropped nothing: the race did not happen, the test proves nothing")
+			}
+		})
+	}
 }
