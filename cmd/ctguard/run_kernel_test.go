@@ -40,7 +40,7 @@ const metricsAddr = "127.0.0.1:9468"
 
 // runProc is a "ctguard run" process started in a test namespace.
 type runProc struct {
-	t    *testing.T
+	t    testing.TB
 	ns   *netnstest.NS
 	cmd  *exec.Cmd
 	logs *syncBuffer
@@ -71,7 +71,7 @@ func (b *syncBuffer) String() string {
 // startRun starts "ctguard --state-dir stateDir run --metrics-addr
 // metricsAddr --resync 1s args..." in ns ("ip netns exec" execs ctguard,
 // so the process is ctguard itself). It is killed when the test ends.
-func startRun(t *testing.T, ns *netnstest.NS, stateDir string, args ...string) *runProc {
+func startRun(t testing.TB, ns *netnstest.NS, stateDir string, args ...string) *runProc {
 	t.Helper()
 	full := append([]string{"netns", "exec", ns.Name, binary, "--state-dir", stateDir,
 		"run", "--metrics-addr", metricsAddr, "--resync", "1s"}, args...)

@@ -95,7 +95,12 @@ type Adversary struct {
 	// Settle is how long the server waits after the segment before looking
 	// at its connection.
 	Settle time.Duration
+	benign atomic.Bool
 }
+
+// SetBenign turns the adversary into a plain server (no segment, no wait),
+// for measuring what a mitigation costs, or back.
+func (a *Adversary) SetBenign(on bool) { a.benign.Store(on) }
 
 // StartAdversary listens on the backend address in the server namespace.
 func (tp *Topo) StartAdversary(t testing.TB) *Adversary {
@@ -147,6 +152,11 @@ func (a *Adversary) serve() {
 }
 
 func (a *Adversary) handle(c *net.TCPConn) {
+	if a.benign.Load() {
+		a.survived.Add(1)
+		a.answer(c)
+		return
+	}
 	if err := a.inject(c); err != nil {
 		a.reset.Add(1) // cannot tell: count against the mitigation
 		return
@@ -157,6 +167,11 @@ func (a *Adversary) handle(c *net.TCPConn) {
 		return
 	}
 	a.survived.Add(1)
+	a.answer(c)
+}
+
+// answer reads the client's ping and answers pong.
+func (a *Adversary) answer(c *net.TCPConn) {
 	c.SetDeadline(time.Now().Add(5 * time.Second))
 	buf := make([]byte, 5)
 	if _, err := io.ReadFull(c, buf); err == nil {
