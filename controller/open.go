@@ -78,7 +78,3 @@ func (c *Controller) SetGate(queue uint16, available bool, onNoQueue func(error)
 	c.rules.NoQueue = !available
 	c.onNoQueue = onNoQueue
 }
-
-// GateFallback reports whether gate policies run guard rules instead (the
-// gate could not run).
-func (c *Controller) GateFallback() bool { return c.rules.NoQueue }
