@@ -134,7 +134,7 @@ func runController(ctx context.Context, g *globals, f *runFlags) error {
 		Resync:       f.resync,
 		Engine:       gated,
 		Metrics:      m,
-		Gate:         gated.status,
+		Gate:         func() *controller.GateStatus { return gateStatus(gated, s.Tables) },
 		Publish: func(st controller.LiveStatus) {
 			failing.Store(st.ReconcileFailing)
 			s.publishLive(st)
