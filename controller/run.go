@@ -46,6 +46,11 @@ type RunConfig struct {
 	// Gate reports the handshake gate's state for the live status
 	// (optional; nil when there is no gate).
 	Gate func() *GateStatus
+	// Held, when set, is the release function of locks the caller took
+	// with HoldForRun before Run (to bind the gate's queue only once no
+	// other ctguard runs in the namespace); Run calls it when it returns.
+	// Nil: Run takes the locks itself.
+	Held func()
 }
 
 // GateStatus is the handshake gate's state in a live status.
@@ -75,6 +80,11 @@ type LiveStatus struct {
 	Gate             *GateStatus      `json:"gate,omitempty"`
 }
 
+// HoldForRun takes the namespace and state-directory locks a controller
+// holds for its lifetime: it fails, naming the holder, while another
+// ctguard runs in this network namespace or manages this state directory.
+func (c *Controller) HoldForRun() (release func(), err error) { return c.hold(nslock.RoleRun) }
+
 // Run is the long-running controller: it applies the policies, runs the
 // per-flow engine, and reconciles on every reload, resync tick and table
 // change until ctx ends. A policy that fails to load at start is returned
@@ -86,9 +96,11 @@ func (c *Controller) Run(ctx context.Context, cfg RunConfig) error {
 		cfg.Metrics.PolicyLoadErrors.Inc()
 		return err
 	}
-	release, err := c.hold(nslock.RoleRun)
-	if err != nil {
-		return err
+	release := cfg.Held
+	if release == nil {
+		if release, err = c.HoldForRun(); err != nil {
+			return err
+		}
 	}
 	defer release()
 	if err := c.store.RemoveTemps(); err != nil {

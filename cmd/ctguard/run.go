@@ -90,7 +90,16 @@ func runController(ctx context.Context, g *globals, f *runFlags) error {
 	// The gate listens before the first apply installs its rules and
 	// before the engine's first dump (Run starts the engine after the
 	// apply). A policy that does not load is reported by Run.
-	initial, _ := loadPolicies(f.file)
+	initial, err := loadPolicies(f.file)
+	if err != nil {
+		return err // nothing is locked, bound or applied yet
+	}
+	// Only one ctguard runs in a namespace: hold its locks before binding
+	// the queue, which a running ctguard holds.
+	release, err := s.HoldForRun()
+	if err != nil {
+		return err
+	}
 	gated := startGate(s, g, engine, m, initial.Policies)
 
 	reload := make(chan struct{}, 1)
@@ -140,6 +149,7 @@ func runController(ctx context.Context, g *globals, f *runFlags) error {
 			s.publishLive(st)
 		},
 		CleanupOnExit: f.cleanupOnExit,
+		Held:          release,
 	})
 }
 
