@@ -3,6 +3,7 @@ package controller
 import (
 	"context"
 	"errors"
+	"slices"
 	"time"
 
 	"github.com/ctguard/ctguard/controller/flows"
@@ -60,7 +61,7 @@ type ApplyResult struct {
 func (c *Controller) readTable(j *journal.Journal) (*ruleset.Table, error) {
 	t, err := c.tables.Read()
 	if fe := (*nft.ForeignTableError)(nil); errors.As(err, &fe) {
-		if fe.Table != nil && journaled(j, fe.Table) {
+		if fe.Table != nil && c.journaled(j, fe.Table) {
 			return fe.Table, nil
 		}
 		return nil, err
@@ -69,8 +70,9 @@ func (c *Controller) readTable(j *journal.Journal) (*ruleset.Table, error) {
 }
 
 // journaled reports whether t is exactly the table of the revision in
-// force or the pending one of j.
-func journaled(j *journal.Journal, t *ruleset.Table) bool {
+// force or the pending one of j, as this ctguard builds it or as a ctguard
+// from before the handshake gate built it (no gate or guard rules).
+func (c *Controller) journaled(j *journal.Journal, t *ruleset.Table) bool {
 	if j == nil {
 		return false
 	}
@@ -78,11 +80,27 @@ func journaled(j *journal.Journal, t *ruleset.Table) bool {
 		if r == nil || len(r.Policies) == 0 {
 			continue
 		}
-		if want := ruleset.Build(r.Policies); ruleset.Equal(&want, t) {
-			return true
+		for _, ps := range [][]policy.Policy{r.Policies, withoutHandshake(r.Policies)} {
+			if want := ruleset.Build(ps, c.rules); ruleset.Equal(&want, t) {
+				return true
+			}
 		}
 	}
 	return false
+}
+
+// withoutHandshake returns copies of ps whose per-flow policies have
+// handshake none: the table a ctguard without the gate wrote for them.
+func withoutHandshake(ps []policy.Policy) []policy.Policy {
+	out := slices.Clone(ps)
+	for i := range out {
+		if out[i].IsPerFlow() {
+			l := *out[i].Spec.Liberal
+			l.Handshake = policy.HandshakeNone
+			out[i].Spec.Liberal = &l
+		}
+	}
+	return out
 }
 
 // drift names what differs between desired and observed.
@@ -151,7 +169,7 @@ func (c *Controller) applyLocked(ctx context.Context, j *journal.Journal, set Po
 		if p.Empty() {
 			return res, nil
 		}
-		if err := c.converge(desired, observed); err != nil {
+		if err := c.convergeGate(set.Policies, &desired, observed); err != nil {
 			return ApplyResult{}, err
 		}
 		if opts.flows {
@@ -181,7 +199,7 @@ func (c *Controller) applyLocked(ctx context.Context, j *journal.Journal, set Po
 	if err := c.store.Save(j); err != nil {
 		return ApplyResult{}, wrap("journal the apply (kernel untouched)", err)
 	}
-	if err := c.converge(desired, observed); err != nil {
+	if err := c.convergeGate(set.Policies, &desired, observed); err != nil {
 		return ApplyResult{}, err
 	}
 	flagged, cleared := 0, 0
@@ -252,20 +270,40 @@ func (c *Controller) build(policies []policy.Policy) ruleset.Table {
 	ref, err := c.store.PoliciesRef(policies)
 	c.builtMu.Lock()
 	defer c.builtMu.Unlock()
-	if err == nil && c.built != nil && c.built.ref == ref {
+	if err == nil && c.built != nil && c.built.ref == ref && c.built.opts == c.rules {
 		return c.built.table
 	}
-	t := ruleset.Build(policies)
+	t := ruleset.Build(policies, c.rules)
 	if err == nil {
-		c.built = &builtTable{ref: ref, table: t}
+		c.built = &builtTable{ref: ref, opts: c.rules, table: t}
 	}
 	return t
 }
 
-// builtTable is the table last built and the reference of its policies.
+// builtTable is the table last built, the reference of its policies and
+// the options it was built with.
 type builtTable struct {
 	ref   string
+	opts  ruleset.Options
 	table ruleset.Table
+}
+
+// convergeGate is converge that falls back, for good, from gate rules to
+// guard rules when the kernel has no NFQUEUE for the gate: missing
+// features never leave a policy without protection.
+func (c *Controller) convergeGate(policies []policy.Policy, desired *plan.State, observed plan.State) error {
+	err := c.converge(*desired, observed)
+	if !errors.Is(err, nft.ErrNoQueue) || c.rules.NoQueue {
+		return err
+	}
+	c.rules.NoQueue = true
+	c.log.Error("the gate cannot run on this kernel: gate policies fall back to guard rules (invalid packets from their servers are dropped)", "err", err)
+	if c.onNoQueue != nil {
+		c.onNoQueue(err)
+	}
+	t := ruleset.Build(policies, c.rules)
+	desired.Table = &t
+	return c.converge(*desired, observed)
 }
 
 // converge writes the table and sysctls where they differ from desired:

@@ -65,6 +65,10 @@ type Controller struct {
 	nsLock  NamespaceLock
 	netns   string
 	log     *slog.Logger
+	// rules are the ruleset options; rules.NoQueue turns on for good once
+	// the kernel refused the gate's queue.
+	rules     ruleset.Options
+	onNoQueue func(error)
 	// built caches the desired table of the last policies built.
 	builtMu sync.Mutex
 	built   *builtTable
@@ -82,6 +86,10 @@ type Config struct {
 	// another namespace is never used.
 	NetNS  string
 	Logger *slog.Logger
+	// Rules are the options the table is built with (mark bit, the gate's
+	// queue, whether the gate can run; see also SetGate); a zero mark bit
+	// or queue means the default.
+	Rules ruleset.Options
 }
 
 // New returns a Controller.
@@ -89,6 +97,12 @@ func New(cfg Config) *Controller {
 	log := cfg.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Rules.MarkBit == 0 {
+		cfg.Rules.MarkBit = uint32(flows.DefaultMarkBit)
+	}
+	if cfg.Rules.Queue == 0 {
+		cfg.Rules.Queue = ruleset.DefaultQueue
 	}
 	return &Controller{
 		tables:  cfg.Tables,
@@ -98,6 +112,7 @@ func New(cfg Config) *Controller {
 		nsLock:  cfg.Lock,
 		netns:   cfg.NetNS,
 		log:     log,
+		rules:   cfg.Rules,
 	}
 }
 

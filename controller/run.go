@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/ctguard/ctguard/controller/gate"
 	"github.com/ctguard/ctguard/controller/metrics"
 	"github.com/ctguard/ctguard/controller/nslock"
 	"github.com/ctguard/ctguard/controller/perflow"
@@ -42,6 +43,27 @@ type RunConfig struct {
 	// CleanupOnExit removes everything ctguard applied when ctx ends;
 	// otherwise the mitigation stays in force while ctguard is down.
 	CleanupOnExit bool
+	// Gate reports the handshake gate's state for the live status
+	// (optional; nil when there is no gate).
+	Gate func() *GateStatus
+	// Held, when set, is the release function of locks the caller took
+	// with HoldForRun before Run (to bind the gate's queue only once no
+	// other ctguard runs in the namespace); Run calls it when it returns.
+	// Nil: Run takes the locks itself.
+	Held func()
+}
+
+// GateStatus is the handshake gate's state in a live status.
+type GateStatus struct {
+	// State is "listening", "fallback" (gate policies run guard rules:
+	// the kernel or the queue refused) or "stopped" (the gate failed; the
+	// event engine flags new flows again).
+	State string `json:"state"`
+	// Encoding is how the kernel took the gate rules' queue verdict.
+	Encoding string `json:"encoding,omitempty"`
+	// Reason says why the gate is not listening.
+	Reason   string        `json:"reason,omitempty"`
+	Counters gate.Snapshot `json:"counters"`
 }
 
 // LiveStatus is what a running controller publishes for "ctguard status".
@@ -55,7 +77,13 @@ type LiveStatus struct {
 	// may not match the policy in force.
 	ReconcileFailing bool             `json:"reconcileFailing,omitempty"`
 	Engine           perflow.Snapshot `json:"engine"`
+	Gate             *GateStatus      `json:"gate,omitempty"`
 }
+
+// HoldForRun takes the namespace and state-directory locks a controller
+// holds for its lifetime: it fails, naming the holder, while another
+// ctguard runs in this network namespace or manages this state directory.
+func (c *Controller) HoldForRun() (release func(), err error) { return c.hold(nslock.RoleRun) }
 
 // Run is the long-running controller: it applies the policies, runs the
 // per-flow engine, and reconciles on every reload, resync tick and table
@@ -68,9 +96,11 @@ func (c *Controller) Run(ctx context.Context, cfg RunConfig) error {
 		cfg.Metrics.PolicyLoadErrors.Inc()
 		return err
 	}
-	release, err := c.hold(nslock.RoleRun)
-	if err != nil {
-		return err
+	release := cfg.Held
+	if release == nil {
+		if release, err = c.HoldForRun(); err != nil {
+			return err
+		}
 	}
 	defer release()
 	if err := c.store.RemoveTemps(); err != nil {
@@ -258,6 +288,9 @@ func (l *loop) publish() {
 		Revision:   l.revision,
 		Generation: l.generation,
 		Engine:     l.cfg.Engine.Stats(),
+	}
+	if l.cfg.Gate != nil {
+		st.Gate = l.cfg.Gate()
 	}
 	if err := errors.Join(l.loadErr, l.lastErr); err != nil {
 		st.LastError = err.Error()

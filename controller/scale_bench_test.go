@@ -112,7 +112,7 @@ func runNft(b *testing.B, ns *netnstest.NS, m *cpuMeter, args ...string) {
 // makes it delete and re-create the table, as a whole-table reload does.
 func nftFile(b *testing.B, ps []policy.Policy, replace bool) string {
 	b.Helper()
-	text := ruleset.Build(ps).String()
+	text := ruleset.Build(ps, ruleset.Options{}).String()
 	if replace {
 		text = "table inet ctguard\ndelete table inet ctguard\n" + text
 	}

@@ -87,6 +87,20 @@ func runController(ctx context.Context, g *globals, f *runFlags) error {
 	if err != nil {
 		return err
 	}
+	// The gate listens before the first apply installs its rules and
+	// before the engine's first dump (Run starts the engine after the
+	// apply). A policy that does not load is reported by Run.
+	initial, err := loadPolicies(f.file)
+	if err != nil {
+		return err // nothing is locked, bound or applied yet
+	}
+	// Only one ctguard runs in a namespace: hold its locks before binding
+	// the queue, which a running ctguard holds.
+	release, err := s.HoldForRun()
+	if err != nil {
+		return err
+	}
+	gated := startGate(s, g, engine, m, initial.Policies)
 
 	reload := make(chan struct{}, 1)
 	hup := make(chan os.Signal, 1)
@@ -127,13 +141,15 @@ func runController(ctx context.Context, g *globals, f *runFlags) error {
 		Reload:       reload,
 		TableChanged: changed,
 		Resync:       f.resync,
-		Engine:       engine,
+		Engine:       gated,
 		Metrics:      m,
+		Gate:         func() *controller.GateStatus { return gateStatus(gated, s.Tables) },
 		Publish: func(st controller.LiveStatus) {
 			failing.Store(st.ReconcileFailing)
 			s.publishLive(st)
 		},
 		CleanupOnExit: f.cleanupOnExit,
+		Held:          release,
 	})
 }
 

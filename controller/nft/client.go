@@ -31,14 +31,20 @@ const batchBuffer = 64 << 20
 // allocates set IDs from an unsynchronised global counter: do all writes,
 // of every Client, from one goroutine. A Client serialises its own calls.
 type Client struct {
-	mu   sync.Mutex
-	conn *nftables.Conn // lasting, for reads
-	raw  *rawConn       // lasting, for set element dumps and the generation
-	last *verified      // the table as last read in full
+	mu    sync.Mutex
+	conn  *nftables.Conn // lasting, for reads
+	raw   *rawConn       // lasting, for set element dumps and the generation
+	last  *verified      // the table as last read in full
+	opts  []nftables.ConnOption
+	table *nftables.Table
 	// changes logs which generations touched the table, while Watch runs.
 	changes *changeLog
-	opts    []nftables.ConnOption
-	table   *nftables.Table
+	// netnsFd is the namespace (< 0: the caller's), for getRules.
+	netnsFd int
+	// queue is the gate rules' queue encoding the kernel took last
+	// (queueKnown), else the one to try first.
+	queue      QueueEncoding
+	queueKnown bool
 }
 
 // New opens a netlink connection in the namespace of netnsFd, or in the
@@ -57,7 +63,7 @@ func New(netnsFd int) (*Client, error) {
 		conn.CloseLasting()
 		return nil, err
 	}
-	return &Client{conn: conn, raw: raw, opts: opts, table: &nftables.Table{Name: ruleset.TableName, Family: nftables.TableFamilyINet}}, nil
+	return &Client{conn: conn, raw: raw, opts: opts, netnsFd: netnsFd, table: &nftables.Table{Name: ruleset.TableName, Family: nftables.TableFamilyINet}}, nil
 }
 
 // batch returns a fresh connection to queue one write batch on: a batch
@@ -168,6 +174,16 @@ func (c *Client) read(table *nftables.Table) (*ruleset.Table, error) {
 		return nil, err
 	}
 	slices.Sort(t.Foreign)
+	if hasGate(t) {
+		c.queue, c.queueKnown = QueueNative, true
+	}
+	inFamilyTables, err := c.readGateTables(&t)
+	if err != nil {
+		return nil, err
+	}
+	if inFamilyTables {
+		c.queue, c.queueKnown = QueueCompat, true
+	}
 	return &t, nil
 }
 
@@ -176,21 +192,43 @@ func (c *Client) read(table *nftables.Table) (*ruleset.Table, error) {
 func (c *Client) Counters() (map[string]ruleset.Counter, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	return c.allCounters()
+}
+
+// allCounters reads the counters of ctguard's tables: inet ctguard and
+// the gate's ip and ip6 tables.
+func (c *Client) allCounters() (map[string]ruleset.Counter, error) {
 	counters, _, err := c.objects()
-	return counters, err
+	if err != nil {
+		return nil, err
+	}
+	for _, fam := range gateFamilies {
+		fc, _, err := c.objectsOf(familyTable(fam))
+		if err != nil {
+			return nil, err
+		}
+		addCounters(counters, fc)
+	}
+	return counters, nil
 }
 
 // objects reads the table's stateful objects: its counters, and a
 // description of any other object (ctguard creates none).
 func (c *Client) objects() (counters map[string]ruleset.Counter, foreign []string, err error) {
-	objs, err := c.conn.GetNamedObjects(c.table)
+	return c.objectsOf(c.table)
+}
+
+// objectsOf reads the counters and the names of other stateful objects of
+// table t (none when it is absent).
+func (c *Client) objectsOf(t *nftables.Table) (counters map[string]ruleset.Counter, foreign []string, err error) {
+	objs, err := c.conn.GetNamedObjects(t)
 	if err != nil {
 		return nil, nil, fmt.Errorf("read counters: %w", err)
 	}
 	counters = make(map[string]ruleset.Counter, len(objs))
 	for _, o := range objs {
 		n, ok := o.(*nftables.NamedObj)
-		if !ok || n.Table == nil || n.Table.Name != ruleset.TableName {
+		if !ok || n.Table == nil || n.Table.Name != ruleset.TableName || n.Table.Family != t.Family {
 			continue
 		}
 		if v, isCounter := n.Obj.(*expr.Counter); isCounter && n.Type == nftables.ObjTypeCounter {
@@ -257,7 +295,7 @@ func (c *Client) readChains(t *ruleset.Table) ([]ruleset.Chain, error) {
 			t.Foreign = append(t.Foreign, describeChain(ch, len(rules)))
 			continue
 		}
-		rules, err := c.conn.GetRules(c.table, ch)
+		rules, err := c.getRules(nftables.TableFamilyINet, ch.Name)
 		if err != nil {
 			return nil, fmt.Errorf("read rules of chain %s: %w", ch.Name, err)
 		}
@@ -275,6 +313,11 @@ func (c *Client) readChains(t *ruleset.Table) ([]ruleset.Chain, error) {
 // table (if any) is deleted and t created. Counter values are carried over:
 // each counter starts at its current value (packets counted between that
 // read and the commit are lost), a new one at the value in t.
+//
+// Gate rules are written with the native nft queue expression, or, when the
+// kernel lacks nft_queue, with the xtables NFQUEUE target through
+// nft_compat; the batch that fails changes nothing. When the kernel takes
+// neither, Replace fails with ErrNoQueue.
 func (c *Client) Replace(t ruleset.Table) error {
 	if _, err := canonical(t); err != nil {
 		return err
@@ -285,14 +328,74 @@ func (c *Client) Replace(t ruleset.Table) error {
 	if err != nil {
 		return err
 	}
+	gated := hasGate(t)
+	q := c.queue
+	err = c.replace(t, current, q)
+	if err != nil && gated && !c.queueKnown && q == QueueNative && (errors.Is(err, unix.ENOENT) || errors.Is(err, unix.EOPNOTSUPP)) {
+		q = QueueCompat
+		if errCompat := c.replace(t, current, q); errCompat != nil {
+			return fmt.Errorf("replace table inet ctguard: %w (nft queue: %v; xt NFQUEUE: %v)", ErrNoQueue, err, errCompat)
+		}
+		err = nil
+	}
+	if err != nil {
+		return err
+	}
+	if gated {
+		c.queue, c.queueKnown = q, true
+	}
+	return nil
+}
+
+// QueueEncoding returns the encoding the kernel took for the gate rules,
+// and false before a table with gate rules was written or read.
+func (c *Client) QueueEncoding() (QueueEncoding, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.queue, c.queueKnown
+}
+
+// hasGate reports whether t holds a gate rule.
+func hasGate(t ruleset.Table) bool {
+	for _, ch := range t.Chains {
+		for _, r := range ch.Rules {
+			if r.Purpose == ruleset.PurposeGate {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// replace sends the batch deleting and re-creating the table.
+func (c *Client) replace(t ruleset.Table, current map[string]ruleset.Counter, q QueueEncoding) error {
 	b, err := c.batch()
+	if err != nil {
+		return err
+	}
+	owned, err := c.ownedFamilyTables()
 	if err != nil {
 		return err
 	}
 	b.AddTable(c.table)
 	b.DelTable(c.table)
 	b.AddTable(c.table)
+	for fam := range owned { // re-created below, or leftovers of an earlier encoding
+		b.DelTable(familyTable(fam))
+	}
+	split := q == QueueCompat
+	gateCounters := map[string]bool{}
+	for _, ch := range t.Chains {
+		for _, r := range ch.Rules {
+			if split && r.Purpose == ruleset.PurposeGate {
+				gateCounters[r.Counter] = true
+			}
+		}
+	}
 	for _, ct := range t.Counters {
+		if gateCounters[ct.Name] {
+			continue // in the family tables
+		}
 		if cur, ok := current[ct.Name]; ok {
 			ct = cur
 		}
@@ -305,6 +408,12 @@ func (c *Client) Replace(t ruleset.Table) error {
 		}
 	}
 	for _, ch := range t.Chains {
+		if split && ch.Hook == ruleset.HookPrerouting {
+			if err := c.addGateTables(b, ch, t.Counters, q); err != nil {
+				return err
+			}
+			continue
+		}
 		chain := b.AddChain(&nftables.Chain{
 			Name:     ch.Name(),
 			Table:    c.table,
@@ -314,7 +423,7 @@ func (c *Client) Replace(t ruleset.Table) error {
 			Policy:   policyRef(nftables.ChainPolicyAccept),
 		})
 		for _, r := range ch.Rules {
-			b.AddRule(&nftables.Rule{Table: c.table, Chain: chain, Exprs: ruleExprs(r, setIDs), UserData: commentData(r.Comment())})
+			b.AddRule(&nftables.Rule{Table: c.table, Chain: chain, Exprs: ruleExprs(r, setIDs, q), UserData: commentData(r.Comment())})
 		}
 	}
 	addOwnerMark(b, c.table) // in the batch that creates the table
@@ -349,7 +458,8 @@ func (c *Client) addSet(b *nftables.Conn, s ruleset.Set, setIDs map[string]uint3
 
 func policyRef(p nftables.ChainPolicy) *nftables.ChainPolicy { return &p }
 
-// Delete removes table inet ctguard in one batch; an absent table is fine.
+// Delete removes table inet ctguard (and ip/ip6 ctguard, see
+// addGateTables) in one batch; an absent table is fine.
 func (c *Client) Delete() error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -357,8 +467,15 @@ func (c *Client) Delete() error {
 	if err != nil {
 		return err
 	}
+	owned, err := c.ownedFamilyTables()
+	if err != nil {
+		return err
+	}
 	b.AddTable(c.table)
 	b.DelTable(c.table)
+	for fam := range owned {
+		b.DelTable(familyTable(fam))
+	}
 	if err := b.Flush(); err != nil {
 		return fmt.Errorf("delete table inet ctguard: %w", err)
 	}

@@ -35,7 +35,7 @@ func (c *Client) cached(gen uint32) (t *ruleset.Table, ok bool, err error) {
 		// ctguard (other tables changed).
 		c.last.gen = gen
 	}
-	counters, _, err := c.objects()
+	counters, err := c.allCounters()
 	if err != nil {
 		return nil, false, err
 	}

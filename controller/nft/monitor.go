@@ -20,7 +20,8 @@ import (
 // ends with NFT_MSG_NEWGEN naming the generation it made.
 
 // changeLog remembers, from notifications, which generations touched
-// table inet ctguard, so Read knows a moved generation left it alone.
+// a table named ctguard (inet, or the gate's ip and ip6 tables), so Read
+// knows a moved generation left them alone.
 type changeLog struct {
 	mu sync.Mutex
 	// since is the generation when the subscription started: every
@@ -161,7 +162,7 @@ func (c *Client) monitor() (<-chan *nftables.MonitorEvents, func() error, error)
 				if t.Name != "" {
 					ev.Data = t // else nil: a change watch cannot attribute
 				}
-				if t.Name == "" || t.Name == ruleset.TableName && t.Family == nftables.TableFamilyINet {
+				if t.Name == "" || t.Name == ruleset.TableName { // inet, or the gate's ip and ip6 tables
 					touched = true
 				}
 				batch = append(batch, ev)

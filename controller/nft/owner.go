@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"math/bits"
+	"slices"
 	"strings"
 
 	"github.com/ctguard/ctguard/controller/ruleset"
@@ -82,16 +83,19 @@ func addOwnerMark(b *nftables.Conn, t *nftables.Table) {
 func ownerExprs() []expr.Any { return []expr.Any{&expr.Verdict{Kind: expr.VerdictReturn}} }
 
 // marked reports whether table inet ctguard carries the ownership mark.
-func (c *Client) marked() (bool, error) {
-	chains, err := c.conn.ListChainsOfTableFamily(nftables.TableFamilyINet)
+func (c *Client) marked() (bool, error) { return c.markedTable(c.table) }
+
+// markedTable reports whether table t carries the ownership mark.
+func (c *Client) markedTable(t *nftables.Table) (bool, error) {
+	chains, err := c.conn.ListChainsOfTableFamily(t.Family)
 	if err != nil {
 		return false, fmt.Errorf("list chains: %w", err)
 	}
 	for _, ch := range chains {
-		if ch.Table == nil || ch.Table.Name != ruleset.TableName || !isOwnerChain(ch) {
+		if ch.Table == nil || ch.Table.Name != t.Name || !isOwnerChain(ch) {
 			continue
 		}
-		rules, err := c.conn.GetRules(c.table, ch)
+		rules, err := c.conn.GetRules(t, ch)
 		if err != nil {
 			return false, fmt.Errorf("read rules of chain %s: %w", ch.Name, err)
 		}
@@ -102,6 +106,33 @@ func (c *Client) marked() (bool, error) {
 		}
 	}
 	return false, nil
+}
+
+// ownedFamilyTables returns, per gate family, whether table ip (ip6)
+// ctguard exists, and refuses with an error wrapping ErrForeignTable when
+// one exists without ctguard's mark: ctguard never replaces or deletes it.
+func (c *Client) ownedFamilyTables() (map[nftables.TableFamily]bool, error) {
+	owned := map[nftables.TableFamily]bool{}
+	for _, fam := range gateFamilies {
+		tables, err := c.conn.ListTablesOfFamily(fam)
+		if err != nil {
+			return nil, fmt.Errorf("list tables: %w", err)
+		}
+		if !slices.ContainsFunc(tables, func(t *nftables.Table) bool { return t.Name == ruleset.TableName }) {
+			continue
+		}
+		marked, err := c.markedTable(familyTable(fam))
+		if err != nil {
+			return nil, err
+		}
+		if !marked {
+			return nil, fmt.Errorf("%w: table %s ctguard lacks ctguard's ownership mark (chain %s), so ctguard will neither replace nor delete it; "+
+				"find out what created it (nft list table %s ctguard); if nothing needs it, delete it and run ctguard again",
+				ErrForeignTable, familyName(fam), OwnerChainName, familyName(fam))
+		}
+		owned[fam] = true
+	}
+	return owned, nil
 }
 
 // contents describes everything in the table, for a refusal or a plan.

@@ -7,6 +7,7 @@ import (
 
 	"github.com/ctguard/ctguard/controller/ruleset"
 	"github.com/ctguard/ctguard/internal/netnstest"
+	"github.com/google/nftables"
 )
 
 // markerCommand adds ctguard's ownership mark with nft, as Replace writes it.
@@ -25,7 +26,7 @@ const operatorTable = `table inet ctguard {
 func TestPrivilegedOwnershipMark(t *testing.T) {
 	ns := netnstest.NewNetNS(t, "nftown")
 	c := newClient(t, ns)
-	want := ruleset.Build(mixedPolicies())
+	want := ruleset.Build(mixedPolicies(), noGateOpts)
 	if err := c.Replace(want); err != nil {
 		t.Fatal(err)
 	}
@@ -72,5 +73,39 @@ func TestPrivilegedForeignTableDescribed(t *testing.T) {
 		if !strings.Contains(text, want) {
 			t.Errorf("error lacks %q:\n%s", want, text)
 		}
+	}
+}
+
+// A table ip ctguard ctguard did not create (no mark) is neither replaced
+// nor deleted, even where the gate's xt encoding would put its rules there.
+func TestPrivilegedForeignFamilyTableKept(t *testing.T) {
+	ns := netnstest.NewNetNS(t, "nftfam")
+	c := newClient(t, ns)
+	ns.MustRun(t, "nft", "add table ip ctguard; add chain ip ctguard mine { type filter hook input priority 0; policy accept; }; add counter ip ctguard c42")
+	if err := c.Replace(ruleset.Build(mixedPolicies(), noGateOpts)); !errors.Is(err, ErrForeignTable) {
+		t.Fatalf("Replace beside a foreign table ip ctguard: %v, want ErrForeignTable", err)
+	}
+	if err := c.Delete(); !errors.Is(err, ErrForeignTable) {
+		t.Fatalf("Delete beside a foreign table ip ctguard: %v, want ErrForeignTable", err)
+	}
+	listed := nftList(t, ns, "table", "ip", "ctguard")
+	for _, want := range []string{`"name": "mine"`, `"name": "c42"`} {
+		if !strings.Contains(listed, want) {
+			t.Errorf("table ip ctguard lost %s:\n%s", want, listed)
+		}
+	}
+	// ctguard's own family tables carry the mark and go with Delete.
+	ns.MustRun(t, "nft", "delete table ip ctguard")
+	if err := c.Replace(ruleset.Build(mixedPolicies(), testOpts)); err != nil {
+		t.Fatal(err)
+	}
+	if enc, _ := c.QueueEncoding(); enc == QueueCompat {
+		// mixedPolicies' perFlow policy is IPv6 only: its gate rule is in ip6 ctguard.
+		if m, err := c.markedTable(familyTable(nftables.TableFamilyIPv6)); err != nil || !m {
+			t.Fatalf("table ip6 ctguard written by ctguard: marked %v, %v", m, err)
+		}
+	}
+	if err := c.Delete(); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -26,7 +26,7 @@ func hostsState(n, edit int) State {
 		Workaround:  policy.WorkaroundDropInvalid,
 		DropInvalid: &policy.DropInvalid{Hooks: []policy.Hook{policy.HookInput}},
 		Match:       policy.Match{Family: policy.FamilyIPv4, Destinations: hosts},
-	}}})
+	}}}, testOpts)
 	return State{Table: &t}
 }
 
