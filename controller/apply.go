@@ -19,7 +19,7 @@ import (
 // Plan reads the kernel and returns what Apply would change. It changes
 // nothing, not even the journal.
 func (c *Controller) Plan(ctx context.Context, set PolicySet) (plan.Plan, error) {
-	j, unlock, err := c.loadJournal()
+	j, unlock, err := c.loadJournal(false)
 	if err != nil {
 		return plan.Plan{}, err
 	}
@@ -102,7 +102,7 @@ type applyOptions struct {
 
 // apply is Apply with options; it takes the state lock.
 func (c *Controller) apply(ctx context.Context, set PolicySet, opts applyOptions) (ApplyResult, error) {
-	j, unlock, err := c.loadJournal()
+	j, unlock, err := c.loadJournal(true)
 	if err != nil {
 		return ApplyResult{}, err
 	}
@@ -133,7 +133,7 @@ func (c *Controller) applyLocked(ctx context.Context, j *journal.Journal, set Po
 		return res, err
 	}
 	if j.Baseline == nil {
-		j.NetNS = c.netns
+		j.Stamp(c.identity())
 		j.Baseline = &journal.Baseline{RecordedAt: time.Now().UTC(), Sysctls: map[string]string{}}
 	}
 	for name, want := range desired.Sysctls {

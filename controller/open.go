@@ -32,6 +32,10 @@ func Open(netnsFd int, stateDir string, mark flows.MarkBit, log *slog.Logger) (*
 	if err != nil {
 		return nil, err
 	}
+	id, err := journal.CurrentIdentity(ns)
+	if err != nil {
+		return nil, err
+	}
 	store, err := journal.Open(stateDir)
 	if err != nil {
 		return nil, err
@@ -46,12 +50,14 @@ func Open(netnsFd int, stateDir string, mark flows.MarkBit, log *slog.Logger) (*
 		return nil, err
 	}
 	c := New(Config{
-		Tables:  tables,
-		Sysctls: sysctl.Open(netnsFd),
-		Flows:   conntrackTable{conn: conn, mark: mark, log: log},
-		Store:   store,
-		NetNS:   ns,
-		Logger:  log,
+		Tables:   tables,
+		Sysctls:  sysctl.Open(netnsFd),
+		Flows:    conntrackTable{conn: conn, mark: mark, log: log},
+		Store:    store,
+		NetNS:    ns,
+		BootID:   id.BootID,
+		BootTime: id.BootTime,
+		Logger:   log,
 	})
 	return &Kernel{Controller: c, Tables: tables, Conntrack: conn, Store: store}, nil
 }

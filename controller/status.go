@@ -59,10 +59,9 @@ type RuleStatus struct {
 // Status reads the journal and the kernel. It changes nothing.
 func (c *Controller) Status(ctx context.Context) (Status, error) {
 	// No lock: status only reads, and the journal is replaced atomically.
-	j, err := c.store.Load()
-	if err == nil {
-		err = j.CheckNetNS(c.netns)
-	}
+	// A journal of an earlier boot reads as empty: it describes nothing in
+	// the kernel (the next apply or run archives it).
+	j, err := c.readJournal(false)
 	if err != nil {
 		return Status{}, err
 	}
