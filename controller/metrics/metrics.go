@@ -3,10 +3,10 @@
 package metrics
 
 import (
-	"runtime/debug"
 	"sync"
 	"time"
 
+	"github.com/ctguard/ctguard/internal/version"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 )
@@ -203,24 +203,14 @@ func (m *Metrics) perPolicy() []*prometheus.CounterVec {
 	}
 }
 
-// buildInfo is ctguard_build_info{version,revision,goversion}, always 1.
+// buildInfo is ctguard_build_info{version,revision,goversion}, always 1:
+// the values "ctguard version" prints.
 func buildInfo() prometheus.Collector {
-	version, revision, goVersion := "unknown", "unknown", "unknown"
-	if bi, ok := debug.ReadBuildInfo(); ok {
-		goVersion = bi.GoVersion
-		if bi.Main.Version != "" {
-			version = bi.Main.Version
-		}
-		for _, s := range bi.Settings {
-			if s.Key == "vcs.revision" {
-				revision = s.Value
-			}
-		}
-	}
+	v := version.Get()
 	g := prometheus.NewGauge(prometheus.GaugeOpts{
 		Namespace: Namespace, Name: "build_info",
 		Help:        "Build information of the running ctguard; always 1.",
-		ConstLabels: prometheus.Labels{"version": version, "revision": revision, "goversion": goVersion},
+		ConstLabels: prometheus.Labels{"version": v.Version, "revision": v.Commit, "goversion": v.GoVersion},
 	})
 	g.Set(1)
 	return g
