@@ -36,12 +36,23 @@ type RunConfig struct {
 	Engine Engine
 	// Metrics receives the loop's metrics.
 	Metrics *metrics.Metrics
-	// Publish receives a live status after every reconcile (optional).
+	// Publish receives a live status after every reconcile and every
+	// PublishEvery (optional).
 	Publish func(LiveStatus)
+	// PublishEvery is the period of the live status (DefaultPublishEvery
+	// when 0): "ctguard status" shows the per-flow counters that old.
+	PublishEvery time.Duration
+	// Beat is called each time the loop waits for work, at least every
+	// PublishEvery (optional): a beat that stops means the loop is stuck
+	// in a reconcile.
+	Beat func()
 	// CleanupOnExit removes everything ctguard applied when ctx ends;
 	// otherwise the mitigation stays in force while ctguard is down.
 	CleanupOnExit bool
 }
+
+// DefaultPublishEvery is RunConfig.PublishEvery's default.
+const DefaultPublishEvery = 2 * time.Second
 
 // LiveStatus is what a running controller publishes for "ctguard status".
 type LiveStatus struct {
@@ -95,9 +106,19 @@ func (c *Controller) Run(ctx context.Context, cfg RunConfig) error {
 
 	tick := time.NewTicker(cfg.Resync)
 	defer tick.Stop()
+	every := cfg.PublishEvery
+	if every <= 0 {
+		every = DefaultPublishEvery
+	}
+	pub := time.NewTicker(every)
+	defer pub.Stop()
 	tableChanged := cfg.TableChanged
 	for {
+		if cfg.Beat != nil {
+			cfg.Beat()
+		}
 		select {
+		case <-pub.C:
 		case <-ctx.Done():
 			stopEngine() // before a cleanup, so nothing flags flows again
 			return l.shutdown()

@@ -2,7 +2,8 @@ package controller
 
 import (
 	"context"
-	"errors"
+	"fmt"
+	"strconv"
 	"time"
 
 	"github.com/ctguard/ctguard/controller/ruleset"
@@ -10,10 +11,45 @@ import (
 	"golang.org/x/sys/unix"
 )
 
+// StatusFormatVersion is the version of Status's JSON form
+// ("formatVersion"). It grows when a field changes meaning, type or goes
+// away; new fields do not change it.
+const StatusFormatVersion = 1
+
+// State sums a Status up; "ctguard status" exits with a code per state.
+type State string
+
+// The states, from worst to best.
+const (
+	// StateFailing: an apply was interrupted, or the running controller's
+	// last reconcile failed, its policy source is rejected, or it stopped
+	// publishing its status (stuck).
+	StateFailing State = "failing"
+	// StateDrifted: the table or the sysctl differs from the revision in
+	// force (nobody repairs it unless a controller runs).
+	StateDrifted State = "drifted"
+	// StateNotApplied: ctguard has nothing applied here.
+	StateNotApplied State = "notApplied"
+	// StateInForce: the revision in force is what the kernel has.
+	StateInForce State = "inForce"
+)
+
+// LiveStale is how old a running controller's live status may get before
+// status calls the controller stuck (it publishes every
+// DefaultPublishEvery).
+const LiveStale = 30 * time.Second
+
 // Status is what ctguard has applied in the namespace and what its
-// counters show. JSON field names are part of the CLI contract.
+// counters show. Its JSON form is "ctguard status -o json": camelCase
+// keys, versioned by FormatVersion.
 type Status struct {
-	Kernel string `json:"kernel"`
+	// FormatVersion is StatusFormatVersion.
+	FormatVersion int `json:"formatVersion"`
+	// State sums up the fields below; Problems say why it is failing or
+	// drifted, one line each.
+	State    State    `json:"state"`
+	Problems []string `json:"problems,omitempty"`
+	Kernel   string   `json:"kernel"`
 	// KernelNotes say how this kernel treats the incident's packets.
 	KernelNotes []string `json:"kernelNotes,omitempty"`
 	NetNS       string   `json:"netns"`
@@ -23,19 +59,22 @@ type Status struct {
 	// apply or rollback again.
 	Interrupted bool `json:"interrupted"`
 	// TablePresent says whether table inet ctguard exists; Drift whether
-	// it differs from what the revision in force wants.
+	// it or the sysctl differs from what the revision in force wants.
 	TablePresent bool         `json:"tablePresent"`
 	Drift        bool         `json:"drift"`
 	Rules        []RuleStatus `json:"rules"`
-	// BeLiberal is the global sysctl now and before ctguard's first apply.
-	BeLiberal         string `json:"beLiberal"`
-	BeLiberalBaseline string `json:"beLiberalBaseline,omitempty"`
+	// BeLiberal is the global sysctl now; BeLiberalBaseline its value
+	// before ctguard's first apply, when ctguard manages it.
+	BeLiberal         int  `json:"beLiberal"`
+	BeLiberalBaseline *int `json:"beLiberalBaseline,omitempty"`
 	// ConntrackInvalid is conntrack's per-CPU "invalid" statistic, summed.
 	ConntrackInvalid uint64 `json:"conntrackInvalid"`
-	// Live is the last status a "ctguard run" published (nil if none);
-	// LiveRunning says whether its process still exists.
-	Live        *LiveStatus `json:"live,omitempty"`
-	LiveRunning bool        `json:"liveRunning"`
+	// Live is the last status a "ctguard run" published (nil if none).
+	Live *LiveStatus `json:"live,omitempty"`
+	// ControllerRunning says whether a "ctguard run" manages the state
+	// directory: a process holds the controller lock (/proc/locks; where
+	// that cannot be read, whether Live is younger than LiveStale).
+	ControllerRunning bool `json:"controllerRunning"`
 }
 
 // RevisionStatus summarises a journaled revision.
@@ -86,21 +125,72 @@ func (c *Controller) Status(ctx context.Context) (Status, error) {
 	if table != nil {
 		st.Rules = ruleStatuses(*table)
 	}
-	if st.BeLiberal, err = c.sysctls.Get(sysctl.BeLiberal); err != nil {
+	liberal, err := c.sysctls.Get(sysctl.BeLiberal)
+	if err != nil {
 		return Status{}, wrap("read sysctl", err)
 	}
+	if st.BeLiberal, err = strconv.Atoi(liberal); err != nil {
+		return Status{}, wrap("read sysctl "+sysctl.BeLiberal, err)
+	}
+	if r := j.Latest(); r != nil && !st.Drift {
+		if want, ok := r.Sysctls[sysctl.BeLiberal]; ok && want != liberal {
+			st.Drift = true
+		}
+	}
 	if j.Baseline != nil {
-		st.BeLiberalBaseline = j.Baseline.Sysctls[sysctl.BeLiberal]
+		if v, ok := j.Baseline.Sysctls[sysctl.BeLiberal]; ok {
+			if n, err := strconv.Atoi(v); err == nil {
+				st.BeLiberalBaseline = &n
+			}
+		}
 	}
 	if st.ConntrackInvalid, err = c.flows.Invalid(ctx); err != nil {
 		return Status{}, wrap("read conntrack statistics", err)
 	}
+	held, err := c.store.ControllerHeld()
+	if err != nil {
+		c.log.Warn("cannot tell whether the controller lock is held", "err", err)
+	}
 	var live LiveStatus
 	if err := c.store.LoadLive(&live); err == nil {
 		st.Live = &live
-		st.LiveRunning = processExists(live.PID)
 	}
+	// Only when the lock table cannot be read does a fresh live status
+	// stand in for it (a controller killed with -9 leaves a fresh one).
+	st.ControllerRunning = held || err != nil && st.Live != nil && time.Since(st.Live.UpdatedAt) < LiveStale
+	st.summarize(time.Now())
 	return st, nil
+}
+
+// summarize sets FormatVersion, State and Problems from the other fields.
+func (st *Status) summarize(now time.Time) {
+	st.FormatVersion = StatusFormatVersion
+	var failing, drifted []string
+	if st.Interrupted {
+		failing = append(failing, "the last apply or rollback was interrupted: run it again")
+	}
+	if live := st.Live; live != nil && st.ControllerRunning {
+		if age := now.Sub(live.UpdatedAt); age >= LiveStale {
+			failing = append(failing, fmt.Sprintf("the controller holds its lock but published no status for %s: it may be stuck", age.Round(time.Second)))
+		}
+		if live.ReconcileFailing || live.LastError != "" {
+			failing = append(failing, "the controller reports: "+live.LastError)
+		}
+	}
+	if st.Drift {
+		drifted = append(drifted, "the table or the sysctl differs from the revision in force")
+	}
+	st.Problems = append(failing, drifted...)
+	switch {
+	case len(failing) > 0:
+		st.State = StateFailing
+	case len(drifted) > 0:
+		st.State = StateDrifted
+	case st.Revision == nil && !st.TablePresent:
+		st.State = StateNotApplied
+	default:
+		st.State = StateInForce
+	}
 }
 
 // ruleStatuses pairs every rule with its named counter's values.
@@ -139,13 +229,4 @@ func kernelRelease() string {
 		return "unknown"
 	}
 	return unix.ByteSliceToString(u.Release[:])
-}
-
-// processExists reports whether a process with the pid exists.
-func processExists(pid int) bool {
-	if pid <= 0 {
-		return false
-	}
-	err := unix.Kill(pid, 0)
-	return err == nil || errors.Is(err, unix.EPERM)
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"os/signal"
 	"sync/atomic"
@@ -25,6 +26,7 @@ type runFlags struct {
 	resync        time.Duration
 	cleanupOnExit bool
 	eventBuffer   int
+	stuckAfter    time.Duration
 }
 
 func newRunCommand(g *globals) *cobra.Command {
@@ -47,6 +49,7 @@ place (unless --cleanup-on-exit). Without -f the embedded default policy runs.`,
 	fl.DurationVar(&f.resync, "resync", 30*time.Second, "period of the drift check")
 	fl.BoolVar(&f.cleanupOnExit, "cleanup-on-exit", false, "remove everything ctguard applied when stopped")
 	fl.IntVar(&f.eventBuffer, "event-buffer", flows.DefaultEventBuffer, "receive buffer of the conntrack event socket, in bytes")
+	fl.DurationVar(&f.stuckAfter, "stuck-after", time.Minute, "/healthz fails when the reconcile loop or the per-flow engine has been busy with one piece of work this long")
 	return cmd
 }
 
@@ -54,8 +57,26 @@ func runController(ctx context.Context, g *globals, f *runFlags) error {
 	if f.resync <= 0 {
 		return fmt.Errorf("--resync: must be positive, got %s", f.resync)
 	}
+	if f.stuckAfter <= 0 {
+		return fmt.Errorf("--stuck-after: must be positive, got %s", f.stuckAfter)
+	}
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
+	// Bind the metrics address first: probes that can never answer must
+	// end the process at once, before anything is applied.
+	var metricsLn net.Listener
+	if f.metricsAddr != "" {
+		ln, err := metrics.Listen(f.metricsAddr)
+		if err != nil {
+			return fmt.Errorf("--metrics-addr: %w", err)
+		}
+		metricsLn = ln
+		defer ln.Close()
+	}
+	// A metrics server that fails later ends the controller too.
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	serveErr := make(chan error, 1)
 
 	s, err := openSession(g, "info")
 	if err != nil {
@@ -106,23 +127,30 @@ func runController(ctx context.Context, g *globals, f *runFlags) error {
 		s.log.Warn("nftables change notifications unavailable; drift is repaired on the resync tick only", "err", err)
 	}
 
-	if f.metricsAddr != "" {
-		h := m.Handler(func() error {
-			switch {
-			case !ready.Load():
-				return errors.New("first apply not done yet")
-			case failing.Load():
-				return errors.New("the last reconcile failed: see the logs or ctguard status")
-			}
-			return nil
+	var loopBeat atomic.Int64
+	if metricsLn != nil {
+		h := m.ProbeHandler(metrics.Probes{
+			Ready: func() error {
+				switch {
+				case !ready.Load():
+					return errors.New("first apply not done yet")
+				case failing.Load():
+					return errors.New("the last reconcile failed: see the logs or ctguard status")
+				}
+				return nil
+			},
+			Live: func() error {
+				return stuck(time.Now(), f.stuckAfter, loopBeat.Load(), engine.Heartbeat())
+			},
 		})
 		go func() {
-			if err := metrics.Serve(ctx, f.metricsAddr, h); err != nil {
-				s.log.Error("metrics endpoint stopped", "addr", f.metricsAddr, "err", err)
+			if err := metrics.ServeListener(ctx, metricsLn, h); err != nil {
+				serveErr <- err
+				cancel()
 			}
 		}()
 	}
-	return s.Run(ctx, controller.RunConfig{
+	err = s.Run(ctx, controller.RunConfig{
 		Load:         func() (controller.PolicySet, error) { return loadPolicies(f.file) },
 		Reload:       reload,
 		TableChanged: changed,
@@ -133,8 +161,32 @@ func runController(ctx context.Context, g *globals, f *runFlags) error {
 			failing.Store(st.ReconcileFailing)
 			s.publishLive(st)
 		},
+		Beat:          func() { loopBeat.Store(time.Now().UnixNano()) },
 		CleanupOnExit: f.cleanupOnExit,
 	})
+	select {
+	case e := <-serveErr:
+		return errors.Join(err, fmt.Errorf("--metrics-addr %s: %w", f.metricsAddr, e))
+	default:
+		return err
+	}
+}
+
+// stuck fails when the reconcile loop (last beat at loopBeat, Unix ns) or
+// the per-flow engine (last beat engineBeat) has not waited for work for
+// longer than after. A loop or engine that never beat yet is starting.
+func stuck(now time.Time, after time.Duration, loopBeat int64, engineBeat time.Time) error {
+	if loopBeat != 0 {
+		if idle := now.Sub(time.Unix(0, loopBeat)); idle > after {
+			return fmt.Errorf("the reconcile loop has been busy for %s (--stuck-after %s)", idle.Round(time.Second), after)
+		}
+	}
+	if !engineBeat.IsZero() {
+		if idle := now.Sub(engineBeat); idle > after {
+			return fmt.Errorf("the per-flow engine has been busy for %s (--stuck-after %s)", idle.Round(time.Second), after)
+		}
+	}
+	return nil
 }
 
 // forwardSignals turns SIGHUP into a reload.
