@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"os"
 	"os/signal"
@@ -16,6 +17,7 @@ import (
 	"github.com/ctguard/ctguard/controller/metrics"
 	"github.com/ctguard/ctguard/controller/perflow"
 	"github.com/ctguard/ctguard/controller/watch"
+	"github.com/ctguard/ctguard/internal/sdnotify"
 	"github.com/spf13/cobra"
 )
 
@@ -89,6 +91,11 @@ func runController(ctx context.Context, g *globals, f *runFlags) error {
 	}
 	m := metrics.New()
 	var ready, failing atomic.Bool
+	var loopBeat atomic.Int64
+	sd, err := sdnotify.FromEnv()
+	if err != nil {
+		s.log.Warn("systemd notifications off", "err", err)
+	}
 	engine, err := perflow.New(perflow.Config{
 		Conn:        perflow.FromFlows(s.Conntrack),
 		MarkBit:     flows.MarkBit(g.markBit),
@@ -103,11 +110,20 @@ func runController(ctx context.Context, g *globals, f *runFlags) error {
 		Observer:       metricsObserver{m},
 		// Ready once the policies are applied (Run starts the engine
 		// after its first apply) and the engine listens to events.
-		OnReady: func() { ready.Store(true) },
+		OnReady: func() {
+			ready.Store(true)
+			notifySystemd(sd, s.log, sdnotify.Ready, sdnotify.Status("policies applied; per-flow engine listening"))
+		},
 	})
 	if err != nil {
 		return err
 	}
+	health := func() error { return stuck(time.Now(), f.stuckAfter, loopBeat.Load(), engine.Heartbeat()) }
+	go feedWatchdog(ctx, sd, &ready, health, s.log)
+	go func() {
+		<-ctx.Done()
+		notifySystemd(sd, s.log, sdnotify.Stopping)
+	}()
 
 	reload := make(chan struct{}, 1)
 	hup := make(chan os.Signal, 1)
@@ -127,7 +143,6 @@ func runController(ctx context.Context, g *globals, f *runFlags) error {
 		s.log.Warn("nftables change notifications unavailable; drift is repaired on the resync tick only", "err", err)
 	}
 
-	var loopBeat atomic.Int64
 	if metricsLn != nil {
 		h := m.ProbeHandler(metrics.Probes{
 			Ready: func() error {
@@ -139,9 +154,7 @@ func runController(ctx context.Context, g *globals, f *runFlags) error {
 				}
 				return nil
 			},
-			Live: func() error {
-				return stuck(time.Now(), f.stuckAfter, loopBeat.Load(), engine.Heartbeat())
-			},
+			Live: health,
 		})
 		go func() {
 			if err := metrics.ServeListener(ctx, metricsLn, h); err != nil {
@@ -150,6 +163,7 @@ func runController(ctx context.Context, g *globals, f *runFlags) error {
 			}
 		}()
 	}
+	lastGeneration := -1
 	err = s.Run(ctx, controller.RunConfig{
 		Load:         func() (controller.PolicySet, error) { return loadPolicies(f.file) },
 		Reload:       reload,
@@ -158,7 +172,10 @@ func runController(ctx context.Context, g *globals, f *runFlags) error {
 		Engine:       engine,
 		Metrics:      m,
 		Publish: func(st controller.LiveStatus) {
-			failing.Store(st.ReconcileFailing)
+			if was := failing.Swap(st.ReconcileFailing); was != st.ReconcileFailing || st.Generation != lastGeneration {
+				lastGeneration = st.Generation
+				notifySystemd(sd, s.log, sdnotify.Status(liveLine(st)))
+			}
 			s.publishLive(st)
 		},
 		Beat:          func() { loopBeat.Store(time.Now().UnixNano()) },
@@ -222,4 +239,47 @@ func notify(ch chan<- struct{}) {
 	case ch <- struct{}{}:
 	default:
 	}
+}
+
+// notifySystemd sends systemd notifications, logging a failure.
+func notifySystemd(sd *sdnotify.Notifier, log *slog.Logger, assignments ...string) {
+	if err := sd.Send(assignments...); err != nil {
+		log.Warn("systemd notification failed", "err", err)
+	}
+}
+
+// feedWatchdog sends WATCHDOG=1 twice per systemd's watchdog interval
+// once the controller is ready, as long as health passes: a stuck reconcile
+// loop or engine stops the feed and systemd restarts the service.
+func feedWatchdog(ctx context.Context, sd *sdnotify.Notifier, ready *atomic.Bool, health func() error, log *slog.Logger) {
+	every := sd.WatchdogInterval() / 2
+	if every <= 0 {
+		return
+	}
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if !ready.Load() {
+			continue // systemd's watchdog starts once READY=1 is sent
+		}
+		if err := health(); err != nil {
+			log.Error("not feeding the systemd watchdog", "err", err)
+			continue
+		}
+		notifySystemd(sd, log, sdnotify.Watchdog)
+	}
+}
+
+// liveLine is the one-line state "systemctl status" shows.
+func liveLine(st controller.LiveStatus) string {
+	line := fmt.Sprintf("revision %d, policy generation %d", st.Revision, st.Generation)
+	if st.ReconcileFailing {
+		line += "; reconcile FAILING: " + st.LastError
+	}
+	return line
 }

@@ -74,9 +74,18 @@ func (b *syncBuffer) String() string {
 // so the process is ctguard itself). It is killed when the test ends.
 func startRun(t *testing.T, ns *netnstest.NS, stateDir string, args ...string) *runProc {
 	t.Helper()
+	return startRunEnv(t, ns, stateDir, nil, args...)
+}
+
+// startRunEnv is startRun with env added to the process's environment.
+func startRunEnv(t *testing.T, ns *netnstest.NS, stateDir string, env []string, args ...string) *runProc {
+	t.Helper()
 	full := append([]string{"netns", "exec", ns.Name, binary, "--state-dir", stateDir,
 		"run", "--metrics-addr", metricsAddr, "--resync", "1s"}, args...)
 	p := &runProc{t: t, ns: ns, cmd: exec.Command("ip", full...), logs: &syncBuffer{}, done: make(chan struct{})}
+	if env != nil {
+		p.cmd.Env = append(os.Environ(), env...)
+	}
 	p.cmd.Stdout, p.cmd.Stderr = p.logs, p.logs
 	p.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	lns := topo.Namespace{Name: ns.Name, Handle: ns.Handle}
