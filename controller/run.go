@@ -5,12 +5,14 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strconv"
 	"sync"
 	"time"
 
 	"github.com/ctguard/ctguard/controller/metrics"
 	"github.com/ctguard/ctguard/controller/perflow"
 	"github.com/ctguard/ctguard/controller/ruleset"
+	"github.com/ctguard/ctguard/controller/sysctl"
 	"github.com/ctguard/ctguard/policy"
 )
 
@@ -101,7 +103,7 @@ func (c *Controller) Run(ctx context.Context, cfg RunConfig) error {
 	l.generation = 1
 	cfg.Metrics.PolicyGeneration.Set(1)
 	cfg.Metrics.LastReloadSuccess.SetToCurrentTime()
-	cfg.Metrics.SetPolicies(policyNames(set.Policies))
+	setPolicyMetrics(cfg.Metrics, set.Policies)
 	l.publish()
 
 	tick := time.NewTicker(cfg.Resync)
@@ -196,11 +198,13 @@ func (l *loop) reload(ctx context.Context) {
 	set, err := l.cfg.Load()
 	if err != nil {
 		l.cfg.Metrics.PolicyLoadErrors.Inc()
+		l.cfg.Metrics.PolicySourceRejected.Set(1)
 		l.loadErr = err
 		l.c.log.Error("policy rejected; the last good policy stays in force", "err", err)
 		return
 	}
 	l.loadErr = nil
+	l.cfg.Metrics.PolicySourceRejected.Set(0)
 	l.good = set
 	l.engineBehind = true
 	if err := l.reconcile(ctx, "reload"); err != nil {
@@ -224,7 +228,7 @@ func (l *loop) adopt() {
 	l.generation++
 	l.cfg.Metrics.PolicyGeneration.Set(float64(l.generation))
 	l.cfg.Metrics.LastReloadSuccess.SetToCurrentTime()
-	l.cfg.Metrics.SetPolicies(policyNames(set.Policies))
+	setPolicyMetrics(l.cfg.Metrics, set.Policies)
 	l.c.log.Info("policy reloaded", "source", set.Source, "generation", l.generation, "revision", l.revision)
 }
 
@@ -263,12 +267,53 @@ func (l *loop) publish() {
 	l.cfg.Publish(st)
 }
 
-func policyNames(ps []policy.Policy) []string {
-	names := make([]string, len(ps))
-	for i, p := range ps {
-		names[i] = p.Metadata.Name
+// setPolicyMetrics exports the policies in force: ctguard_policy_info for
+// each, and the per-flow series for the perFlow ones only (the others flag
+// no flow).
+func setPolicyMetrics(m *metrics.Metrics, ps []policy.Policy) {
+	var perFlow []string
+	info := make([]metrics.PolicyInForce, 0, len(ps))
+	for _, p := range ps {
+		scope := ""
+		if p.Spec.Liberal != nil {
+			scope = string(p.Spec.Liberal.Scope)
+		}
+		info = append(info, metrics.PolicyInForce{Name: p.Metadata.Name, Workaround: string(p.Spec.Workaround), Scope: scope})
+		if p.IsPerFlow() {
+			perFlow = append(perFlow, p.Metadata.Name)
+		}
 	}
-	return names
+	m.SetPolicies(perFlow)
+	m.SetPoliciesInForce(info)
+}
+
+// KernelState reads what the metrics show at scrape time: the rule
+// counters, whether the table exists and has drifted from the revision in
+// force, and the global sysctl (metrics.Metrics.ReadKernelAtScrape). It
+// takes no lock and changes nothing.
+func (c *Controller) KernelState() (metrics.KernelState, error) {
+	var ks metrics.KernelState
+	j, err := c.readJournal(false)
+	if err != nil {
+		return ks, err
+	}
+	table, err := c.readTable()
+	if err != nil {
+		return ks, err
+	}
+	liberal, err := c.sysctls.Get(sysctl.BeLiberal)
+	if err != nil {
+		return ks, wrap("read sysctl", err)
+	}
+	if ks.BeLiberal, err = strconv.Atoi(liberal); err != nil {
+		return ks, wrap("read sysctl "+sysctl.BeLiberal, err)
+	}
+	ks.TablePresent = table != nil
+	ks.Drift = drifted(j.Latest(), table, liberal)
+	if table != nil {
+		ks.Rules = ruleCounters(*table)
+	}
+	return ks, nil
 }
 
 // ruleCounters turns the table's rules and counters into metric samples.

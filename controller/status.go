@@ -6,6 +6,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/ctguard/ctguard/controller/journal"
 	"github.com/ctguard/ctguard/controller/ruleset"
 	"github.com/ctguard/ctguard/controller/sysctl"
 	"golang.org/x/sys/unix"
@@ -117,10 +118,6 @@ func (c *Controller) Status(ctx context.Context) (Status, error) {
 			rs.Policies = append(rs.Policies, p.Metadata.Name)
 		}
 		st.Revision = rs
-		want := ruleset.Build(r.Policies)
-		st.Drift = !ruleset.Equal(&want, table)
-	} else {
-		st.Drift = table != nil
 	}
 	if table != nil {
 		st.Rules = ruleStatuses(*table)
@@ -132,11 +129,7 @@ func (c *Controller) Status(ctx context.Context) (Status, error) {
 	if st.BeLiberal, err = strconv.Atoi(liberal); err != nil {
 		return Status{}, wrap("read sysctl "+sysctl.BeLiberal, err)
 	}
-	if r := j.Latest(); r != nil && !st.Drift {
-		if want, ok := r.Sysctls[sysctl.BeLiberal]; ok && want != liberal {
-			st.Drift = true
-		}
-	}
+	st.Drift = drifted(j.Latest(), table, liberal)
 	if j.Baseline != nil {
 		if v, ok := j.Baseline.Sysctls[sysctl.BeLiberal]; ok {
 			if n, err := strconv.Atoi(v); err == nil {
@@ -191,6 +184,21 @@ func (st *Status) summarize(now time.Time) {
 	default:
 		st.State = StateInForce
 	}
+}
+
+// drifted says whether table (nil: absent) or the global sysctl's value
+// liberal differs from what the revision in force r wants; with nothing in
+// force, any table has drifted.
+func drifted(r *journal.Revision, table *ruleset.Table, liberal string) bool {
+	if r == nil {
+		return table != nil
+	}
+	want := ruleset.Build(r.Policies)
+	if !ruleset.Equal(&want, table) {
+		return true
+	}
+	v, ok := r.Sysctls[sysctl.BeLiberal]
+	return ok && v != liberal
 }
 
 // ruleStatuses pairs every rule with its named counter's values.

@@ -113,3 +113,29 @@ func TestStatusJSONKeys(t *testing.T) {
 		t.Errorf("state %v, controllerRunning %v; want failing, true", doc["state"], doc["controllerRunning"])
 	}
 }
+
+func TestKernelState(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	if ks, err := f.c.KernelState(); err != nil || ks.TablePresent || ks.Drift || len(ks.Rules) != 0 {
+		t.Fatalf("before any apply: %+v, %v", ks, err)
+	}
+	if _, err := f.c.Apply(ctx, mustParse(t, dropDoc+"---\n"+globalDoc)); err != nil {
+		t.Fatal(err)
+	}
+	ks, err := f.c.KernelState()
+	if err != nil || !ks.TablePresent || ks.Drift || ks.BeLiberal != 1 || len(ks.Rules) == 0 {
+		t.Fatalf("after apply: %+v, %v", ks, err)
+	}
+	f.sys.values["net.netfilter.nf_conntrack_tcp_be_liberal"] = "0"
+	if ks, _ := f.c.KernelState(); !ks.Drift || ks.BeLiberal != 0 {
+		t.Fatalf("sysctl changed behind ctguard's back: %+v, want drift", ks)
+	}
+	f.sys.values["net.netfilter.nf_conntrack_tcp_be_liberal"] = "1"
+	if err := f.tables.Delete(); err != nil {
+		t.Fatal(err)
+	}
+	if ks, _ := f.c.KernelState(); !ks.Drift || ks.TablePresent {
+		t.Fatalf("table deleted: %+v, want drift", ks)
+	}
+}

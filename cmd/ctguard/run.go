@@ -90,6 +90,9 @@ func runController(ctx context.Context, g *globals, f *runFlags) error {
 		return err
 	}
 	m := metrics.New()
+	// Rule counters, drift and the sysctl are read from the kernel at each
+	// scrape, not only at reconcile time.
+	m.ReadKernelAtScrape(s.KernelState)
 	var ready, failing atomic.Bool
 	var loopBeat atomic.Int64
 	sd, err := sdnotify.FromEnv()

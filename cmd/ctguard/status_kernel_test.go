@@ -168,3 +168,38 @@ func TestPrivilegedStatusMatchesMetrics(t *testing.T) {
 		t.Fatal("status says a controller killed with -9 still runs (its live status is fresh, its lock is gone)")
 	}
 }
+
+// TestPrivilegedMetricsReadAtScrape: with the resync ten minutes away, a
+// change of the global sysctl by the operator (no global policy: ctguard
+// leaves it alone) shows in /metrics at the next scrape, and the state
+// gauges and per-flow series are right for a dropInvalid-only policy set.
+func TestPrivilegedMetricsReadAtScrape(t *testing.T) {
+	t.Parallel()
+	c := newCLI(t)
+	path := writePolicy(t, dropPolicy("wan", "198.19.0.0/24"))
+	p := startRun(t, c.ns, c.stateDir, "-f", path, "--resync", "10m")
+	p.waitReady()
+	m := p.scrape()
+	for name, want := range map[string]float64{
+		"ctguard_table_present": 1, "ctguard_drift_present": 0, "ctguard_sysctl_be_liberal": 0,
+		"ctguard_reconcile_failing": 0, "ctguard_policy_source_rejected": 0, "ctguard_kernel_read_errors_total": 0,
+	} {
+		if v := value(m, name); v != want {
+			t.Errorf("%s = %v, want %v", name, v, want)
+		}
+	}
+	if v := value(m, "ctguard_policy_info", "policy", "wan", "workaround", "dropInvalid"); v != 1 {
+		t.Errorf("ctguard_policy_info{policy=wan} = %v, want 1", v)
+	}
+	if v := value(m, "ctguard_flows_matched_total", "policy", "wan"); v != -1 {
+		t.Errorf("a dropInvalid policy has per-flow series: ctguard_flows_matched_total = %v", v)
+	}
+	if v := value(m, "ctguard_nft_rule_packets_total", "policy", "wan", "purpose", "drop-invalid"); v != 0 {
+		t.Errorf("drop-invalid counter = %v, want 0", v)
+	}
+	c.ns.MustRun(t, "sysctl", "-qw", "net.netfilter.nf_conntrack_tcp_be_liberal=1")
+	time.Sleep(1100 * time.Millisecond) // scrapes share one read a second
+	if v := p.metric("ctguard_sysctl_be_liberal"); v != 1 {
+		t.Fatalf("ctguard_sysctl_be_liberal = %v after the operator set it, want 1 (read at scrape)", v)
+	}
+}
