@@ -29,6 +29,7 @@ type runFlags struct {
 	cleanupOnExit bool
 	eventBuffer   int
 	stuckAfter    time.Duration
+	webConfig     string
 }
 
 func newRunCommand(g *globals) *cobra.Command {
@@ -51,6 +52,7 @@ place (unless --cleanup-on-exit). Without -f the embedded default policy runs.`,
 	fl.DurationVar(&f.resync, "resync", 30*time.Second, "period of the drift check")
 	fl.BoolVar(&f.cleanupOnExit, "cleanup-on-exit", false, "remove everything ctguard applied when stopped")
 	fl.IntVar(&f.eventBuffer, "event-buffer", flows.DefaultEventBuffer, "receive buffer of the conntrack event socket, in bytes")
+	fl.StringVar(&f.webConfig, "web-config-file", "", "TLS and basic auth for --metrics-addr: a Prometheus exporter-toolkit web configuration file (empty: plain HTTP)")
 	fl.DurationVar(&f.stuckAfter, "stuck-after", time.Minute, "/healthz fails when the reconcile loop or the per-flow engine has been busy with one piece of work this long")
 	return cmd
 }
@@ -67,6 +69,14 @@ func runController(ctx context.Context, g *globals, f *runFlags) error {
 	// Bind the metrics address first: probes that can never answer must
 	// end the process at once, before anything is applied.
 	var metricsLn net.Listener
+	if f.webConfig != "" {
+		if f.metricsAddr == "" {
+			return errors.New("--web-config-file: needs --metrics-addr")
+		}
+		if err := metrics.CheckWebConfig(f.webConfig); err != nil {
+			return fmt.Errorf("--web-config-file: %w", err)
+		}
+	}
 	if f.metricsAddr != "" {
 		ln, err := metrics.Listen(f.metricsAddr)
 		if err != nil {
@@ -160,7 +170,7 @@ func runController(ctx context.Context, g *globals, f *runFlags) error {
 			Live: health,
 		})
 		go func() {
-			if err := metrics.ServeListener(ctx, metricsLn, h); err != nil {
+			if err := metrics.ServeListener(ctx, metricsLn, h, f.webConfig, s.log); err != nil {
 				serveErr <- err
 				cancel()
 			}

@@ -5,11 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/prometheus/exporter-toolkit/web"
 )
 
 // Handler serves /metrics from the private registry, /healthz (200 while
@@ -87,19 +89,43 @@ func Listen(addr string) (net.Listener, error) {
 	return ln, nil
 }
 
-// ServeListener is Serve on a listener from Listen; it closes ln.
-func ServeListener(ctx context.Context, ln net.Listener, h http.Handler) error {
-	return serve(ctx, ln, h)
+// ServeListener is Serve on a listener from Listen; it closes ln. With a
+// webConfig file (the Prometheus exporter-toolkit format: TLS server
+// certificate, client CAs, basic auth users with bcrypt hashes, see
+// CheckWebConfig) it serves HTTPS and checks users as that file says; the
+// file is read again for every connection, so renewed certificates need no
+// restart. log receives the toolkit's messages.
+func ServeListener(ctx context.Context, ln net.Listener, h http.Handler, webConfig string, log *slog.Logger) error {
+	if webConfig == "" {
+		return serve(ctx, ln, h)
+	}
+	return serveWith(ctx, ln, h, func(srv *http.Server) error {
+		return web.Serve(ln, srv, &web.FlagConfig{WebConfigFile: &webConfig}, log)
+	})
+}
+
+// CheckWebConfig validates an exporter-toolkit web configuration file, so
+// that a bad one fails at start rather than at the first scrape.
+func CheckWebConfig(path string) error {
+	if err := web.Validate(path); err != nil {
+		return fmt.Errorf("web config %s: %w", path, err)
+	}
+	return nil
 }
 
 func serve(ctx context.Context, ln net.Listener, h http.Handler) error {
+	return serveWith(ctx, ln, h, func(srv *http.Server) error { return srv.Serve(ln) })
+}
+
+// serveWith runs run (which serves srv on ln) until ctx is done.
+func serveWith(ctx context.Context, ln net.Listener, h http.Handler, run func(*http.Server) error) error {
 	srv := &http.Server{
 		Handler:           h,
 		ReadHeaderTimeout: 5 * time.Second,
 		IdleTimeout:       60 * time.Second,
 	}
 	done := make(chan error, 1)
-	go func() { done <- srv.Serve(ln) }()
+	go func() { done <- run(srv) }()
 
 	select {
 	case err := <-done:
