@@ -150,7 +150,7 @@ func TestPrivilegedApplyPlanRollbackCycle(t *testing.T) {
 	if err := json.Unmarshal([]byte(c.mustRun(0, "status", "-o", "json")), &st); err != nil {
 		t.Fatalf("status -o json: %v", err)
 	}
-	if st["beLiberal"] != "1" || st["tablePresent"] != true || st["drift"] != false {
+	if st["beLiberal"] != 1.0 || st["tablePresent"] != true || st["drift"] != false || st["state"] != "inForce" {
 		t.Fatalf("status: %v", st)
 	}
 

@@ -4,6 +4,7 @@ import (
 	"github.com/ctguard/ctguard/controller/flows"
 	"github.com/ctguard/ctguard/controller/journal"
 	"github.com/ctguard/ctguard/controller/ruleset"
+	"github.com/ctguard/ctguard/internal/version"
 	"github.com/spf13/cobra"
 )
 
@@ -26,7 +27,9 @@ from declarative policies, proves their effect with counters, and rolls them bac
 It acts on the network namespace it runs in.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
+		Version:       version.Get().String(),
 	}
+	root.SetVersionTemplate("{{.Version}}\n")
 	root.PersistentFlags().StringVar(&g.stateDir, "state-dir", journal.DefaultDir, "directory of the rollback journal")
 	root.PersistentFlags().Uint32Var(&g.markBit, "mark-bit", uint32(flows.DefaultMarkBit), "conntrack mark bit ctguard owns: set on the flows it flags, used by rollback to find them (use the same value for every command)")
 	root.PersistentFlags().Uint16Var(&g.queue, "gate-queue", ruleset.DefaultQueue, "NFQUEUE number of the handshake gate (perFlow policies with handshake gate; use the same value for every command)")
@@ -38,6 +41,7 @@ It acts on the network namespace it runs in.`,
 		newRollbackCommand(g),
 		newRunCommand(g),
 		newLabCommand(g),
+		newVersionCommand(),
 	)
 	return root
 }

@@ -7,6 +7,7 @@ import (
 	"maps"
 	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -22,7 +23,11 @@ func newStatusCommand(g *globals) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "status [-o text|json]",
 		Short: "Show what is applied and what its counters prove",
-		Args:  cobra.NoArgs,
+		Long: `Shows what is applied and what its counters prove. Exit status: 0 in force
+(or nothing applied), 3 drifted (the table or sysctl differs from the revision
+in force), 4 failing (an interrupted apply, or the running controller's
+reconcile fails, its policy is rejected, or it is stuck), 1 error.`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if err := checkOutput(output); err != nil {
 				return err
@@ -39,9 +44,14 @@ func newStatusCommand(g *globals) *cobra.Command {
 			if output == "json" {
 				enc := json.NewEncoder(os.Stdout)
 				enc.SetIndent("", "  ")
-				return enc.Encode(st)
+				err = enc.Encode(st)
+			} else {
+				err = writeStatus(os.Stdout, st)
 			}
-			return writeStatus(os.Stdout, st)
+			if err != nil {
+				return err
+			}
+			return statusExit(st.State)
 		},
 	}
 	cmd.Flags().StringVarP(&output, "output", "o", "text", "output format: text or json")
@@ -51,6 +61,10 @@ func newStatusCommand(g *globals) *cobra.Command {
 // writeStatus renders a Status for people.
 func writeStatus(w io.Writer, st controller.Status) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintf(tw, "State:\t%s\n", st.State)
+	for _, p := range st.Problems {
+		fmt.Fprintf(tw, "\t- %s\n", p)
+	}
 	fmt.Fprintf(tw, "Kernel:\t%s\n", st.Kernel)
 	for _, note := range st.KernelNotes {
 		fmt.Fprintf(tw, "\t- %s\n", note)
@@ -72,9 +86,9 @@ func writeStatus(w io.Writer, st controller.Status) error {
 	if st.ForeignTable != "" {
 		fmt.Fprintf(tw, "\t%s\n", st.ForeignTable)
 	}
-	liberal := st.BeLiberal
-	if st.BeLiberalBaseline != "" {
-		liberal += " (before ctguard: " + st.BeLiberalBaseline + ")"
+	liberal := strconv.Itoa(st.BeLiberal)
+	if st.BeLiberalBaseline != nil {
+		liberal += " (before ctguard: " + strconv.Itoa(*st.BeLiberalBaseline) + ")"
 	}
 	fmt.Fprintf(tw, "Sysctl %s:\t%s\n", sysctl.BeLiberal, liberal)
 	fmt.Fprintf(tw, "Conntrack invalid (all CPUs):\t%d\n", st.ConntrackInvalid)
@@ -138,8 +152,8 @@ func controllerState(st controller.Status) string {
 		return "never ran with this state directory"
 	}
 	state := fmt.Sprintf("last update %s ago", time.Since(live.UpdatedAt).Round(time.Second))
-	if st.LiveRunning {
-		state = fmt.Sprintf("running (pid %d, policy generation %d), %s", live.PID, live.Generation, state)
+	if st.ControllerRunning {
+		state = fmt.Sprintf("running (pid %d in its namespace, policy generation %d), %s", live.PID, live.Generation, state)
 	} else {
 		state = "not running, " + state
 	}
@@ -179,4 +193,15 @@ func describePurpose(purpose string) string {
 		return "invalid TCP dropped (handshake guard)"
 	}
 	return purpose
+}
+
+// statusExit turns a state into the exit status (nil for 0).
+func statusExit(s controller.State) error {
+	switch s {
+	case controller.StateFailing:
+		return exitCodeError(exitFailing)
+	case controller.StateDrifted:
+		return exitCodeError(exitDrifted)
+	}
+	return nil
 }
