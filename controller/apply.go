@@ -62,7 +62,7 @@ type ApplyResult struct {
 func (c *Controller) readTable(j *journal.Journal) (*ruleset.Table, error) {
 	t, err := c.tables.Read()
 	if fe := (*nft.ForeignTableError)(nil); errors.As(err, &fe) {
-		if fe.Table != nil && journaled(j, fe.Table) {
+		if fe.Table != nil && journaled(j, fe.Table, c.rules) {
 			return fe.Table, nil
 		}
 		return nil, err
@@ -72,7 +72,7 @@ func (c *Controller) readTable(j *journal.Journal) (*ruleset.Table, error) {
 
 // journaled reports whether t is exactly the table of the revision in
 // force or the pending one of j.
-func journaled(j *journal.Journal, t *ruleset.Table) bool {
+func journaled(j *journal.Journal, t *ruleset.Table, opts ruleset.Options) bool {
 	if j == nil {
 		return false
 	}
@@ -80,7 +80,7 @@ func journaled(j *journal.Journal, t *ruleset.Table) bool {
 		if r == nil || len(r.Policies) == 0 {
 			continue
 		}
-		if want := ruleset.Build(r.Policies); ruleset.Equal(&want, t) {
+		if want := ruleset.Build(r.Policies, opts); ruleset.Equal(&want, t) {
 			return true
 		}
 	}
@@ -153,7 +153,7 @@ func (c *Controller) applyLocked(ctx context.Context, j *journal.Journal, set Po
 		if p.Empty() {
 			return res, nil
 		}
-		if err := c.converge(desired, observed); err != nil {
+		if err := c.convergeGate(set.Policies, &desired, observed); err != nil {
 			return ApplyResult{}, err
 		}
 		if opts.flows {
@@ -183,7 +183,7 @@ func (c *Controller) applyLocked(ctx context.Context, j *journal.Journal, set Po
 	if err := c.store.Save(j); err != nil {
 		return ApplyResult{}, wrap("journal the apply (kernel untouched)", err)
 	}
-	if err := c.converge(desired, observed); err != nil {
+	if err := c.convergeGate(set.Policies, &desired, observed); err != nil {
 		return ApplyResult{}, err
 	}
 	flagged, cleared := 0, 0
@@ -244,6 +244,24 @@ func samePolicies(a, b []policy.Policy) bool {
 	return errA == nil && errB == nil && bytes.Equal(x, y)
 }
 
+// convergeGate is converge that falls back, for good, from gate rules to
+// guard rules when the kernel has no NFQUEUE for the gate: missing
+// features never leave a policy without protection.
+func (c *Controller) convergeGate(policies []policy.Policy, desired *plan.State, observed plan.State) error {
+	err := c.converge(*desired, observed)
+	if !errors.Is(err, nft.ErrNoQueue) || c.rules.NoQueue {
+		return err
+	}
+	c.rules.NoQueue = true
+	c.log.Error("the gate cannot run on this kernel: gate policies fall back to guard rules (invalid packets from their servers are dropped)", "err", err)
+	if c.onNoQueue != nil {
+		c.onNoQueue(err)
+	}
+	t := ruleset.Build(policies, c.rules)
+	desired.Table = &t
+	return c.converge(*desired, observed)
+}
+
 // converge writes the table and sysctls where they differ from desired.
 func (c *Controller) converge(desired, observed plan.State) error {
 	if !ruleset.Equal(desired.Table, observed.Table) {
@@ -287,7 +305,7 @@ func (c *Controller) states(ctx context.Context, j *journal.Journal, policies []
 
 	desired = plan.State{Sysctls: desiredSysctls(j, policies)}
 	if len(policies) > 0 {
-		t := ruleset.Build(policies)
+		t := ruleset.Build(policies, c.rules)
 		desired.Table = &t
 	}
 	var counts map[string]perflow.PlanEntry

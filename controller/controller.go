@@ -61,6 +61,10 @@ type Controller struct {
 	nsLock  NamespaceLock
 	netns   string
 	log     *slog.Logger
+	// rules are the ruleset options; rules.NoQueue turns on for good once
+	// the kernel refused the gate's queue.
+	rules     ruleset.Options
+	onNoQueue func(error)
 }
 
 // Config wires a Controller. Every field is required but Logger.
@@ -75,6 +79,13 @@ type Config struct {
 	// another namespace is never used.
 	NetNS  string
 	Logger *slog.Logger
+	// Rules are the options the table is built with (mark bit, gate
+	// queues, whether the gate can run); a zero mark bit or queue
+	// means the default.
+	Rules ruleset.Options
+	// OnNoQueue is called (optional) when the kernel refused the gate's
+	// queue and gate policies fell back to guard rules.
+	OnNoQueue func(error)
 }
 
 // New returns a Controller.
@@ -82,6 +93,12 @@ func New(cfg Config) *Controller {
 	log := cfg.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Rules.MarkBit == 0 {
+		cfg.Rules.MarkBit = uint32(flows.DefaultMarkBit)
+	}
+	if cfg.Rules.Queue == 0 {
+		cfg.Rules.Queue = ruleset.DefaultQueue
 	}
 	return &Controller{
 		tables:  cfg.Tables,
@@ -91,6 +108,9 @@ func New(cfg Config) *Controller {
 		nsLock:  cfg.Lock,
 		netns:   cfg.NetNS,
 		log:     log,
+		rules:   cfg.Rules,
+
+		onNoQueue: cfg.OnNoQueue,
 	}
 }
 

@@ -8,6 +8,7 @@ import (
 	"github.com/ctguard/ctguard/controller/journal"
 	"github.com/ctguard/ctguard/controller/nft"
 	"github.com/ctguard/ctguard/controller/nslock"
+	"github.com/ctguard/ctguard/controller/ruleset"
 	"github.com/ctguard/ctguard/controller/sysctl"
 )
 
@@ -54,6 +55,7 @@ func Open(netnsFd int, stateDir string, mark flows.MarkBit, log *slog.Logger) (*
 		Lock:    nslock.New(netnsFd, stateDir),
 		NetNS:   ns,
 		Logger:  log,
+		Rules:   ruleset.Options{MarkBit: uint32(mark), Queue: ruleset.DefaultQueue},
 	})
 	return &Kernel{Controller: c, Tables: tables, Conntrack: conn, Store: store}, nil
 }
@@ -69,3 +71,16 @@ func namespaceID(netnsFd int) (string, error) {
 	}
 	return journal.NetNSOfFd(netnsFd)
 }
+
+// SetGate sets the gate's queue number and whether the gate can run
+// (false: gate policies get guard rules), and a function called if the
+// kernel later refuses the queue. Call it before the first apply.
+func (c *Controller) SetGate(queue uint16, available bool, onNoQueue func(error)) {
+	c.rules.Queue = queue
+	c.rules.NoQueue = !available
+	c.onNoQueue = onNoQueue
+}
+
+// GateFallback reports whether gate policies run guard rules instead (the
+// gate could not run).
+func (c *Controller) GateFallback() bool { return c.rules.NoQueue }

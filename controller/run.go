@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/ctguard/ctguard/controller/gate"
 	"github.com/ctguard/ctguard/controller/metrics"
 	"github.com/ctguard/ctguard/controller/nslock"
 	"github.com/ctguard/ctguard/controller/perflow"
@@ -42,6 +43,22 @@ type RunConfig struct {
 	// CleanupOnExit removes everything ctguard applied when ctx ends;
 	// otherwise the mitigation stays in force while ctguard is down.
 	CleanupOnExit bool
+	// Gate reports the handshake gate's state for the live status
+	// (optional; nil when there is no gate).
+	Gate func() *GateStatus
+}
+
+// GateStatus is the handshake gate's state in a live status.
+type GateStatus struct {
+	// State is "listening", "fallback" (gate policies run guard rules:
+	// the kernel or the queue refused) or "stopped" (the gate failed; the
+	// event engine flags new flows again).
+	State string `json:"state"`
+	// Encoding is how the kernel took the gate rules' queue verdict.
+	Encoding string `json:"encoding,omitempty"`
+	// Reason says why the gate is not listening.
+	Reason   string        `json:"reason,omitempty"`
+	Counters gate.Snapshot `json:"counters"`
 }
 
 // LiveStatus is what a running controller publishes for "ctguard status".
@@ -55,6 +72,7 @@ type LiveStatus struct {
 	// may not match the policy in force.
 	ReconcileFailing bool             `json:"reconcileFailing,omitempty"`
 	Engine           perflow.Snapshot `json:"engine"`
+	Gate             *GateStatus      `json:"gate,omitempty"`
 }
 
 // Run is the long-running controller: it applies the policies, runs the
@@ -258,6 +276,9 @@ func (l *loop) publish() {
 		Revision:   l.revision,
 		Generation: l.generation,
 		Engine:     l.cfg.Engine.Stats(),
+	}
+	if l.cfg.Gate != nil {
+		st.Gate = l.cfg.Gate()
 	}
 	if err := errors.Join(l.loadErr, l.lastErr); err != nil {
 		st.LastError = err.Error()

@@ -9,6 +9,7 @@ import (
 	"github.com/ctguard/ctguard/controller/nft"
 	"github.com/ctguard/ctguard/controller/ruleset"
 	"github.com/ctguard/ctguard/controller/sysctl"
+	"github.com/ctguard/ctguard/policy"
 	"golang.org/x/sys/unix"
 )
 
@@ -32,8 +33,11 @@ type Status struct {
 	TablePresent bool `json:"tablePresent"`
 	// ForeignTable says why a table inet ctguard ctguard did not create
 	// is left alone (empty when there is none).
-	ForeignTable string       `json:"foreignTable,omitempty"`
-	Drift        bool         `json:"drift"`
+	ForeignTable string `json:"foreignTable,omitempty"`
+	Drift        bool   `json:"drift"`
+	// GateFallback says the table holds guard rules where the policies
+	// ask for the gate: the kernel refused the gate's NFQUEUE.
+	GateFallback bool         `json:"gateFallback,omitempty"`
 	Rules        []RuleStatus `json:"rules"`
 	// BeLiberal is the global sysctl now and before ctguard's first apply.
 	BeLiberal         string `json:"beLiberal"`
@@ -96,8 +100,17 @@ func (c *Controller) Status(ctx context.Context) (Status, error) {
 			rs.Policies = append(rs.Policies, p.Metadata.Name)
 		}
 		st.Revision = rs
-		want := ruleset.Build(r.Policies)
+		want := ruleset.Build(r.Policies, c.rules)
 		st.Drift = !ruleset.Equal(&want, table)
+		if st.Drift && !c.rules.NoQueue {
+			// A controller whose kernel refused the gate's queue runs
+			// guard rules instead.
+			guarded := c.rules
+			guarded.NoQueue = true
+			want = ruleset.Build(r.Policies, guarded)
+			st.Drift = !ruleset.Equal(&want, table)
+			st.GateFallback = !st.Drift && hasGateRules(r.Policies, c.rules)
+		}
 	} else {
 		st.Drift = table != nil
 	}
@@ -125,6 +138,16 @@ func (c *Controller) Status(ctx context.Context) (Status, error) {
 const DamagedJournalHint = "move it aside (mv journal.json journal.json.damaged) to go on; ctguard then knows nothing it applied before: " +
 	"check table inet ctguard (nft list table inet ctguard; ctguard replaces it only if it carries ctguard's mark) and " +
 	"set net.netfilter.nf_conntrack_tcp_be_liberal back yourself if ctguard had changed it"
+
+// hasGateRules reports whether the policies ask for gate rules.
+func hasGateRules(ps []policy.Policy, opts ruleset.Options) bool {
+	for _, ch := range ruleset.Build(ps, opts).Chains {
+		if ch.Hook == ruleset.HookPrerouting {
+			return true
+		}
+	}
+	return false
+}
 
 // ruleStatuses pairs every rule with its named counter's values.
 func ruleStatuses(t ruleset.Table) []RuleStatus {

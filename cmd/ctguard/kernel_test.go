@@ -79,7 +79,7 @@ func (c *cli) ruleset() string {
 	return string(c.ns.MustRun(c.t, "nft", "-j", "list", "ruleset"))
 }
 
-func writePolicy(t *testing.T, doc string) string {
+func writePolicy(t testing.TB, doc string) string {
 	t.Helper()
 	p := filepath.Join(t.TempDir(), "policy.yaml")
 	if err := os.WriteFile(p, []byte(doc), 0o600); err != nil {

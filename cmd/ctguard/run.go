@@ -87,6 +87,11 @@ func runController(ctx context.Context, g *globals, f *runFlags) error {
 	if err != nil {
 		return err
 	}
+	// The gate listens before the first apply installs its rules and
+	// before the engine's first dump (Run starts the engine after the
+	// apply). A policy that does not load is reported by Run.
+	initial, _ := loadPolicies(f.file)
+	gated := startGate(s, g, engine, m, initial.Policies)
 
 	reload := make(chan struct{}, 1)
 	hup := make(chan os.Signal, 1)
@@ -127,8 +132,9 @@ func runController(ctx context.Context, g *globals, f *runFlags) error {
 		Reload:       reload,
 		TableChanged: changed,
 		Resync:       f.resync,
-		Engine:       engine,
+		Engine:       gated,
 		Metrics:      m,
+		Gate:         gated.status,
 		Publish: func(st controller.LiveStatus) {
 			failing.Store(st.ReconcileFailing)
 			s.publishLive(st)

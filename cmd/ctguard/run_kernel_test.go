@@ -41,7 +41,7 @@ const metricsAddr = "127.0.0.1:9468"
 
 // runProc is a "ctguard run" process started in a test namespace.
 type runProc struct {
-	t    *testing.T
+	t    testing.TB
 	ns   *netnstest.NS
 	cmd  *exec.Cmd
 	logs *syncBuffer
@@ -72,7 +72,7 @@ func (b *syncBuffer) String() string {
 // startRun starts "ctguard --state-dir stateDir run --metrics-addr
 // metricsAddr --resync 1s args..." in ns ("ip netns exec" execs ctguard,
 // so the process is ctguard itself). It is killed when the test ends.
-func startRun(t *testing.T, ns *netnstest.NS, stateDir string, args ...string) *runProc {
+func startRun(t testing.TB, ns *netnstest.NS, stateDir string, args ...string) *runProc {
 	t.Helper()
 	full := append([]string{"netns", "exec", ns.Name, binary, "--state-dir", stateDir,
 		"run", "--metrics-addr", metricsAddr, "--resync", "1s"}, args...)
@@ -323,8 +323,13 @@ spec:
 `, name, strings.Join(destinations, ", "))
 }
 
-// perFlowPolicy flags the REPLY direction of TCP flows from 198.18.0.0/15.
-func perFlowPolicy(name string, natOnly bool) string {
+// perFlowPolicy flags the REPLY direction of TCP flows from 198.18.0.0/15,
+// with the handshake protection given ("" for the default, gate).
+func perFlowPolicy(name string, natOnly bool, handshake string) string {
+	hs := ""
+	if handshake != "" {
+		hs = "\n    handshake: " + handshake
+	}
 	return fmt.Sprintf(`apiVersion: ctguard.io/v1alpha1
 kind: MitigationPolicy
 metadata:
@@ -333,12 +338,12 @@ spec:
   workaround: liberal
   liberal:
     scope: perFlow
-    directions: [reply]
+    directions: [reply]%s
   match:
     family: ipv4
     sources: [198.18.0.0/15]
     natOnly: %t
-`, name, natOnly)
+`, name, hs, natOnly)
 }
 
 const globalPolicy = `apiVersion: ctguard.io/v1alpha1
@@ -668,7 +673,8 @@ func TestPrivilegedRunFlagsNATedFlows(t *testing.T) {
 	}
 	t.Cleanup(func() { tp.Close() })
 	c := &cli{t: t, ns: &netnstest.NS{Name: tp.NAT.Name, Handle: tp.NAT.Handle}, stateDir: t.TempDir()}
-	path := writePolicy(t, perFlowPolicy("egress", true))
+	// The event engine's own measurements: without the gate.
+	path := writePolicy(t, perFlowPolicy("egress", true, "none"))
 	p := startRun(t, c.ns, c.stateDir, "-f", path)
 	p.waitReady()
 	if v := p.metric("ctguard_flows_flagged_total", "policy", "egress"); v != 0 {
@@ -734,7 +740,7 @@ func TestPrivilegedRunFlagsNATedFlows(t *testing.T) {
 type binaryRun struct {
 	t       *testing.T
 	policy  string
-	flagged float64 // ctguard_flows_flagged_total when stopped
+	flagged float64 // flows the engine and the gate flagged, when stopped
 }
 
 func (*binaryRun) Name() string { return "ctguard-run" }
@@ -744,7 +750,8 @@ func (m *binaryRun) Apply(_ context.Context, nat lab.Namespace) (func() error, e
 	p := startRun(m.t, c.ns, c.stateDir, "-f", m.policy)
 	p.waitReady()
 	return func() error {
-		m.flagged = p.metric("ctguard_flows_flagged_total", "policy", "egress")
+		fams := p.scrape()
+		m.flagged = value(fams, "ctguard_flows_flagged_total", "policy", "egress") + value(fams, "ctguard_gate_packets_total", "result", "flagged")
 		if code := p.stop(syscall.SIGTERM); code != 0 {
 			return fmt.Errorf("SIGTERM: exit %d", code)
 		}
@@ -763,7 +770,7 @@ func TestPrivilegedRunProtectsIncident(t *testing.T) {
 	netnstest.RequirePrivileged(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
-	m := &binaryRun{t: t, policy: writePolicy(t, perFlowPolicy("egress", true))}
+	m := &binaryRun{t: t, policy: writePolicy(t, perFlowPolicy("egress", true, ""))}
 	opts := lab.Options{
 		Families:    []lab.Family{lab.IPv4},
 		Cases:       []lab.Case{lab.BeyondWindow},
@@ -791,7 +798,7 @@ func TestPrivilegedRunProtectsIncident(t *testing.T) {
 		t.Fatalf("ctguard run did not protect the download: %+v", run)
 	}
 	if m.flagged < 1 {
-		t.Fatalf("ctguard_flows_flagged_total = %v during the protected download", m.flagged)
+		t.Fatalf("engine and gate flagged %v flows during the protected download", m.flagged)
 	}
 }
 
@@ -802,7 +809,7 @@ func TestPrivilegedRunProtectsIncident(t *testing.T) {
 func TestPrivilegedRunMemory(t *testing.T) {
 	t.Parallel()
 	c := newCLI(t)
-	path := writePolicy(t, perFlowPolicy("load", false))
+	path := writePolicy(t, perFlowPolicy("load", false, "none")) // flows made through ctnetlink have no SYN-ACK to gate
 	p := startRun(t, c.ns, c.stateDir, "-f", path)
 	p.waitReady()
 	time.Sleep(time.Second)

@@ -71,6 +71,9 @@ func openSession(g *globals, defaultLevel string) (*session, error) {
 	if err != nil {
 		return nil, err
 	}
+	// One-shot commands build the table as "ctguard run" does, gate rules
+	// included (with nobody listening, the kernel bypasses the queue).
+	k.SetGate(g.queue, true, nil)
 	return &session{Kernel: k, log: log}, nil
 }
 

@@ -6,6 +6,7 @@ package nft
 
 import (
 	"cmp"
+	"errors"
 	"fmt"
 	"maps"
 	"slices"
@@ -34,6 +35,12 @@ type Client struct {
 	conn  *nftables.Conn // lasting, for reads
 	opts  []nftables.ConnOption
 	table *nftables.Table
+	// netnsFd is the namespace (< 0: the caller's), for getRules.
+	netnsFd int
+	// queue is the gate rules' queue encoding the kernel took last
+	// (queueKnown), else the one to try first.
+	queue      QueueEncoding
+	queueKnown bool
 }
 
 // New opens a netlink connection in the namespace of netnsFd, or in the
@@ -47,7 +54,7 @@ func New(netnsFd int) (*Client, error) {
 	if err != nil {
 		return nil, fmt.Errorf("nftables netlink: %w", err)
 	}
-	return &Client{conn: conn, opts: opts, table: &nftables.Table{Name: ruleset.TableName, Family: nftables.TableFamilyINet}}, nil
+	return &Client{conn: conn, opts: opts, netnsFd: netnsFd, table: &nftables.Table{Name: ruleset.TableName, Family: nftables.TableFamilyINet}}, nil
 }
 
 // batch returns a fresh connection to queue one write batch on: a batch
@@ -233,7 +240,7 @@ func (c *Client) readChains(t *ruleset.Table) ([]ruleset.Chain, error) {
 			t.Foreign = append(t.Foreign, describeChain(ch, len(rules)))
 			continue
 		}
-		rules, err := c.conn.GetRules(c.table, ch)
+		rules, err := c.getRules(ch.Name)
 		if err != nil {
 			return nil, fmt.Errorf("read rules of chain %s: %w", ch.Name, err)
 		}
@@ -251,6 +258,11 @@ func (c *Client) readChains(t *ruleset.Table) ([]ruleset.Chain, error) {
 // table (if any) is deleted and t created. Counter values are carried over:
 // each counter starts at its current value (packets counted between that
 // read and the commit are lost), a new one at the value in t.
+//
+// Gate rules are written with the native nft queue expression, or, when the
+// kernel lacks nft_queue, with the xtables NFQUEUE target through
+// nft_compat; the batch that fails changes nothing. When the kernel takes
+// neither, Replace fails with ErrNoQueue.
 func (c *Client) Replace(t ruleset.Table) error {
 	if _, err := canonical(t); err != nil {
 		return err
@@ -261,6 +273,47 @@ func (c *Client) Replace(t ruleset.Table) error {
 	if err != nil {
 		return err
 	}
+	gated := hasGate(t)
+	q := c.queue
+	err = c.replace(t, current, q)
+	if err != nil && gated && !c.queueKnown && q == QueueNative && (errors.Is(err, unix.ENOENT) || errors.Is(err, unix.EOPNOTSUPP)) {
+		q = QueueCompat
+		if errCompat := c.replace(t, current, q); errCompat != nil {
+			return fmt.Errorf("replace table inet ctguard: %w (nft queue: %v; xt NFQUEUE: %v)", ErrNoQueue, err, errCompat)
+		}
+		err = nil
+	}
+	if err != nil {
+		return err
+	}
+	if gated {
+		c.queue, c.queueKnown = q, true
+	}
+	return nil
+}
+
+// QueueEncoding returns the encoding the kernel took for the gate rules,
+// and false before a table with gate rules was written.
+func (c *Client) QueueEncoding() (QueueEncoding, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.queue, c.queueKnown
+}
+
+// hasGate reports whether t holds a gate rule.
+func hasGate(t ruleset.Table) bool {
+	for _, ch := range t.Chains {
+		for _, r := range ch.Rules {
+			if r.Purpose == ruleset.PurposeGate {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// replace sends the batch deleting and re-creating the table.
+func (c *Client) replace(t ruleset.Table, current map[string]ruleset.Counter, q QueueEncoding) error {
 	b, err := c.batch()
 	if err != nil {
 		return err
@@ -290,7 +343,7 @@ func (c *Client) Replace(t ruleset.Table) error {
 			Policy:   policyRef(nftables.ChainPolicyAccept),
 		})
 		for _, r := range ch.Rules {
-			b.AddRule(&nftables.Rule{Table: c.table, Chain: chain, Exprs: ruleExprs(r, setIDs), UserData: commentData(r.Comment())})
+			b.AddRule(&nftables.Rule{Table: c.table, Chain: chain, Exprs: ruleExprs(r, setIDs, q), UserData: commentData(r.Comment())})
 		}
 	}
 	addOwnerMark(b, c.table) // in the batch that creates the table

@@ -7,3 +7,8 @@ import "errors"
 // naming a missing counter or set, a set element that does not parse,
 // overlapping interval elements, an unrecognised rule. Nothing is changed.
 var ErrInvalidTable = errors.New("invalid ctguard table")
+
+// ErrNoQueue is returned by Replace when the kernel takes neither encoding
+// of a gate rule's NFQUEUE verdict (no nft_queue, no xt NFQUEUE target):
+// the gate cannot run; nothing is changed.
+var ErrNoQueue = errors.New("the kernel has no NFQUEUE support for the gate (neither nft_queue nor the xt NFQUEUE target)")

@@ -96,7 +96,7 @@ func TestPrivilegedReplaceReadRoundTrip(t *testing.T) {
 	c := newClient(t, ns)
 	ns.MustRun(t, "ip", "addr", "add", "198.18.0.1/32", "dev", "lo")
 
-	want := ruleset.Build(mixedPolicies())
+	want := ruleset.Build(mixedPolicies(), noGateOpts)
 	if err := c.Replace(want); err != nil {
 		t.Fatal(err)
 	}
@@ -174,7 +174,7 @@ func TestPrivilegedForeignTableUntouched(t *testing.T) {
 	if got, err := c.Read(); err != nil || got != nil {
 		t.Fatalf("Read without table = %v, %v; want nil, nil", got, err)
 	}
-	if err := c.Replace(ruleset.Build(mixedPolicies())); err != nil {
+	if err := c.Replace(ruleset.Build(mixedPolicies(), testOpts)); err != nil {
 		t.Fatal(err)
 	}
 	if after := string(ns.MustRun(t, "nft", "-j", "list", "table", "inet", "foreign")); after != beforeForeign {
@@ -203,7 +203,7 @@ func TestPrivilegedForeignTableUntouched(t *testing.T) {
 func TestPrivilegedStringMatchesKernel(t *testing.T) {
 	viaClient := netnstest.NewNetNS(t, "nftstr1")
 	viaNft := netnstest.NewNetNS(t, "nftstr2")
-	want := ruleset.Build(mixedPolicies())
+	want := ruleset.Build(mixedPolicies(), noGateOpts)
 	if err := newClient(t, viaClient).Replace(want); err != nil {
 		t.Fatal(err)
 	}
@@ -236,7 +236,7 @@ func TestPrivilegedStringMatchesKernel(t *testing.T) {
 func TestPrivilegedUnrecognised(t *testing.T) {
 	ns := netnstest.NewNetNS(t, "nftunr")
 	c := newClient(t, ns)
-	want := ruleset.Build(mixedPolicies())
+	want := ruleset.Build(mixedPolicies(), noGateOpts)
 	if err := c.Replace(want); err != nil {
 		t.Fatal(err)
 	}
@@ -286,8 +286,8 @@ var (
 func TestPrivilegedFakeMatchesKernel(t *testing.T) {
 	ns := netnstest.NewNetNS(t, "nftfake")
 	kernel, fake := newClient(t, ns), NewFake()
-	mixed := ruleset.Build(mixedPolicies())
-	small := ruleset.Build(mixedPolicies()[2:])
+	mixed := ruleset.Build(mixedPolicies(), testOpts)
+	small := ruleset.Build(mixedPolicies()[2:], testOpts)
 	unsorted := ruleset.Table{
 		Counters: []ruleset.Counter{{Name: "b"}, {Name: "a"}},
 		Sets: []ruleset.Set{
@@ -352,11 +352,11 @@ func TestPrivilegedDropInvalidEffect(t *testing.T) {
 
 	match := policy.Match{Family: policy.FamilyIPv4, Destinations: prefixes("198.18.5.1/32"), DestinationPorts: []policy.PortRange{{From: 443, To: 443}}}
 	observe := ruleset.Build([]policy.Policy{{Metadata: policy.Metadata{Name: "lab"}, Spec: policy.Spec{
-		Workaround: policy.WorkaroundLiberal, Liberal: &policy.Liberal{Scope: policy.ScopePerFlow}, Match: match,
-	}}})
+		Workaround: policy.WorkaroundLiberal, Liberal: &policy.Liberal{Scope: policy.ScopePerFlow, Handshake: policy.HandshakeNone}, Match: match,
+	}}}, testOpts)
 	drop := ruleset.Build([]policy.Policy{{Metadata: policy.Metadata{Name: "lab"}, Spec: policy.Spec{
 		Workaround: policy.WorkaroundDropInvalid, DropInvalid: &policy.DropInvalid{Interfaces: []string{"ctg-b"}, Hooks: []policy.Hook{policy.HookInput}}, Match: match,
-	}}})
+	}}}, testOpts)
 	// SYN|FIN is invalid for conntrack; delivered, the box answers it with
 	// a RST of its own (the incident's mechanism, without a real flow).
 	segment := tcpSegment(addr("198.18.5.1"), addr("198.18.5.2"), 443, 34567, flagSYN|flagFIN)
@@ -526,7 +526,7 @@ func hostsTable(n int) ruleset.Table {
 		Workaround:  policy.WorkaroundDropInvalid,
 		DropInvalid: &policy.DropInvalid{Hooks: []policy.Hook{policy.HookInput}},
 		Match:       policy.Match{Family: policy.FamilyIPv4, Destinations: hosts},
-	}}})
+	}}}, testOpts)
 }
 
 func TestPrivilegedLargeSet(t *testing.T) {
@@ -593,12 +593,68 @@ func TestPrivilegedManyPolicies(t *testing.T) {
 			},
 		})
 	}
-	want := ruleset.Build(ps)
+	want := ruleset.Build(ps, testOpts)
 	if err := c.Replace(want); err != nil {
 		t.Fatal(err)
 	}
 	got, err := c.Read()
 	if err != nil || !ruleset.Equal(got, &want) {
 		t.Fatalf("Read after replacing 100 policies: %v (equal=%v)", err, ruleset.Equal(got, &want))
+	}
+}
+
+// gatePolicies are gated perFlow policies of every NAT kind and family.
+func gatePolicies() []policy.Policy {
+	return []policy.Policy{
+		{Metadata: policy.Metadata{Name: "gated"}, Spec: policy.Spec{
+			Workaround: policy.WorkaroundLiberal,
+			Liberal:    &policy.Liberal{Scope: policy.ScopePerFlow},
+			Match: policy.Match{
+				Family:           policy.FamilyIPv4,
+				Destinations:     prefixes("198.19.0.0/16"),
+				DestinationPorts: []policy.PortRange{{From: 443, To: 443}},
+				NAT:              []policy.NATKind{policy.NATSource, policy.NATDest},
+			},
+		}},
+		{Metadata: policy.Metadata{Name: "all"}, Spec: policy.Spec{
+			Workaround: policy.WorkaroundLiberal,
+			Liberal:    &policy.Liberal{Scope: policy.ScopePerFlow, Directions: []policy.Direction{policy.DirectionOriginal, policy.DirectionReply}},
+			Match:      policy.Match{NAT: []policy.NATKind{policy.NATAny}},
+		}},
+	}
+}
+
+// TestPrivilegedGateRulesRoundTrip writes gate rules with whatever queue
+// encoding the kernel takes (xt NFQUEUE through nft_compat on a kernel
+// without nft_queue) and reads them back to the same model; nft's text
+// listing shows the matches.
+func TestPrivilegedGateRulesRoundTrip(t *testing.T) {
+	ns := netnstest.NewNetNS(t, "nftgate")
+	c := newClient(t, ns)
+	want := ruleset.Build(gatePolicies(), testOpts)
+	if err := c.Replace(want); err != nil {
+		t.Fatal(err)
+	}
+	q, known := c.QueueEncoding()
+	if !known {
+		t.Fatal("QueueEncoding unknown after writing gate rules")
+	}
+	t.Logf("queue encoding: %s", q)
+	got, err := c.Read()
+	if err != nil || !ruleset.Equal(got, &want) {
+		t.Fatalf("Read: %v\n got %s\nwant %s", err, got, &want)
+	}
+	listed := string(ns.MustRun(t, "nft", "list", "table", "inet", "ctguard"))
+	for _, s := range []string{"chain prerouting", "priority mangle", "ct direction reply", "ct mark & 0x00800000 == 0x00000000", "tcp flags syn,ack / syn,ack", "ct status snat,dnat", `counter name "all_gate"`} {
+		if !strings.Contains(listed, s) {
+			t.Errorf("nft list lacks %q:\n%s", s, listed)
+		}
+	}
+	// A second replace keeps the encoding.
+	if err := c.Replace(want); err != nil {
+		t.Fatal(err)
+	}
+	if q2, _ := c.QueueEncoding(); q2 != q {
+		t.Errorf("encoding changed from %s to %s", q, q2)
 	}
 }

@@ -25,7 +25,7 @@ const operatorTable = `table inet ctguard {
 func TestPrivilegedOwnershipMark(t *testing.T) {
 	ns := netnstest.NewNetNS(t, "nftown")
 	c := newClient(t, ns)
-	want := ruleset.Build(mixedPolicies())
+	want := ruleset.Build(mixedPolicies(), testOpts)
 	if err := c.Replace(want); err != nil {
 		t.Fatal(err)
 	}

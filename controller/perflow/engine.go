@@ -80,7 +80,10 @@ type Engine struct {
 
 	gen     atomic.Pointer[generation]
 	swapped chan struct{} // a policy swap waits for a resync
-	global  counters
+	// gateActive is set while the gate listens on its queue: new flows of
+	// gated policies are then the gate's to flag.
+	gateActive atomic.Bool
+	global     counters
 
 	mu       sync.Mutex // guards counters and serializes installs
 	counters map[string]*counters
@@ -94,7 +97,8 @@ type Engine struct {
 // generation is one compiled policy set with its counters.
 type generation struct {
 	sel      *selector.Selector
-	counters []*counters // by selector index
+	gated    selector.Mask // policies with handshake gate
+	counters []*counters   // by selector index
 	// owned is the union of the directions of this and every earlier
 	// generation, and Config.OwnedDirections: what ctguard may have set.
 	owned flows.Directions
@@ -157,7 +161,7 @@ func (e *Engine) install(ps []policy.Policy) error {
 	if err != nil {
 		return fmt.Errorf("compile per-flow policies: %w", err)
 	}
-	g := &generation{sel: sel, counters: make([]*counters, sel.Len()), owned: e.owned}
+	g := &generation{sel: sel, gated: sel.Gated(), counters: make([]*counters, sel.Len()), owned: e.owned}
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	g.owned |= selector.Directions(ps)
@@ -175,6 +179,13 @@ func (e *Engine) install(ps []policy.Policy) error {
 	e.gen.Store(g)
 	return nil
 }
+
+// SetGateActive tells the engine whether the gate listens on its queue.
+// While it does, the engine leaves the new flows of policies with handshake
+// gate to it (it flags them before their SYN-ACK passes); dumps at start,
+// after event loss and periodically still flag whatever the gate missed
+// (e.g. flows set up while ctguard was down).
+func (e *Engine) SetGateActive(on bool) { e.gateActive.Store(on) }
 
 // Stats returns the engine's counters for the current policies.
 func (e *Engine) Stats() Snapshot {
