@@ -17,6 +17,10 @@ type Workaround string
 const (
 	WorkaroundLiberal     Workaround = "liberal"
 	WorkaroundDropInvalid Workaround = "dropInvalid"
+	// WorkaroundObserve mitigates nothing: it counts the invalid packets
+	// and the box's resets within its scope, so "ctguard detect" and the
+	// incident metrics can name what a mitigation would cover.
+	WorkaroundObserve Workaround = "observe"
 )
 
 // Scope says where the liberal workaround applies.
@@ -163,6 +167,10 @@ type PortRange struct {
 func (p *Policy) IsPerFlow() bool {
 	return p.Spec.Workaround == WorkaroundLiberal && p.Spec.Liberal != nil && p.Spec.Liberal.Scope == ScopePerFlow
 }
+
+// Mitigates reports whether the policy changes what the box does (every
+// workaround but observe).
+func (p *Policy) Mitigates() bool { return p.Spec.Workaround != WorkaroundObserve }
 
 // IsGlobalLiberal reports whether the policy asks for the global sysctl.
 func (p *Policy) IsGlobalLiberal() bool {
