@@ -15,7 +15,8 @@ var ErrFlowGone = errors.New("conntrack entry gone")
 
 // ctnetlink attribute types (include/uapi/linux/netfilter/nfnetlink_conntrack.h).
 const (
-	ctaTupleOrig = 1
+	ctaTupleOrig  = 1
+	ctaTupleReply = 2
 	ctaProtoInfo = 4
 	ctaMark      = 8
 	ctaZone      = 18

@@ -74,8 +74,8 @@ type PolicyRef struct {
 
 // Source is what the Detector asks the kernel.
 type Source interface {
-	// LookupReply returns the conntrack entry whose REPLY tuple is t, or
-	// flows.ErrFlowGone.
+	// LookupReply returns the conntrack entry holding tuple t (as its
+	// REPLY tuple, or its ORIGINAL one), or flows.ErrFlowGone.
 	LookupReply(t flows.Tuple) (flows.Flow, error)
 	// Invalid returns conntrack's invalid statistic.
 	Invalid() (uint64, error)
@@ -145,11 +145,17 @@ func (d *Detector) incident(r Reset) Incident {
 		inc.Stray = &s
 	}
 	var entry *flows.Flow
-	f, err := d.src.LookupReply(flows.Tuple{Src: r.Server.Addr(), Dst: r.Peer.Addr(), SrcPort: r.Server.Port(), DstPort: r.Peer.Port()})
+	t := flows.Tuple{Src: r.Server.Addr(), Dst: r.Peer.Addr(), SrcPort: r.Server.Port(), DstPort: r.Peer.Port()}
+	f, err := d.src.LookupReply(t)
 	switch {
 	case err == nil:
 		entry = &f
 		inc.Client = netip.AddrPortFrom(f.Orig.Src, f.Orig.SrcPort)
+		if f.Reply != t && f.Orig == t {
+			// The server opened the connection: the other end is the
+			// reply's source.
+			inc.Client = netip.AddrPortFrom(f.Reply.Src, f.Reply.SrcPort)
+		}
 		inc.NAT = "none"
 		switch {
 		case f.Status&flows.StatusDstNAT != 0:
