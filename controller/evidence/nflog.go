@@ -37,7 +37,6 @@ const (
 	nfulaCfgQThresh  = 5
 	nfulaCfgFlags    = 6
 	nfulnlCmdBind    = 1
-	nfulnlCmdUnbind  = 2
 	nfulnlCopyPacket = 2
 	nfulnlCfgFSeq    = 0x0001
 )
@@ -237,12 +236,12 @@ func (r *Reader) Stats() Stats {
 	return Stats{Received: r.received.Load(), Lost: r.lost.Load(), Overruns: r.overruns.Load()}
 }
 
-// Close unbinds the group and closes the socket; a blocked Receive returns.
+// Close closes the socket, which unbinds the group (the kernel releases a
+// closed socket's instances); a blocked Receive returns.
 func (r *Reader) Close() error {
 	if r.closed.Swap(true) {
 		return nil
 	}
-	_ = r.config(netlink.Attribute{Type: nfulaCfgCmd, Data: []byte{nfulnlCmdUnbind}})
 	return r.nl.Close()
 }
 

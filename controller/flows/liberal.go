@@ -17,10 +17,10 @@ var ErrFlowGone = errors.New("conntrack entry gone")
 const (
 	ctaTupleOrig  = 1
 	ctaTupleReply = 2
-	ctaProtoInfo = 4
-	ctaMark      = 8
-	ctaZone      = 18
-	ctaMarkMask  = 21
+	ctaProtoInfo  = 4
+	ctaMark       = 8
+	ctaZone       = 18
+	ctaMarkMask   = 21
 
 	ctaTupleIP    = 1
 	ctaTupleProto = 2

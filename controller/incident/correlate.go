@@ -67,10 +67,16 @@ type Correlator struct {
 
 	pending    map[key]pending
 	lastExpiry time.Time
+	// reported holds when each connection's last reset was reported: a
+	// connection is reported once per Window, however many RSTs it gets
+	// (a retransmitted segment, two tables logging to one group).
+	reported map[key]time.Time
 	// Unpaired counts invalid segments no reset followed: a mitigation
 	// dropped them, the stack ignored them, or the box's answer was no
 	// reset. Evicted counts those pushed out while Max were waiting.
 	Unpaired, Evicted uint64
+	// Repeats counts resets of a connection already reported.
+	Repeats uint64
 }
 
 // Add takes one logged packet; it returns the reset it completes, if any.
@@ -82,7 +88,7 @@ func (c *Correlator) Add(p evidence.Packet) (Reset, bool) {
 		return Reset{}, false
 	}
 	if c.pending == nil {
-		c.pending = map[key]pending{}
+		c.pending, c.reported = map[key]pending{}, map[key]time.Time{}
 	}
 	c.expire(p.Time)
 	s := p.Segment
@@ -91,11 +97,11 @@ func (c *Correlator) Add(p evidence.Packet) (Reset, bool) {
 		if !s.RST() {
 			return Reset{}, false
 		}
-		return c.pair(p, true), true
+		return c.pair(p, true)
 	case evidence.HookInput, evidence.HookForward:
 		if p.Hook == evidence.HookForward && s.RST() {
 			if _, ok := c.pending[key{server: s.Dst, peer: s.Src}]; ok {
-				return c.pair(p, false), true
+				return c.pair(p, false)
 			}
 		}
 		c.hold(key{server: s.Src, peer: s.Dst}, pending{seg: s, hook: p.Hook, inIf: p.InIf, at: p.Time})
@@ -103,16 +109,38 @@ func (c *Correlator) Add(p evidence.Packet) (Reset, bool) {
 	return Reset{}, false
 }
 
-// pair builds the reset of p with the invalid segment it answers, if held.
-func (c *Correlator) pair(p evidence.Packet, byBox bool) Reset {
+// pair builds the reset of p with the invalid segment it answers, if
+// held; false for a connection reported less than a Window ago.
+func (c *Correlator) pair(p evidence.Packet, byBox bool) (Reset, bool) {
 	k := key{server: p.Segment.Dst, peer: p.Segment.Src}
+	st, held := c.pending[k]
+	delete(c.pending, k)
+	if at, ok := c.reported[k]; ok && p.Time.Sub(at) <= c.window() {
+		c.Repeats++
+		return Reset{}, false
+	}
+	if len(c.reported) >= c.max() {
+		c.forgetOldestReport()
+	}
+	c.reported[k] = p.Time
 	r := Reset{Time: p.Time, ByBox: byBox, Server: k.server, Peer: k.peer, RST: p.Segment}
-	if st, ok := c.pending[k]; ok {
-		delete(c.pending, k)
+	if held {
 		seg := st.seg
 		r.Stray, r.StrayHook, r.StrayInIf = &seg, st.hook, st.inIf
 	}
-	return r
+	return r, true
+}
+
+// forgetOldestReport makes room in reported.
+func (c *Correlator) forgetOldestReport() {
+	var oldest key
+	var at time.Time
+	for k, v := range c.reported {
+		if at.IsZero() || v.Before(at) {
+			oldest, at = k, v
+		}
+	}
+	delete(c.reported, oldest)
 }
 
 // hold keeps an invalid segment, the newest per connection, evicting the
@@ -132,13 +160,10 @@ func (c *Correlator) hold(k key, p pending) {
 	c.pending[k] = p
 }
 
-// expire forgets invalid segments older than Window, checking at most
-// ten times a Window.
+// expire forgets invalid segments and reports older than Window, checking
+// at most ten times a Window.
 func (c *Correlator) expire(now time.Time) {
-	w := c.Window
-	if w == 0 {
-		w = DefaultWindow
-	}
+	w := c.window()
 	if now.Sub(c.lastExpiry) < w/10 {
 		return
 	}
@@ -149,6 +174,18 @@ func (c *Correlator) expire(now time.Time) {
 			c.Unpaired++
 		}
 	}
+	for k, at := range c.reported {
+		if now.Sub(at) > w {
+			delete(c.reported, k)
+		}
+	}
+}
+
+func (c *Correlator) window() time.Duration {
+	if c.Window > 0 {
+		return c.Window
+	}
+	return DefaultWindow
 }
 
 func (c *Correlator) max() int {

@@ -190,3 +190,25 @@ func TestFlagNames(t *testing.T) {
 		}
 	}
 }
+
+func TestRepeatedResetsReportedOnce(t *testing.T) {
+	c := Correlator{Window: time.Second}
+	stray := pkt(0, evidence.HookInput, "198.19.0.10:443", "198.19.0.1:61000", 1, 7, evidence.FlagACK, 10)
+	rst := pkt(time.Millisecond, evidence.HookOutput, "198.19.0.1:61000", "198.19.0.10:443", 7, 0, evidence.FlagRST, 0)
+	var n int
+	for range 2 { // the same packets logged twice (two tables, one group)
+		c.Add(stray)
+		if _, ok := c.Add(rst); ok {
+			n++
+		}
+	}
+	if n != 1 || c.Repeats != 1 || c.Pending() != 0 {
+		t.Errorf("%d incidents, %d repeats, %d pending", n, c.Repeats, c.Pending())
+	}
+	// After the window the connection is reported again.
+	later := rst
+	later.Time = rst.Time.Add(2 * time.Second)
+	if _, ok := c.Add(later); !ok {
+		t.Error("a reset after the window is not reported")
+	}
+}

@@ -329,3 +329,19 @@ func sortedUnique(xs []string) []string {
 	slices.Sort(out)
 	return slices.Compact(out)
 }
+
+// EvidenceGroup returns the nfnetlink_log group of the table's evidence
+// rules, 0 if it has none (or t is nil).
+func (t *Table) EvidenceGroup() uint16 {
+	if t == nil {
+		return 0
+	}
+	for _, ch := range t.Chains {
+		for _, r := range ch.Rules {
+			if r.Purpose == PurposeEvidence {
+				return r.LogGroup
+			}
+		}
+	}
+	return 0
+}

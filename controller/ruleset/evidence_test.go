@@ -30,7 +30,7 @@ func TestEvidenceRules(t *testing.T) {
 	if tb := Build([]policy.Policy{observe}, Options{}); strings.Contains(tb.String(), "evidence") {
 		t.Errorf("group 0 adds evidence rules: %s", tb)
 	}
-	if ev := Evidence(7); len(ev.Chains) != 3 || len(ev.Counters) != 3 || ev.Chains[2].Rules[0].LogGroup != 7 {
+	if ev := Evidence(7); len(ev.Chains) != 3 || len(ev.Counters) != 3 || ev.Chains[2].Rules[0].LogGroup != 7 || ev.EvidenceGroup() != 7 {
 		t.Errorf("Evidence(7) = %s", ev)
 	}
 }

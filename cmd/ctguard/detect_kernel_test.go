@@ -1,0 +1,174 @@
+package main
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"net/netip"
+	"os/exec"
+	"regexp"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/ctguard/ctguard/controller/incident"
+	"github.com/ctguard/ctguard/internal/netnstest"
+	"github.com/ctguard/ctguard/internal/racetest"
+)
+
+// detectProc is a "ctguard detect -o json" running in a namespace.
+type detectProc struct {
+	t      *testing.T
+	cmd    *exec.Cmd
+	stdout *syncBuffer
+	stderr *syncBuffer
+	done   chan struct{}
+}
+
+// startDetect starts detect in ns and waits until it reads its group.
+func startDetect(t *testing.T, ns *netnstest.NS, stateDir string, args ...string) *detectProc {
+	t.Helper()
+	full := append([]string{"netns", "exec", ns.Name, binary, "--state-dir", stateDir, "detect", "-o", "json"}, args...)
+	p := &detectProc{t: t, cmd: exec.Command("ip", full...), stdout: &syncBuffer{}, stderr: &syncBuffer{}, done: make(chan struct{})}
+	p.cmd.Stdout, p.cmd.Stderr = p.stdout, p.stderr
+	p.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := p.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { p.cmd.Wait(); close(p.done) }()
+	t.Cleanup(func() {
+		p.cmd.Process.Kill()
+		<-p.done
+	})
+	poll(t, "detect to start", 5*time.Second, func() bool { return strings.Contains(p.stderr.String(), "Ctrl-C to stop") })
+	return p
+}
+
+// stop interrupts detect and returns its incidents and its summary.
+func (p *detectProc) stop() ([]incident.Incident, string) {
+	p.t.Helper()
+	p.cmd.Process.Signal(syscall.SIGINT)
+	select {
+	case <-p.done:
+	case <-time.After(5 * time.Second):
+		p.t.Fatalf("detect did not stop on SIGINT; stderr:\n%s", p.stderr.String())
+	}
+	var out []incident.Incident
+	sc := bufio.NewScanner(strings.NewReader(p.stdout.String()))
+	for sc.Scan() {
+		var inc incident.Incident
+		if err := json.Unmarshal(sc.Bytes(), &inc); err != nil {
+			p.t.Fatalf("detect printed a line that is not an incident: %q: %v", sc.Text(), err)
+		}
+		out = append(out, inc)
+	}
+	return out, p.stderr.String()
+}
+
+// conntrackEntry finds, with conntrack -L, the entry of the client's
+// connection and returns its original source and reply destination.
+func conntrackEntry(t *testing.T, tp *racetest.Topo, client netip.AddrPort) (orig, replyDst netip.AddrPort) {
+	t.Helper()
+	fam := map[bool]string{false: "ipv4", true: "ipv6"}[tp.IPv6]
+	out := string(tp.NAT.MustRun(t, "conntrack", "-L", "-p", "tcp", "-f", fam, "-s", client.Addr().String(), "--sport", fmt.Sprint(client.Port())))
+	// tcp 6 ... src=C dst=T sport=P dport=Q ... src=S dst=B sport=Q2 dport=P2
+	m := regexp.MustCompile(`src=(\S+) dst=\S+ sport=(\d+) dport=\d+ .*src=\S+ dst=(\S+) sport=\d+ dport=(\d+)`).FindStringSubmatch(out)
+	if m == nil {
+		t.Fatalf("conntrack -L has no entry for %s:\n%s", client, out)
+	}
+	return netip.AddrPortFrom(netip.MustParseAddr(m[1]), mustPort(m[2])),
+		netip.AddrPortFrom(netip.MustParseAddr(m[3]), mustPort(m[4]))
+}
+
+func mustPort(s string) uint16 {
+	var p uint16
+	fmt.Sscan(s, &p)
+	return p
+}
+
+// TestPrivilegedDetect runs "ctguard detect -o json" on the NAT box of a
+// client -- NAT -- server lab whose server sends a segment beyond the
+// client's window on each connection: for one connection it prints exactly
+// one incident naming the client's address and port (checked against
+// conntrack -L), the server and the box's NAT port (SNAT) or the service
+// (DNAT). With a dropInvalid mitigation applied, detect reads table inet
+// ctguard's evidence rules and prints none, while it still sees the
+// invalid segment. SNAT and DNAT, IPv4 and IPv6.
+func TestPrivilegedDetect(t *testing.T) {
+	t.Parallel()
+	for _, kind := range []racetest.Kind{racetest.SNAT, racetest.DNAT} {
+		for _, v6 := range []bool{false, true} {
+			t.Run(string(kind)+map[bool]string{false: "-ipv4", true: "-ipv6"}[v6], func(t *testing.T) {
+				tp := racetest.New(t, kind, v6)
+				a := tp.StartAdversary(t)
+				state := t.TempDir()
+				d := startDetect(t, tp.NAT, state)
+				if res := tp.Run(t, a, 1, 1); res.Reset != 1 {
+					t.Fatalf("unmitigated: %d of 1 connections reset", res.Reset)
+				}
+				time.Sleep(300 * time.Millisecond) // let detect read the last messages
+				incs, summary := d.stop()
+				if len(incs) != 1 {
+					t.Fatalf("detect printed %d incidents, want 1:\n%+v\n%s", len(incs), incs, summary)
+				}
+				inc := incs[0]
+				b, _ := json.Marshal(inc)
+				t.Logf("incident: %s", b)
+				clientAddr := map[bool]string{false: "198.18.8.2", true: "fd00:c7:8:1::2"}[v6]
+				if inc.Client.Addr().String() != clientAddr || inc.Client.Port() == 0 {
+					t.Errorf("client %s, want %s:port", inc.Client, clientAddr)
+				}
+				orig, replyDst := conntrackEntry(t, tp, inc.Client)
+				if orig != inc.Client {
+					t.Errorf("conntrack -L: original source %s, detect %s", orig, inc.Client)
+				}
+				if inc.Server != tp.Backend || inc.Stray == nil || inc.Conntrack == nil {
+					t.Errorf("server %s (want %s), stray %v, conntrack %v", inc.Server, tp.Backend, inc.Stray, inc.Conntrack)
+				}
+				if inc.Policies == nil || len(inc.Policies) != 0 {
+					t.Errorf("policies %v, want none", inc.Policies)
+				}
+				switch kind {
+				case racetest.SNAT:
+					natOut := map[bool]string{false: "198.19.8.1", true: "fd00:c7:8:2::1"}[v6]
+					if inc.NAT != "snat" || inc.ResetBy != "box" || inc.Box != replyDst || inc.Box.Addr().String() != natOut || inc.Stray.Hook != "input" {
+						t.Errorf("SNAT incident: nat %s reset by %s box %s (conntrack reply dst %s) stray hook %s", inc.NAT, inc.ResetBy, inc.Box, replyDst, inc.Stray.Hook)
+					}
+				case racetest.DNAT:
+					if inc.NAT != "dnat" || inc.ResetBy != "client" || inc.Service != tp.Target || inc.Stray.Hook != "forward" {
+						t.Errorf("DNAT incident: nat %s reset by %s service %s (want %s) stray hook %s", inc.NAT, inc.ResetBy, inc.Service, tp.Target, inc.Stray.Hook)
+					}
+				}
+				if !strings.Contains(summary, "1 incidents") || !strings.Contains(summary, "0 log messages lost") {
+					t.Errorf("summary: %s", summary)
+				}
+				if strings.Contains(tableText(tp.NAT), "ctguard_detect") {
+					t.Errorf("detect left its table behind:\n%s", tableText(tp.NAT))
+				}
+
+				// Mitigated: dropInvalid on the hook the segment reaches.
+				hook := map[racetest.Kind]string{racetest.SNAT: "input", racetest.DNAT: "forward"}[kind]
+				pol := writePolicy(t, fmt.Sprintf("apiVersion: ctguard.io/v1alpha1\nkind: MitigationPolicy\nmetadata:\n  name: drop\nspec:\n  workaround: dropInvalid\n  dropInvalid:\n    hooks: [%s]\n", hook))
+				c := &cli{t: t, ns: tp.NAT, stateDir: state}
+				c.mustRun(0, "apply", "-f", pol)
+				d = startDetect(t, tp.NAT, state)
+				if !strings.Contains(d.stderr.String(), "table inet ctguard (group") {
+					t.Errorf("detect did not use the evidence rules in force: %s", d.stderr.String())
+				}
+				if res := tp.Run(t, a, 1, 1); res.Reset != 0 {
+					t.Errorf("mitigated: %d of 1 connections reset", res.Reset)
+				}
+				time.Sleep(300 * time.Millisecond)
+				incs, summary = d.stop()
+				if len(incs) != 0 {
+					t.Errorf("mitigated: detect printed %d incidents: %+v", len(incs), incs)
+				}
+				if !regexp.MustCompile(`invalid segments seen on (input [1-9]|input \d+, forward [1-9]).* 1 invalid segments without a reset`).MatchString(summary) {
+					t.Errorf("mitigated: detect saw no invalid segment: %s", summary)
+				}
+				t.Logf("mitigated: %s", strings.TrimSpace(summary))
+			})
+		}
+	}
+}
