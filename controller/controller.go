@@ -79,13 +79,10 @@ type Config struct {
 	// another namespace is never used.
 	NetNS  string
 	Logger *slog.Logger
-	// Rules are the options the table is built with (mark bit, gate
-	// queues, whether the gate can run); a zero mark bit or queue
-	// means the default.
+	// Rules are the options the table is built with (mark bit, the gate's
+	// queue, whether the gate can run; see also SetGate); a zero mark bit
+	// or queue means the default.
 	Rules ruleset.Options
-	// OnNoQueue is called (optional) when the kernel refused the gate's
-	// queue and gate policies fell back to guard rules.
-	OnNoQueue func(error)
 }
 
 // New returns a Controller.
@@ -109,8 +106,6 @@ func New(cfg Config) *Controller {
 		netns:   cfg.NetNS,
 		log:     log,
 		rules:   cfg.Rules,
-
-		onNoQueue: cfg.OnNoQueue,
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"maps"
+	"slices"
 	"testing"
 
 	"github.com/ctguard/ctguard/controller/flows"
@@ -422,5 +423,40 @@ spec:
 	}
 	if cf.dirs != flows.Both {
 		t.Fatalf("rollback cleared %v, want both directions (an earlier revision flagged original too)", cf.dirs)
+	}
+}
+
+// TestGateFallsBackToGuardWithoutQueue: a kernel that takes no NFQUEUE
+// verdict gets guard rules for gate policies, loudly (the callback), and
+// status reports the fallback without drift.
+func TestGateFallsBackToGuardWithoutQueue(t *testing.T) {
+	f := newFixture(t)
+	f.tables.RefuseQueue()
+	var refused error
+	f.c.SetGate(ruleset.DefaultQueue, true, func(err error) { refused = err })
+	if _, err := f.c.Apply(context.Background(), mustParse(t, perFlowDoc)); err != nil {
+		t.Fatal(err)
+	}
+	if !errors.Is(refused, nft.ErrNoQueue) {
+		t.Fatalf("fallback callback got %v, want ErrNoQueue", refused)
+	}
+	got, _ := f.tables.Read()
+	var purposes []ruleset.Purpose
+	for _, ch := range got.Chains {
+		for _, r := range ch.Rules {
+			purposes = append(purposes, r.Purpose)
+		}
+	}
+	if !slices.Contains(purposes, ruleset.PurposeGuard) || slices.Contains(purposes, ruleset.PurposeGate) {
+		t.Fatalf("rules %v: want a guard rule and no gate rule", purposes)
+	}
+	// A status from another process (it does not know of the fallback).
+	other := New(Config{Tables: f.tables, Sysctls: f.sys, Flows: f.flows, Store: f.store, NetNS: "net:[1]"})
+	st, err := other.Status(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Drift || !st.GateFallback {
+		t.Fatalf("status drift %v gateFallback %v, want false true", st.Drift, st.GateFallback)
 	}
 }

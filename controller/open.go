@@ -84,7 +84,3 @@ func (c *Controller) SetGate(queue uint16, available bool, onNoQueue func(error)
 // SetEvidenceGroup sets the nfnetlink_log group of the evidence rules every
 // table gets (0: none). Call it before the first apply.
 func (c *Controller) SetEvidenceGroup(group uint16) { c.rules.EvidenceGroup = group }
-
-// GateFallback reports whether gate policies run guard rules instead (the
-// gate could not run).
-func (c *Controller) GateFallback() bool { return c.rules.NoQueue }

@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"os/exec"
 	"regexp"
-	"strconv"
 	"syscall"
 	"testing"
 	"time"
@@ -29,15 +28,22 @@ spec:
 `, family, tp.Kind)
 }
 
-// namedCounter reads a named counter of table inet ctguard with nft.
+// namedCounter reads a named counter of ctguard's tables with nft -j,
+// summed over the families (gate rules for both families on a kernel
+// without nft_queue live in tables ip and ip6 ctguard).
 func namedCounter(t *testing.T, tp *racetest.Topo, name string) int {
 	t.Helper()
-	out := string(tp.NAT.MustRun(t, "nft", "list", "counter", "inet", "ctguard", name))
-	m := regexp.MustCompile(`packets (\d+)`).FindStringSubmatch(out)
-	if m == nil {
-		t.Fatalf("nft list counter %s:\n%s", name, out)
+	n, found := 0, false
+	for _, item := range tp.NAT.NftJSON(t, "list", "counters")["nftables"].([]any) {
+		c, ok := item.(map[string]any)["counter"].(map[string]any)
+		if ok && c["table"] == "ctguard" && c["name"] == name {
+			n += int(c["packets"].(float64))
+			found = true
+		}
 	}
-	n, _ := strconv.Atoi(m[1])
+	if !found {
+		t.Fatalf("nft -j list counters has no counter %s", name)
+	}
 	return n
 }
 

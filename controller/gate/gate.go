@@ -427,7 +427,11 @@ func (g *Gate) handle(batch []slot) {
 	pl := g.pols.Load()
 	if pl.fast {
 		for i := range batch {
-			if !batch[i].done {
+			switch {
+			case batch[i].done:
+			case pl.dirs == 0: // no gated policy (yet): a rule of an older table
+				g.count(NotSelected, 1)
+			default:
 				batch[i].dirs = pl.dirs
 			}
 		}

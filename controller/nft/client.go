@@ -150,6 +150,9 @@ func (c *Client) read(table *nftables.Table) (*ruleset.Table, error) {
 	if t.Chains, err = c.readChains(&t); err != nil {
 		return nil, err
 	}
+	if err := c.readGateTables(&t); err != nil {
+		return nil, err
+	}
 	slices.Sort(t.Foreign)
 	return &t, nil
 }
@@ -160,20 +163,36 @@ func (c *Client) Counters() (map[string]ruleset.Counter, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	counters, _, err := c.objects()
-	return counters, err
+	if err != nil {
+		return nil, err
+	}
+	for _, fam := range gateFamilies {
+		fc, _, err := c.objectsOf(familyTable(fam))
+		if err != nil {
+			return nil, err
+		}
+		addCounters(counters, fc)
+	}
+	return counters, nil
 }
 
 // objects reads the table's stateful objects: its counters, and a
 // description of any other object (ctguard creates none).
 func (c *Client) objects() (counters map[string]ruleset.Counter, foreign []string, err error) {
-	objs, err := c.conn.GetNamedObjects(c.table)
+	return c.objectsOf(c.table)
+}
+
+// objectsOf reads the counters and the names of other stateful objects of
+// table t (none when it is absent).
+func (c *Client) objectsOf(t *nftables.Table) (counters map[string]ruleset.Counter, foreign []string, err error) {
+	objs, err := c.conn.GetNamedObjects(t)
 	if err != nil {
 		return nil, nil, fmt.Errorf("read counters: %w", err)
 	}
 	counters = make(map[string]ruleset.Counter, len(objs))
 	for _, o := range objs {
 		n, ok := o.(*nftables.NamedObj)
-		if !ok || n.Table == nil || n.Table.Name != ruleset.TableName {
+		if !ok || n.Table == nil || n.Table.Name != ruleset.TableName || n.Table.Family != t.Family {
 			continue
 		}
 		if v, isCounter := n.Obj.(*expr.Counter); isCounter && n.Type == nftables.ObjTypeCounter {
@@ -240,7 +259,7 @@ func (c *Client) readChains(t *ruleset.Table) ([]ruleset.Chain, error) {
 			t.Foreign = append(t.Foreign, describeChain(ch, len(rules)))
 			continue
 		}
-		rules, err := c.getRules(ch.Name)
+		rules, err := c.getRules(nftables.TableFamilyINet, ch.Name)
 		if err != nil {
 			return nil, fmt.Errorf("read rules of chain %s: %w", ch.Name, err)
 		}
@@ -321,7 +340,23 @@ func (c *Client) replace(t ruleset.Table, current map[string]ruleset.Counter, q 
 	b.AddTable(c.table)
 	b.DelTable(c.table)
 	b.AddTable(c.table)
+	for _, fam := range gateFamilies { // leftovers of an earlier encoding
+		b.AddTable(familyTable(fam))
+		b.DelTable(familyTable(fam))
+	}
+	split := q == QueueCompat
+	gateCounters := map[string]bool{}
+	for _, ch := range t.Chains {
+		for _, r := range ch.Rules {
+			if split && r.Purpose == ruleset.PurposeGate {
+				gateCounters[r.Counter] = true
+			}
+		}
+	}
 	for _, ct := range t.Counters {
+		if gateCounters[ct.Name] {
+			continue // in the family tables
+		}
 		if cur, ok := current[ct.Name]; ok {
 			ct = cur
 		}
@@ -334,6 +369,12 @@ func (c *Client) replace(t ruleset.Table, current map[string]ruleset.Counter, q 
 		}
 	}
 	for _, ch := range t.Chains {
+		if split && ch.Hook == ruleset.HookPrerouting {
+			if err := c.addGateTables(b, ch, t.Counters, q); err != nil {
+				return err
+			}
+			continue
+		}
 		chain := b.AddChain(&nftables.Chain{
 			Name:     ch.Name(),
 			Table:    c.table,
@@ -378,7 +419,8 @@ func (c *Client) addSet(b *nftables.Conn, s ruleset.Set, setIDs map[string]uint3
 
 func policyRef(p nftables.ChainPolicy) *nftables.ChainPolicy { return &p }
 
-// Delete removes table inet ctguard in one batch; an absent table is fine.
+// Delete removes table inet ctguard (and ip/ip6 ctguard, see
+// addGateTables) in one batch; an absent table is fine.
 func (c *Client) Delete() error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -386,8 +428,10 @@ func (c *Client) Delete() error {
 	if err != nil {
 		return err
 	}
-	b.AddTable(c.table)
-	b.DelTable(c.table)
+	for _, t := range []*nftables.Table{c.table, familyTable(nftables.TableFamilyIPv4), familyTable(nftables.TableFamilyIPv6)} {
+		b.AddTable(t)
+		b.DelTable(t)
+	}
 	if err := b.Flush(); err != nil {
 		return fmt.Errorf("delete table inet ctguard: %w", err)
 	}

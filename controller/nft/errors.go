@@ -12,3 +12,7 @@ var ErrInvalidTable = errors.New("invalid ctguard table")
 // of a gate rule's NFQUEUE verdict (no nft_queue, no xt NFQUEUE target):
 // the gate cannot run; nothing is changed.
 var ErrNoQueue = errors.New("the kernel has no NFQUEUE support for the gate (neither nft_queue nor the xt NFQUEUE target)")
+
+// ErrUnrecognised is returned by Read when table ip or ip6 ctguard (the
+// gate's xt-encoded rules) holds an object ctguard never creates there.
+var ErrUnrecognised = errors.New("unrecognised object in a ctguard table")

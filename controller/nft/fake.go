@@ -21,6 +21,7 @@ type Fake struct {
 	// mark); foreignContents describe it.
 	foreign         bool
 	foreignContents []string
+	noQueue         bool
 }
 
 // NewFake returns a Fake without table inet ctguard.
@@ -61,6 +62,9 @@ func (f *Fake) Replace(t ruleset.Table) error {
 	next, err := canonical(t)
 	if err != nil {
 		return err
+	}
+	if f.noQueue && hasGate(next) {
+		return fmt.Errorf("replace table inet ctguard: %w", ErrNoQueue)
 	}
 	current := f.counters()
 	for i, c := range next.Counters {
@@ -130,6 +134,14 @@ func (f *Fake) FailNext(err error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.failErr = err
+}
+
+// RefuseQueue makes every Replace of a table with gate rules fail with
+// ErrNoQueue, as a kernel without NFQUEUE support does.
+func (f *Fake) RefuseQueue() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.noQueue = true
 }
 
 func (f *Fake) takeFailure() error {

@@ -629,9 +629,9 @@ func gatePolicies() []policy.Policy {
 }
 
 // TestPrivilegedGateRulesRoundTrip writes gate rules with whatever queue
-// encoding the kernel takes (xt NFQUEUE through nft_compat on a kernel
-// without nft_queue) and reads them back to the same model; nft's text
-// listing shows the matches.
+// encoding the kernel takes (xt NFQUEUE through nft_compat, in tables ip and
+// ip6 ctguard, on a kernel without nft_queue) and reads them back to the
+// same model; nft lists them (text and JSON), and Delete removes them.
 func TestPrivilegedGateRulesRoundTrip(t *testing.T) {
 	ns := netnstest.NewNetNS(t, "nftgate")
 	c := newClient(t, ns)
@@ -648,17 +648,67 @@ func TestPrivilegedGateRulesRoundTrip(t *testing.T) {
 	if err != nil || !ruleset.Equal(got, &want) {
 		t.Fatalf("Read: %v\n got %s\nwant %s", err, got, &want)
 	}
+	// nft -j must not abort on ctguard's tables (it does on an xtables
+	// target inside an inet table).
+	ruleset := string(ns.MustRun(t, "nft", "-j", "list", "ruleset"))
 	listed := string(ns.MustRun(t, "nft", "list", "table", "inet", "ctguard"))
+	if q == QueueCompat {
+		if strings.Contains(listed, "prerouting") {
+			t.Errorf("inet ctguard holds the xt-encoded gate chain:\n%s", listed)
+		}
+		listed = string(ns.MustRun(t, "nft", "list", "table", "ip", "ctguard")) + string(ns.MustRun(t, "nft", "list", "table", "ip6", "ctguard"))
+	}
 	for _, s := range []string{"chain prerouting", "priority mangle", "ct direction reply", "ct mark & 0x00800000 == 0x00000000", "tcp flags syn,ack / syn,ack", "ct status snat,dnat", `counter name "all_gate"`} {
 		if !strings.Contains(listed, s) {
 			t.Errorf("nft list lacks %q:\n%s", s, listed)
 		}
 	}
-	// A second replace keeps the encoding.
+	if !strings.Contains(ruleset, `"all_gate"`) {
+		t.Errorf("nft -j list ruleset lacks the gate counter:\n%s", ruleset)
+	}
+	// A second replace keeps the encoding; Delete removes every table.
 	if err := c.Replace(want); err != nil {
 		t.Fatal(err)
 	}
 	if q2, _ := c.QueueEncoding(); q2 != q {
 		t.Errorf("encoding changed from %s to %s", q, q2)
+	}
+	if err := c.Delete(); err != nil {
+		t.Fatal(err)
+	}
+	if out := string(ns.MustRun(t, "nft", "list", "tables")); strings.Contains(out, "ctguard") {
+		t.Errorf("tables left after Delete:\n%s", out)
+	}
+}
+
+// TestPrivilegedGateTablesDrift: a change to table ip ctguard, where the
+// xt-encoded gate rules live, reads as a different table.
+func TestPrivilegedGateTablesDrift(t *testing.T) {
+	ns := netnstest.NewNetNS(t, "nftgdr")
+	c := newClient(t, ns)
+	want := ruleset.Build(gatePolicies(), testOpts)
+	if err := c.Replace(want); err != nil {
+		t.Fatal(err)
+	}
+	if q, _ := c.QueueEncoding(); q != QueueCompat {
+		t.Skip("the kernel takes nft's queue: the gate rules are in inet ctguard")
+	}
+	ns.MustRun(t, "nft", "flush", "chain", "ip6", "ctguard", "prerouting")
+	got, err := c.Read()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ruleset.Equal(got, &want) {
+		t.Fatalf("a flushed ip6 gate chain reads as the same table:\n%s", got)
+	}
+	ns.MustRun(t, "nft", "add chain ip ctguard mine")
+	if _, err := c.Read(); !errors.Is(err, ErrUnrecognised) {
+		t.Errorf("Read with a foreign chain in ip ctguard: %v, want ErrUnrecognised", err)
+	}
+	if err := c.Replace(want); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := c.Read(); err != nil || !ruleset.Equal(got, &want) {
+		t.Errorf("after a replace: %v\n%s", err, got)
 	}
 }

@@ -11,13 +11,13 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// getRules dumps the rules of one chain of inet ctguard with their
+// getRules dumps the rules of one chain of table ctguard of family fam with their
 // expressions. It replaces google/nftables v0.3.0's GetRules, which fails
 // on every rule holding a ct expression with a direction (the kernel sends
 // NFTA_CT_DIRECTION as a u8; v0.3.0 decodes a u32), as the gate rules do.
 // Expressions of kinds ctguard never writes decode as an expr.Notrack
 // placeholder, so the rule reads as unrecognised.
-func (c *Client) getRules(chain string) ([]*nftables.Rule, error) {
+func (c *Client) getRules(fam nftables.TableFamily, chain string) ([]*nftables.Rule, error) {
 	nl, err := netlink.Dial(unix.NETLINK_NETFILTER, c.nlConfig())
 	if err != nil {
 		return nil, fmt.Errorf("nftables netlink: %w", err)
@@ -35,7 +35,7 @@ func (c *Client) getRules(chain string) ([]*nftables.Rule, error) {
 			Type:  netlink.HeaderType(unix.NFNL_SUBSYS_NFTABLES<<8 | unix.NFT_MSG_GETRULE),
 			Flags: netlink.Request | netlink.Dump,
 		},
-		Data: append([]byte{unix.NFPROTO_INET, unix.NFNETLINK_V0, 0, 0}, attrs...),
+		Data: append([]byte{byte(fam), unix.NFNETLINK_V0, 0, 0}, attrs...),
 	})
 	if err != nil {
 		return nil, err
