@@ -172,3 +172,59 @@ func TestPrivilegedDetect(t *testing.T) {
 		}
 	}
 }
+
+// TestPrivilegedRunIncidentRing runs "ctguard run" with a per-flow policy
+// whose flag is set from conntrack events only (handshake none): the
+// adversarial server's segment beats the flag on some connections, which
+// the box resets. Each reset is an incident under that policy: counted in
+// ctguard_incidents_total{policy,workaround} and kept in the live status.
+func TestPrivilegedRunIncidentRing(t *testing.T) {
+	t.Parallel()
+	tp := racetest.New(t, racetest.SNAT, false)
+	state := t.TempDir()
+	pol := writePolicy(t, "apiVersion: ctguard.io/v1alpha1\nkind: MitigationPolicy\nmetadata:\n  name: events-only\nspec:\n  workaround: liberal\n  liberal:\n    handshake: none\n  match:\n    nat: [snat]\n")
+	p := startRun(t, tp.NAT, state, "-f", pol)
+	p.waitReady()
+	a := tp.StartAdversary(t)
+	const n = 20
+	res := tp.Run(t, a, n, 4)
+	if res.Reset == 0 {
+		t.Skipf("no connection of %d lost the race to the event-driven flag on this machine", n)
+	}
+	var got float64
+	poll(t, "the incidents to be counted", 5*time.Second, func() bool {
+		got = p.metric("ctguard_incidents_total", "policy", "events-only", "workaround", "liberal")
+		return got >= float64(res.Reset)
+	})
+	if got != float64(res.Reset) {
+		t.Errorf("ctguard_incidents_total{policy=events-only} = %v, the server saw %d resets", got, res.Reset)
+	}
+	if v := p.metric("ctguard_evidence_lost_total", "reason", "sequence_gap"); v != 0 {
+		t.Errorf("evidence messages lost: %v", v)
+	}
+	var st struct {
+		Live struct {
+			Incidents struct {
+				Total uint64
+				Last  []incident.Incident
+			}
+		}
+	}
+	poll(t, "the live status to show the incidents", 3*time.Second, func() bool {
+		out, _, _ := (&cli{t: t, ns: tp.NAT, stateDir: state}).run("status", "-o", "json")
+		return json.Unmarshal([]byte(out), &st) == nil && st.Live.Incidents.Total == uint64(res.Reset)
+	})
+	if len(st.Live.Incidents.Last) != res.Reset {
+		t.Fatalf("status shows %d incidents, want %d", len(st.Live.Incidents.Last), res.Reset)
+	}
+	for _, inc := range st.Live.Incidents.Last {
+		if inc.Client.Addr().String() != "198.18.8.2" || inc.Server != tp.Backend || len(inc.Policies) != 1 || inc.Policies[0].Name != "events-only" {
+			t.Errorf("incident %+v", inc)
+		}
+	}
+	text := (&cli{t: t, ns: tp.NAT, stateDir: state}).mustRun(0, "status")
+	if !regexp.MustCompile(fmt.Sprintf(`Incidents \(connections reset\):\s+%d since`, res.Reset)).MatchString(text) || !strings.Contains(text, "policies events-only(liberal)") {
+		t.Errorf("status text:\n%s", text)
+	}
+	t.Logf("%d of %d connections reset, all named as incidents under policy events-only", res.Reset, n)
+}

@@ -92,6 +92,9 @@ func runController(ctx context.Context, g *globals, f *runFlags) error {
 	// apply). A policy that does not load is reported by Run.
 	initial, _ := loadPolicies(f.file)
 	gated := startGate(s, g, engine, m, initial.Policies)
+	// The evidence group is bound before the first apply writes rules
+	// logging to it.
+	ring := startIncidents(ctx, s, g.evidence, m, initial.Policies)
 
 	reload := make(chan struct{}, 1)
 	hup := make(chan os.Signal, 1)
@@ -132,12 +135,12 @@ func runController(ctx context.Context, g *globals, f *runFlags) error {
 		Reload:       reload,
 		TableChanged: changed,
 		Resync:       f.resync,
-		Engine:       gated,
+		Engine:       ringEngine{Engine: gated, ring: ring},
 		Metrics:      m,
 		Gate:         gated.status,
 		Publish: func(st controller.LiveStatus) {
 			failing.Store(st.ReconcileFailing)
-			s.publishLive(st)
+			ring.publish(st)
 		},
 		CleanupOnExit: f.cleanupOnExit,
 	})
