@@ -19,7 +19,7 @@ import (
 
 // detectProc is a "ctguard detect -o json" running in a namespace.
 type detectProc struct {
-	t      *testing.T
+	t      testing.TB
 	cmd    *exec.Cmd
 	stdout *syncBuffer
 	stderr *syncBuffer
@@ -27,7 +27,7 @@ type detectProc struct {
 }
 
 // startDetect starts detect in ns and waits until it reads its group.
-func startDetect(t *testing.T, ns *netnstest.NS, stateDir string, args ...string) *detectProc {
+func startDetect(t testing.TB, ns *netnstest.NS, stateDir string, args ...string) *detectProc {
 	t.Helper()
 	full := append([]string{"netns", "exec", ns.Name, binary, "--state-dir", stateDir, "detect", "-o", "json"}, args...)
 	p := &detectProc{t: t, cmd: exec.Command("ip", full...), stdout: &syncBuffer{}, stderr: &syncBuffer{}, done: make(chan struct{})}
@@ -41,7 +41,11 @@ func startDetect(t *testing.T, ns *netnstest.NS, stateDir string, args ...string
 		p.cmd.Process.Kill()
 		<-p.done
 	})
-	poll(t, "detect to start", 5*time.Second, func() bool { return strings.Contains(p.stderr.String(), "Ctrl-C to stop") })
+	for deadline := time.Now().Add(5 * time.Second); !strings.Contains(p.stderr.String(), "Ctrl-C to stop"); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("detect did not start: %s", p.stderr.String())
+		}
+	}
 	return p
 }
 

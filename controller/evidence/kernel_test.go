@@ -4,6 +4,8 @@ import (
 	"errors"
 	"net"
 	"net/netip"
+	"regexp"
+	"strconv"
 	"testing"
 	"time"
 
@@ -62,4 +64,58 @@ func TestPrivilegedReceive(t *testing.T) {
 		t.Fatal(err)
 	}
 	r2.Close()
+}
+
+// TestPrivilegedLossCounted logs, without a rate limit, more packets than
+// a small receive buffer holds: the reader counts the overrun and, from the
+// sequence numbers of the next message, the messages lost; what it
+// received and lost add up to what the kernel logged.
+func TestPrivilegedLossCounted(t *testing.T) {
+	ns := netnstest.NewNetNS(t, "d14loss")
+	ns.MustRun(t, "nft", "add table inet d14; add chain inet d14 out { type filter hook output priority 0; }; add counter inet d14 logged; add rule inet d14 out meta l4proto udp counter name logged log group 11 snaplen 128")
+	r, err := Open(ns.Fd(), 11, 128, 4096)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	go func() {
+		var buf []Packet
+		for {
+			if buf, err = r.Receive(buf[:0]); err != nil {
+				return
+			}
+		}
+	}()
+	const n = 2000
+	send := func(k int) {
+		ns.Do(t, func() {
+			c, err := net.Dial("udp", "127.0.0.1:9")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			for range k {
+				c.Write([]byte("x"))
+			}
+		})
+	}
+	send(n)
+	time.Sleep(200 * time.Millisecond)
+	send(1) // its sequence number shows the gap
+	// Every packet the rule counted was logged (a write refused by an
+	// earlier ICMP error sends nothing).
+	m := regexp.MustCompile(`packets (\d+)`).FindStringSubmatch(string(ns.MustRun(t, "nft", "list", "counter", "inet", "d14", "logged")))
+	logged, _ := strconv.ParseUint(m[1], 10, 64)
+	deadline := time.Now().Add(3 * time.Second)
+	for st := r.Stats(); st.Received+st.Lost < logged; st = r.Stats() {
+		if time.Now().After(deadline) {
+			t.Fatalf("stuck at %+v of %d", st, logged)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	st := r.Stats()
+	if st.Lost == 0 || st.Overruns == 0 || st.Received+st.Lost != logged {
+		t.Errorf("stats %+v, want lost and overruns counted and received+lost = %d", st, logged)
+	}
+	t.Logf("%d packets logged into a 4 KiB buffer: %+v", logged, st)
 }

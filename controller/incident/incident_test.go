@@ -212,3 +212,15 @@ func TestRepeatedResetsReportedOnce(t *testing.T) {
 		t.Error("a reset after the window is not reported")
 	}
 }
+
+// BenchmarkHandleInvalidSegment is the detector's cost per logged invalid
+// segment that no reset follows (a flood's packets, all of one flow).
+func BenchmarkHandleInvalidSegment(b *testing.B) {
+	d, _ := NewDetector(&fakeSource{}, nil)
+	p := pkt(0, evidence.HookInput, "198.19.0.10:443", "198.19.0.1:61000", 1, 7, evidence.FlagACK, 100)
+	b.ReportAllocs()
+	for i := 0; b.Loop(); i++ {
+		p.Time = t0.Add(time.Duration(i) * time.Microsecond)
+		d.Handle(p)
+	}
+}
