@@ -97,7 +97,7 @@ func runDetect(ctx context.Context, group uint16, ps []policy.Policy, output str
 	defer conn.Close()
 	log, _ := newLogger("warn", "warn")
 	enc := json.NewEncoder(out)
-	w, err := detect.Open(detect.Config{Group: group, Conn: conn, Policies: ps, Logger: log, OnIncident: func(inc incident.Incident) {
+	w, err := detect.Open(detect.Config{NetNSFd: -1, Group: group, Conn: conn, Policies: ps, Logger: log, OnIncident: func(inc incident.Incident) {
 		if output == "json" {
 			_ = enc.Encode(inc)
 		} else {

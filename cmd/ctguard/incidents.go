@@ -38,7 +38,7 @@ func startIncidents(ctx context.Context, s *session, group uint16, m *metrics.Me
 		return r
 	}
 	var total *metrics.Incidents
-	w, err := detect.Open(detect.Config{Group: group, Conn: s.Conntrack, Policies: initial, Logger: s.log, OnIncident: func(inc incident.Incident) {
+	w, err := detect.Open(detect.Config{NetNSFd: -1, Group: group, Conn: s.Conntrack, Policies: initial, Logger: s.log, OnIncident: func(inc incident.Incident) {
 		s.log.Warn("connection reset on a conntrack-invalid segment", "incident", incident.Text(inc))
 		refs := inc.Policies
 		if len(refs) == 0 {

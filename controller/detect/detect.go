@@ -27,6 +27,9 @@ const DefaultBuffer = 4 << 20
 
 // Config configures a Watcher.
 type Config struct {
+	// NetNSFd is the network namespace to read in (< 0: the caller's).
+	// Conn must be of the same namespace.
+	NetNSFd int
 	// Group is the evidence rules' nfnetlink_log group.
 	Group uint16
 	// Conn looks up conntrack entries and the invalid statistic; the
@@ -75,11 +78,11 @@ func Open(cfg Config) (*Watcher, error) {
 	if cfg.Buffer == 0 {
 		cfg.Buffer = DefaultBuffer
 	}
-	det, err := incident.NewDetector(kernelSource{cfg.Conn}, cfg.Policies)
+	det, err := incident.NewDetector(kernelSource{conn: cfg.Conn, local: cfg.NetNSFd < 0}, cfg.Policies)
 	if err != nil {
 		return nil, err
 	}
-	r, err := evidence.Open(-1, cfg.Group, ruleset.EvidenceSnaplen, cfg.Buffer)
+	r, err := evidence.Open(cfg.NetNSFd, cfg.Group, ruleset.EvidenceSnaplen, cfg.Buffer)
 	if err != nil {
 		return nil, err
 	}
@@ -137,15 +140,22 @@ func (w *Watcher) Stats() Stats {
 		Incidents: w.incidents, Unpaired: c.Unpaired + uint64(c.Pending()), Evicted: c.Evicted, Repeats: c.Repeats, LookupErrors: w.det.LookupErrors}
 }
 
-// kernelSource is incident.Source over ctnetlink and the interface table
-// of the caller's namespace.
-type kernelSource struct{ conn *flows.Conn }
+// kernelSource is incident.Source over ctnetlink and, when local, the
+// interface table of the caller's namespace (interface names are unknown
+// in another namespace).
+type kernelSource struct {
+	conn  *flows.Conn
+	local bool
+}
 
 func (k kernelSource) LookupReply(t flows.Tuple) (flows.Flow, error) { return k.conn.GetReply(t) }
 
 func (k kernelSource) Invalid() (uint64, error) { return k.conn.Stats() }
 
 func (k kernelSource) IfName(index uint32) string {
+	if !k.local {
+		return ""
+	}
 	if ifi, err := net.InterfaceByIndex(int(index)); err == nil {
 		return ifi.Name
 	}
