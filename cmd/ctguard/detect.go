@@ -115,6 +115,10 @@ func runDetect(ctx context.Context, group uint16, ps []policy.Policy, output str
 	t, err := tables.Read()
 	if err == nil && t.EvidenceGroup() == group {
 		own = true
+		// A table a killed detect left behind would log every packet twice.
+		if err := tables.DeleteEvidenceTable(); err != nil {
+			return err
+		}
 		fmt.Fprintf(errOut, "ctguard detect: reading the evidence rules of table inet ctguard (group %d); Ctrl-C to stop\n", group)
 	} else {
 		if err := tables.ReplaceEvidenceTable(group); err != nil {
