@@ -1,9 +1,6 @@
 package main
 
 import (
-	"context"
-	"log/slog"
-	"sync"
 	"time"
 
 	"github.com/ctguard/ctguard/controller"
@@ -16,101 +13,34 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// gatedEngine is the Engine "ctguard run" drives: the per-flow engine and,
-// beside it, the handshake gate. Policies reach both; while the gate
-// listens, the engine leaves the new flows of gated policies to it.
-type gatedEngine struct {
-	*perflow.Engine
-	gate   *gate.Gate // nil when the gate could not start
-	tables *nft.Client
-	m      *metrics.Metrics
-	log    *slog.Logger
-
-	mu     sync.Mutex
-	state  string // as controller.GateStatus.State
-	reason string
-}
-
 // startGate binds the gate's queue before anything else, so the first
 // table with gate rules never queues to nobody and the engine's first dump
 // comes after the gate listens. When it cannot bind, gate policies fall
 // back to guard rules (loudly): never a policy without protection.
-func startGate(s *session, g *globals, engine *perflow.Engine, m *metrics.Metrics, initial []policy.Policy) *gatedEngine {
-	e := &gatedEngine{Engine: engine, tables: s.Tables, m: m, log: s.log}
+func startGate(s *session, g *globals, engine *perflow.Engine, m *metrics.Metrics, initial []policy.Policy) *gate.Runner {
+	onState := func(state string) {
+		m.Gate.State.Set(map[string]float64{gate.StateListening: metrics.GateListening, gate.StateFallback: metrics.GateFallback}[state])
+	}
 	gt, err := gate.Open(gate.Config{NetNSFd: -1, Queue: g.queue, MarkBit: flows.MarkBit(g.markBit), Logger: s.log, Observer: newGateObserver(m)})
 	if err != nil {
 		s.log.Error("the handshake gate cannot run; gate policies fall back to guard rules (invalid packets from their servers are dropped)", "queue", g.queue, "err", err)
 		s.SetGate(g.queue, false, nil)
-		e.setState("fallback", err.Error(), metrics.GateFallback)
-		return e
+		return gate.NewRunner(engine, nil, err, s.log, onState)
 	}
 	if err := gt.SetPolicies(initial); err != nil {
 		s.log.Warn("gate policies", "err", err) // the engine reports the same error
 	}
-	e.gate = gt
-	s.SetGate(g.queue, true, e.noQueue)
-	engine.SetGateActive(true)
-	e.setState("listening", "", metrics.GateListening)
-	return e
+	r := gate.NewRunner(engine, gt, nil, s.log, onState)
+	s.SetGate(g.queue, true, r.Fallback)
+	return r
 }
 
-// noQueue is called when the kernel refused the gate rules' queue: the
-// controller installs guard rules instead and the engine flags new flows.
-func (e *gatedEngine) noQueue(err error) {
-	e.Engine.SetGateActive(false)
-	e.setState("fallback", err.Error(), metrics.GateFallback)
-}
-
-func (e *gatedEngine) setState(state, reason string, metric float64) {
-	e.mu.Lock()
-	e.state, e.reason = state, reason
-	e.mu.Unlock()
-	e.m.Gate.State.Set(metric)
-}
-
-// SetPolicies hands the policies to the gate and the engine.
-func (e *gatedEngine) SetPolicies(ps []policy.Policy) error {
-	if e.gate != nil {
-		if err := e.gate.SetPolicies(ps); err != nil {
-			return err
-		}
-	}
-	return e.Engine.SetPolicies(ps)
-}
-
-// Run runs the gate and the engine until ctx ends. A gate that fails
-// hands new flows back to the engine (its rules bypass the queue once the
-// gate's socket is closed).
-func (e *gatedEngine) Run(ctx context.Context) error {
-	if e.gate != nil {
-		ctx, cancel := context.WithCancel(ctx)
-		done := make(chan struct{})
-		defer func() { <-done }()
-		defer cancel() // runs first: the gate stops with the engine
-		go func() {
-			defer close(done)
-			err := e.gate.Run(ctx)
-			e.Engine.SetGateActive(false)
-			e.gate.Close()
-			if err != nil && ctx.Err() == nil {
-				e.log.Error("the handshake gate stopped; the event engine flags new flows again", "err", err)
-				e.setState("stopped", err.Error(), metrics.GateOff)
-			}
-		}()
-	}
-	return e.Engine.Run(ctx)
-}
-
-// status is the gate's part of the live status.
-func (e *gatedEngine) status() *controller.GateStatus {
-	e.mu.Lock()
-	st := &controller.GateStatus{State: e.state, Reason: e.reason}
-	e.mu.Unlock()
-	if q, ok := e.tables.QueueEncoding(); ok {
+// gateStatus is the gate's part of the live status.
+func gateStatus(r *gate.Runner, tables *nft.Client) *controller.GateStatus {
+	state, reason := r.State()
+	st := &controller.GateStatus{State: state, Reason: reason, Counters: r.GateStats()}
+	if q, ok := tables.QueueEncoding(); ok {
 		st.Encoding = q.String()
-	}
-	if e.gate != nil {
-		st.Counters = e.gate.Stats()
 	}
 	return st
 }

@@ -137,7 +137,7 @@ func runController(ctx context.Context, g *globals, f *runFlags) error {
 		Resync:       f.resync,
 		Engine:       ringEngine{Engine: gated, ring: ring},
 		Metrics:      m,
-		Gate:         gated.status,
+		Gate:         func() *controller.GateStatus { return gateStatus(gated, s.Tables) },
 		Publish: func(st controller.LiveStatus) {
 			failing.Store(st.ReconcileFailing)
 			ring.publish(st)

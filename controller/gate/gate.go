@@ -143,7 +143,6 @@ type policies struct {
 // slot is one queued packet of a batch.
 type slot struct {
 	buf   [slotSize]byte
-	n     int
 	id    uint32
 	queue uint16
 	t     Tuple
@@ -410,7 +409,7 @@ func (g *Gate) read() (int, error) {
 		if !ok {
 			continue
 		}
-		s.n, s.id, s.queue, s.at = g.rn, id, m.resID, time.Now()
+		s.id, s.queue, s.at = id, m.resID, time.Now()
 		s.t, s.dirs, s.done, s.skip, s.entry, s.found, s.errno = Tuple{}, 0, false, false, Entry{}, false, 0
 		if s.t, ok = replyTuple(payload); !ok || truncated {
 			s.done, s.skip = true, true // accepted unflagged

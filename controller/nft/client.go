@@ -150,8 +150,15 @@ func (c *Client) read(table *nftables.Table) (*ruleset.Table, error) {
 	if t.Chains, err = c.readChains(&t); err != nil {
 		return nil, err
 	}
-	if err := c.readGateTables(&t); err != nil {
+	if hasGate(t) {
+		c.queue, c.queueKnown = QueueNative, true
+	}
+	inFamilyTables, err := c.readGateTables(&t)
+	if err != nil {
 		return nil, err
+	}
+	if inFamilyTables {
+		c.queue, c.queueKnown = QueueCompat, true
 	}
 	slices.Sort(t.Foreign)
 	return &t, nil
@@ -312,7 +319,7 @@ func (c *Client) Replace(t ruleset.Table) error {
 }
 
 // QueueEncoding returns the encoding the kernel took for the gate rules,
-// and false before a table with gate rules was written.
+// and false before a table with gate rules was written or read.
 func (c *Client) QueueEncoding() (QueueEncoding, bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()

@@ -87,10 +87,10 @@ func (c *Client) addGateTables(b *nftables.Conn, ch ruleset.Chain, counters []ru
 
 // readGateTables adds what tables ip and ip6 ctguard hold to t: their
 // counters (summed by name) and their gate rules, merged into the
-// prerouting chain. Anything else in them makes Read fail with
-// ErrUnrecognised; a rule for both families present in one table only
-// reads as an unrecognised rule.
-func (c *Client) readGateTables(t *ruleset.Table) error {
+// prerouting chain; it reports whether there were gate rules. Anything else
+// in them makes Read fail with ErrUnrecognised; a rule for both families
+// present in one table only reads as an unrecognised rule.
+func (c *Client) readGateTables(t *ruleset.Table) (bool, error) {
 	perFamily := map[nftables.TableFamily][]ruleset.Rule{}
 	var prio *int
 	counters := map[string]ruleset.Counter{}
@@ -101,7 +101,7 @@ func (c *Client) readGateTables(t *ruleset.Table) error {
 	for _, fam := range gateFamilies {
 		tables, err := c.conn.ListTablesOfFamily(fam)
 		if err != nil {
-			return fmt.Errorf("list tables: %w", err)
+			return false, fmt.Errorf("list tables: %w", err)
 		}
 		i := slices.IndexFunc(tables, func(x *nftables.Table) bool { return x.Name == ruleset.TableName })
 		if i < 0 {
@@ -110,24 +110,24 @@ func (c *Client) readGateTables(t *ruleset.Table) error {
 		found = true
 		ft := familyTable(fam)
 		if flags := bits.ReverseBytes32(tables[i].Flags); flags != 0 {
-			return fmt.Errorf("table %s flags %#x (ctguard sets none): %w", familyName(fam), flags, ErrUnrecognised)
+			return false, fmt.Errorf("table %s flags %#x (ctguard sets none): %w", familyName(fam), flags, ErrUnrecognised)
 		}
 		fc, foreign, err := c.objectsOf(ft)
 		if err != nil {
-			return err
+			return false, err
 		}
 		if len(foreign) > 0 {
-			return fmt.Errorf("stateful objects %q in table %s: %w", foreign, familyName(fam), ErrUnrecognised)
+			return false, fmt.Errorf("stateful objects %q in table %s: %w", foreign, familyName(fam), ErrUnrecognised)
 		}
 		addCounters(counters, fc)
 		if sets, err := c.conn.GetSets(ft); err != nil {
-			return fmt.Errorf("read sets: %w", err)
+			return false, fmt.Errorf("read sets: %w", err)
 		} else if len(sets) > 0 {
-			return fmt.Errorf("sets in table %s (ctguard makes none there): %w", familyName(fam), ErrUnrecognised)
+			return false, fmt.Errorf("sets in table %s (ctguard makes none there): %w", familyName(fam), ErrUnrecognised)
 		}
 		chains, err := c.conn.ListChainsOfTableFamily(fam)
 		if err != nil {
-			return fmt.Errorf("list chains: %w", err)
+			return false, fmt.Errorf("list chains: %w", err)
 		}
 		for _, ch := range chains {
 			if ch.Table == nil || ch.Table.Name != ruleset.TableName {
@@ -135,13 +135,13 @@ func (c *Client) readGateTables(t *ruleset.Table) error {
 			}
 			if ch.Name != string(ruleset.HookPrerouting) || ch.Hooknum == nil || *ch.Hooknum != *nftables.ChainHookPrerouting ||
 				ch.Priority == nil || ch.Type != nftables.ChainTypeFilter || ch.Policy == nil || *ch.Policy != nftables.ChainPolicyAccept {
-				return fmt.Errorf("chain %s of table %s is not ctguard's gate chain: %w", ch.Name, familyName(fam), ErrUnrecognised)
+				return false, fmt.Errorf("chain %s of table %s is not ctguard's gate chain: %w", ch.Name, familyName(fam), ErrUnrecognised)
 			}
 			p := int(*ch.Priority)
 			prio = &p
 			rules, err := c.getRules(fam, ch.Name)
 			if err != nil {
-				return fmt.Errorf("read rules of chain %s of table %s: %w", ch.Name, familyName(fam), err)
+				return false, fmt.Errorf("read rules of chain %s of table %s: %w", ch.Name, familyName(fam), err)
 			}
 			for _, r := range rules {
 				perFamily[fam] = append(perFamily[fam], decodeRule(r))
@@ -149,7 +149,7 @@ func (c *Client) readGateTables(t *ruleset.Table) error {
 		}
 	}
 	if !found {
-		return nil
+		return false, nil
 	}
 	t.Counters = t.Counters[:0]
 	for _, ct := range counters {
@@ -158,7 +158,7 @@ func (c *Client) readGateTables(t *ruleset.Table) error {
 	slices.SortFunc(t.Counters, func(a, b ruleset.Counter) int { return cmp.Compare(a.Name, b.Name) })
 	rules := mergeFamilies(perFamily[nftables.TableFamilyIPv4], perFamily[nftables.TableFamilyIPv6])
 	if len(rules) == 0 {
-		return nil
+		return false, nil
 	}
 	i := slices.IndexFunc(t.Chains, func(ch ruleset.Chain) bool { return ch.Hook == ruleset.HookPrerouting })
 	if i < 0 {
@@ -169,7 +169,7 @@ func (c *Client) readGateTables(t *ruleset.Table) error {
 	slices.SortStableFunc(t.Chains[i].Rules, func(x, y ruleset.Rule) int {
 		return cmp.Or(cmp.Compare(x.Policy, y.Policy), cmp.Compare(x.Purpose, y.Purpose), cmp.Compare(x.NFProto, y.NFProto))
 	})
-	return nil
+	return true, nil
 }
 
 // mergeFamilies merges the gate rules of tables ip and ip6 ctguard: a rule

@@ -214,7 +214,8 @@ func diffPerFlow(desired, observed []PerFlowPolicy) []PerFlowChange {
 			c.Action = ActionCreate
 		case c.Desired == nil:
 			c.Action = ActionDelete
-		case c.Desired.ExistingFlows != c.Observed.ExistingFlows || !sameDirections(c.Desired.Directions, c.Observed.Directions):
+		case c.Desired.ExistingFlows != c.Observed.ExistingFlows || !sameDirections(c.Desired.Directions, c.Observed.Directions) ||
+			c.Desired.Handshake != c.Observed.Handshake || !slices.Equal(c.Desired.NAT, c.Observed.NAT):
 			c.Action = ActionUpdate
 		}
 		out = append(out, c)

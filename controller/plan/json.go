@@ -42,6 +42,7 @@ const JSONFormatVersion = 1
 //	               "new": "1"}],
 //	  "perFlow": [{"name": "...", "action": "...",
 //	               "directions": ["reply"], "existingFlows": true,           // desired (observed on delete)
+//	               "handshake": "gate", "nat": ["snat"],
 //	               "oldDirections": [...], "oldExistingFlows": false,        // optional: update only
 //	               "matchingFlows": 12,                    // unflagged matching flows (desired side; 0 on delete)
 //	               "flowsToFlag": 12,                      // PerFlowChange.FlowsToFlag
@@ -150,6 +151,8 @@ type jsonPerFlow struct {
 	Action           Action             `json:"action"`
 	Directions       []policy.Direction `json:"directions"`
 	ExistingFlows    bool               `json:"existingFlows"`
+	Handshake        policy.Handshake   `json:"handshake,omitempty"`
+	NAT              []policy.NATKind   `json:"nat,omitempty"`
 	OldDirections    []policy.Direction `json:"oldDirections,omitempty"`
 	OldExistingFlows *bool              `json:"oldExistingFlows,omitempty"`
 	MatchingFlows    int                `json:"matchingFlows"`
@@ -217,6 +220,8 @@ func toJSONPerFlow(c PerFlowChange) jsonPerFlow {
 		Action:        c.Action,
 		Directions:    nonNil(cur.Directions),
 		ExistingFlows: cur.ExistingFlows,
+		Handshake:     cur.Handshake,
+		NAT:           cur.NAT,
 		FlowsToFlag:   c.FlowsToFlag(),
 		Sample:        []string{},
 	}

@@ -56,6 +56,10 @@ type PerFlowPolicy struct {
 	// ExistingFlows says whether flows already in the conntrack table are
 	// flagged too, not only new ones.
 	ExistingFlows bool
+	// Handshake is how new flows are protected before their flag lands
+	// (policy.Policy.Handshake); NAT the NAT kinds selected (match.nat).
+	Handshake policy.Handshake
+	NAT       []policy.NATKind
 	// MatchingFlows is, on the desired side, the number of existing flows
 	// the policy matches that are not flagged yet. Informational; ignored
 	// on the observed side.
@@ -76,8 +80,25 @@ func FromPolicies(ps []policy.Policy) []PerFlowPolicy {
 				Name:          p.Metadata.Name,
 				Directions:    slices.Clone(p.Directions()),
 				ExistingFlows: p.ExistingFlows(),
+				Handshake:     p.Handshake(),
+				NAT:           natKinds(p.NATMatch()),
 			})
 		}
+	}
+	return out
+}
+
+// natKinds renders a NAT selection as match.nat's values.
+func natKinds(m policy.NATMatch) []policy.NATKind {
+	var out []policy.NATKind
+	if m&policy.NATMatchSource != 0 {
+		out = append(out, policy.NATSource)
+	}
+	if m&policy.NATMatchDest != 0 {
+		out = append(out, policy.NATDest)
+	}
+	if m == 0 {
+		out = []policy.NATKind{policy.NATAny}
 	}
 	return out
 }

@@ -214,7 +214,18 @@ func perFlowKind(p PerFlowPolicy) string {
 	for i, d := range p.Directions {
 		dirs[i] = string(d)
 	}
-	return fmt.Sprintf("directions %s, existingFlows %t", strings.Join(dirs, "+"), p.ExistingFlows)
+	s := fmt.Sprintf("directions %s, existingFlows %t", strings.Join(dirs, "+"), p.ExistingFlows)
+	if p.Handshake != "" {
+		s += ", handshake " + string(p.Handshake)
+	}
+	if len(p.NAT) > 0 {
+		nat := make([]string, len(p.NAT))
+		for i, k := range p.NAT {
+			nat[i] = string(k)
+		}
+		s += ", nat " + strings.Join(nat, "+")
+	}
+	return s
 }
 
 // sample renders a flow sample as a parenthesised suffix.
