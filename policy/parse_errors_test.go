@@ -198,7 +198,7 @@ func TestParseObserve(t *testing.T) {
 		t.Fatal(err)
 	}
 	p := ps[0]
-	if p.Mitigates() || p.IsPerFlow() || p.Spec.Liberal != nil || p.Spec.DropInvalid != nil || p.Hooks() != nil || p.Spec.Match.Family != FamilyAny {
+	if p.Spec.Workaround != WorkaroundObserve || p.IsPerFlow() || p.Spec.Liberal != nil || p.Spec.DropInvalid != nil || p.Hooks() != nil || p.Spec.Match.Family != FamilyAny {
 		t.Errorf("observe policy: %+v", p)
 	}
 }

@@ -168,10 +168,6 @@ func (p *Policy) IsPerFlow() bool {
 	return p.Spec.Workaround == WorkaroundLiberal && p.Spec.Liberal != nil && p.Spec.Liberal.Scope == ScopePerFlow
 }
 
-// Mitigates reports whether the policy changes what the box does (every
-// workaround but observe).
-func (p *Policy) Mitigates() bool { return p.Spec.Workaround != WorkaroundObserve }
-
 // IsGlobalLiberal reports whether the policy asks for the global sysctl.
 func (p *Policy) IsGlobalLiberal() bool {
 	return p.Spec.Workaround == WorkaroundLiberal && p.Spec.Liberal != nil && p.Spec.Liberal.Scope == ScopeGlobal
