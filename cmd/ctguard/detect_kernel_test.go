@@ -4,6 +4,8 @@ import (
 	"bufio"
 	"encoding/json"
 	"fmt"
+	"io"
+	"net"
 	"net/netip"
 	"os/exec"
 	"regexp"
@@ -15,6 +17,7 @@ import (
 	"github.com/ctguard/ctguard/controller/incident"
 	"github.com/ctguard/ctguard/internal/netnstest"
 	"github.com/ctguard/ctguard/internal/racetest"
+	"golang.org/x/sys/unix"
 )
 
 // detectProc is a "ctguard detect -o json" running in a namespace.
@@ -231,4 +234,144 @@ func TestPrivilegedRunIncidentRing(t *testing.T) {
 		t.Errorf("status text:\n%s", text)
 	}
 	t.Logf("%d of %d connections reset, all named as incidents under policy events-only", res.Reset, n)
+}
+
+// TestPrivilegedDetectMidDownload injects the beyond-window segment in the
+// middle of a download (after 1 MiB) rather than at the handshake: detect
+// prints exactly one incident naming the client and the server. SNAT and
+// DNAT, IPv4 and IPv6.
+func TestPrivilegedDetectMidDownload(t *testing.T) {
+	t.Parallel()
+	for _, kind := range []racetest.Kind{racetest.SNAT, racetest.DNAT} {
+		for _, v6 := range []bool{false, true} {
+			t.Run(string(kind)+map[bool]string{false: "-ipv4", true: "-ipv6"}[v6], func(t *testing.T) {
+				tp := racetest.New(t, kind, v6)
+				injected := serveAndInject(t, tp, 1<<20)
+				d := startDetect(t, tp.NAT, t.TempDir())
+				var got int64
+				var err error
+				tp.Client.Do(t, func() {
+					var c net.Conn
+					if c, err = net.DialTimeout("tcp", tp.Target.String(), 3*time.Second); err != nil {
+						return
+					}
+					defer c.Close()
+					c.SetReadDeadline(time.Now().Add(3 * time.Second))
+					got, err = io.Copy(io.Discard, c)
+				})
+				if ierr := <-injected; ierr != nil {
+					t.Fatal(ierr)
+				}
+				// The server injects after writing 1 MiB; some of it is still
+				// in flight when the connection dies.
+				if got < 1<<19 || err == nil {
+					t.Errorf("download: %d bytes, %v; want a stall or reset mid-download", got, err)
+				}
+				time.Sleep(300 * time.Millisecond)
+				incs, summary := d.stop()
+				if len(incs) != 1 {
+					t.Fatalf("detect printed %d incidents, want 1: %+v\n%s", len(incs), incs, summary)
+				}
+				inc := incs[0]
+				clientAddr := map[bool]string{false: "198.18.8.2", true: "fd00:c7:8:1::2"}[v6]
+				if inc.Client.Addr().String() != clientAddr || inc.Server != tp.Backend || inc.Stray == nil || inc.Stray.Len != 100 {
+					t.Errorf("incident %+v", inc)
+				}
+				if kind == racetest.DNAT && inc.Service != tp.Target || kind == racetest.SNAT && !inc.Box.IsValid() {
+					t.Errorf("incident %+v: service or box missing", inc)
+				}
+				t.Logf("%s after %d bytes", incident.Text(inc), got)
+			})
+		}
+	}
+}
+
+// serveAndInject serves one download on the backend address and, once
+// after bytes have been written, sends from the connection's own tuple 100
+// bytes at snd_nxt + 1 GiB: beyond any window. The channel gets the
+// injection's outcome.
+func serveAndInject(t *testing.T, tp *racetest.Topo, after int) <-chan error {
+	t.Helper()
+	var ln net.Listener
+	var raw int
+	var err error
+	tp.Server.Do(t, func() {
+		if ln, err = net.Listen("tcp", tp.Backend.String()); err != nil {
+			return
+		}
+		af := unix.AF_INET
+		if tp.IPv6 {
+			af = unix.AF_INET6
+		}
+		if raw, err = unix.Socket(af, unix.SOCK_RAW, unix.IPPROTO_TCP); err == nil && tp.IPv6 {
+			err = unix.SetsockoptInt(raw, unix.IPPROTO_IPV6, unix.IPV6_CHECKSUM, 16)
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close(); unix.Close(raw) })
+	done := make(chan error, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			done <- err
+			return
+		}
+		defer c.Close()
+		buf := make([]byte, 64<<10)
+		for sent := 0; sent < after; sent += len(buf) {
+			if _, err := c.Write(buf); err != nil {
+				done <- fmt.Errorf("write before the injection: %w", err)
+				return
+			}
+		}
+		done <- injectBeyondWindow(raw, c.(*net.TCPConn))
+		c.SetWriteDeadline(time.Now().Add(3 * time.Second))
+		for {
+			if _, err := c.Write(buf); err != nil {
+				return
+			}
+		}
+	}()
+	return done
+}
+
+// injectBeyondWindow reads the connection's sequence numbers (TCP_REPAIR)
+// and sends the crafted segment on raw.
+func injectBeyondWindow(raw int, c *net.TCPConn) error {
+	sc, err := c.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var sndNxt, rcvNxt int
+	var serr error
+	err = sc.Control(func(fd uintptr) {
+		s := int(fd)
+		if serr = unix.SetsockoptInt(s, unix.IPPROTO_TCP, unix.TCP_REPAIR, 1); serr != nil {
+			return
+		}
+		defer unix.SetsockoptInt(s, unix.IPPROTO_TCP, unix.TCP_REPAIR, unix.TCP_REPAIR_OFF_NO_WP)
+		if serr = unix.SetsockoptInt(s, unix.IPPROTO_TCP, unix.TCP_REPAIR_QUEUE, 2); serr != nil { // TCP_SEND_QUEUE
+			return
+		}
+		if sndNxt, serr = unix.GetsockoptInt(s, unix.IPPROTO_TCP, unix.TCP_QUEUE_SEQ); serr != nil {
+			return
+		}
+		if serr = unix.SetsockoptInt(s, unix.IPPROTO_TCP, unix.TCP_REPAIR_QUEUE, 1); serr != nil { // TCP_RECV_QUEUE
+			return
+		}
+		rcvNxt, serr = unix.GetsockoptInt(s, unix.IPPROTO_TCP, unix.TCP_QUEUE_SEQ)
+	})
+	if err != nil || serr != nil {
+		return fmt.Errorf("read the sequence numbers: %v %v", err, serr)
+	}
+	local := c.LocalAddr().(*net.TCPAddr).AddrPort()
+	remote := c.RemoteAddr().(*net.TCPAddr).AddrPort()
+	seg := racetest.Segment(local, remote, uint32(sndNxt)+1<<30, uint32(rcvNxt), 100)
+	var to unix.Sockaddr = &unix.SockaddrInet6{Addr: remote.Addr().As16()}
+	if a := remote.Addr().Unmap(); a.Is4() {
+		to = &unix.SockaddrInet4{Addr: a.As4()}
+	}
+	return unix.Sendto(raw, seg, 0, to)
 }
