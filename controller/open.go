@@ -86,3 +86,7 @@ func (c *Controller) SetGate(queue uint16, available bool, onNoQueue func(error)
 	c.rules.NoQueue = !available
 	c.onNoQueue = onNoQueue
 }
+
+// SetEvidenceGroup sets the nfnetlink_log group of the evidence rules every
+// table gets (0: none). Call it before the first apply.
+func (c *Controller) SetEvidenceGroup(group uint16) { c.rules.EvidenceGroup = group }

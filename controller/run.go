@@ -91,6 +91,9 @@ type LiveStatus struct {
 	ReconcileFailing bool             `json:"reconcileFailing,omitempty"`
 	Engine           perflow.Snapshot `json:"engine"`
 	Gate             *GateStatus      `json:"gate,omitempty"`
+	// Incidents are the connections reset lately (nil when the incident
+	// ring does not run).
+	Incidents *IncidentStatus `json:"incidents,omitempty"`
 }
 
 // HoldForRun takes the namespace and state-directory locks a controller

@@ -145,6 +145,9 @@ func runController(ctx context.Context, g *globals, f *runFlags) error {
 		return err
 	}
 	gated := startGate(s, g, engine, m, initial.Policies)
+	// The evidence group is bound before the first apply writes rules
+	// logging to it.
+	ring := startIncidents(ctx, s, g.evidence, m, initial.Policies)
 	health := func() error { return stuck(time.Now(), f.stuckAfter, loopBeat.Load(), engine.Heartbeat()) }
 	go feedWatchdog(ctx, sd, &ready, health, s.log)
 	go func() {
@@ -196,7 +199,7 @@ func runController(ctx context.Context, g *globals, f *runFlags) error {
 		Reload:       reload,
 		TableChanged: changed,
 		Resync:       f.resync,
-		Engine:       gated,
+		Engine:       ringEngine{Engine: gated, ring: ring},
 		Metrics:      m,
 		Gate:         func() *controller.GateStatus { return gateStatus(gated, s.Tables) },
 		Publish: func(st controller.LiveStatus) {
@@ -204,7 +207,7 @@ func runController(ctx context.Context, g *globals, f *runFlags) error {
 				lastGeneration = st.Generation
 				notifySystemd(sd, s.log, sdnotify.Status(liveLine(st)))
 			}
-			s.publishLive(st)
+			ring.publish(st)
 		},
 		Beat:          func() { loopBeat.Store(time.Now().UnixNano()) },
 		CleanupOnExit: f.cleanupOnExit,

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/ctguard/ctguard/controller"
+	"github.com/ctguard/ctguard/controller/incident"
 	"github.com/ctguard/ctguard/controller/ruleset"
 	"github.com/ctguard/ctguard/controller/sysctl"
 	"github.com/spf13/cobra"
@@ -99,8 +100,20 @@ func writeStatus(w io.Writer, st controller.Status) error {
 	if st.Live != nil && st.Live.Gate != nil {
 		fmt.Fprintf(tw, "Handshake gate:\t%s\n", gateState(st.Live.Gate))
 	}
+	if st.Live != nil && st.Live.Incidents != nil {
+		in := st.Live.Incidents
+		fmt.Fprintf(tw, "Incidents (connections reset):\t%d since the controller started; evidence log group %d %s: %d packets read, %d messages lost, %d overruns\n",
+			in.Total, in.Group, in.State, in.Logged, in.Lost, in.Overruns)
+	}
 	if err := tw.Flush(); err != nil {
 		return err
+	}
+	if st.Live != nil && st.Live.Incidents != nil && len(st.Live.Incidents.Last) > 0 {
+		fmt.Fprintln(w)
+		fmt.Fprintf(w, "LAST %d INCIDENTS (oldest first)\n", len(st.Live.Incidents.Last))
+		for _, inc := range st.Live.Incidents.Last {
+			fmt.Fprintln(w, incident.Text(inc))
+		}
 	}
 	if len(st.Rules) > 0 {
 		fmt.Fprintln(w)
@@ -111,7 +124,11 @@ func writeStatus(w io.Writer, st controller.Status) error {
 			if family == "" {
 				family = "any"
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\n", r.Policy, r.Chain, describePurpose(r.Purpose), family, r.Packets, r.Bytes)
+			pol := r.Policy
+			if pol == "" {
+				pol = "-"
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\n", pol, r.Chain, describePurpose(r.Purpose), family, r.Packets, r.Bytes)
 		}
 		if err := tw.Flush(); err != nil {
 			return err
@@ -191,6 +208,8 @@ func describePurpose(purpose string) string {
 		return "SYN-ACKs held by the gate until flagged"
 	case string(ruleset.PurposeGuard):
 		return "invalid TCP dropped (handshake guard)"
+	case string(ruleset.PurposeEvidence):
+		return "evidence: invalid TCP (output: RSTs) seen, sampled to the log"
 	}
 	return purpose
 }
