@@ -156,7 +156,7 @@ func New() *Metrics {
 		FlowsEnded:        perPolicy("flows_ended_total", "Matched flows that ended."),
 		FlowsEndedByReset: perPolicy("flows_ended_by_reset_total", "Matched flows that ended with a TCP reset."),
 
-		Gate:     newGateMetrics(),
+		Gate:                 newGateMetrics(),
 		ReconcileFailing:     gauge("reconcile_failing", "1 while the last reconcile failed: the kernel may not match the policies in force."),
 		PolicySourceRejected: gauge("policy_source_rejected", "1 while the policy source on disk is rejected; the last good policies stay in force."),
 		PolicyInfo: prometheus.NewGaugeVec(prometheus.GaugeOpts{
