@@ -117,7 +117,7 @@ func TestPrivilegedStatusMatchesMetrics(t *testing.T) {
 	}
 	t.Cleanup(func() { tp.Close() })
 	c := &cli{t: t, ns: &netnstest.NS{Name: tp.NAT.Name, Handle: tp.NAT.Handle}, stateDir: t.TempDir()}
-	path := writePolicy(t, perFlowPolicy("egress", true, ""))
+	path := writePolicy(t, perFlowPolicy("egress", true, "none")) // the event engine's per-policy counters
 	p := startRun(t, c.ns, c.stateDir, "-f", path, "--resync", "10m")
 	p.waitReady()
 	body := topo.NewBody(16 << 10)
