@@ -220,13 +220,15 @@ func (s *Store) loadPolicies(ref string) ([]policy.Policy, error) {
 	return ps, nil
 }
 
-// removeUnreferenced removes the policy files refs do not name.
+// removeUnreferenced removes the policy files that neither refs nor an
+// archived journal (of an earlier boot, kept for the record) name.
 func (s *Store) removeUnreferenced(refs map[string]bool) error {
 	entries, err := os.ReadDir(s.dir)
 	if err != nil {
 		return err
 	}
 	removed := false
+	var archived map[string]bool
 	for _, e := range entries {
 		name := e.Name()
 		if !strings.HasPrefix(name, policyFilePrefix) || !strings.HasSuffix(name, policyFileSuffix) {
@@ -234,6 +236,12 @@ func (s *Store) removeUnreferenced(refs map[string]bool) error {
 		}
 		h := strings.TrimSuffix(strings.TrimPrefix(name, policyFilePrefix), policyFileSuffix)
 		if refs[refPrefix+h] {
+			continue
+		}
+		if archived == nil {
+			archived = s.archivedRefs()
+		}
+		if archived[refPrefix+h] {
 			continue
 		}
 		if err := os.Remove(filepath.Join(s.dir, name)); err != nil && !errors.Is(err, fs.ErrNotExist) {
@@ -245,4 +253,31 @@ func (s *Store) removeUnreferenced(refs map[string]bool) error {
 		return s.syncDir()
 	}
 	return nil
+}
+
+// archivedRefs returns the policy references the archived journals name
+// (best effort: an archive that does not read names none).
+func (s *Store) archivedRefs() map[string]bool {
+	refs := map[string]bool{}
+	paths, err := s.Archives()
+	if err != nil {
+		return refs
+	}
+	for _, path := range paths {
+		b, err := readTrusted(path)
+		if err != nil {
+			continue
+		}
+		var dj diskJournal
+		if json.Unmarshal(b, &dj) != nil {
+			continue
+		}
+		for _, r := range dj.Revisions {
+			refs[r.PoliciesRef] = true
+		}
+		if dj.Pending != nil {
+			refs[dj.Pending.PoliciesRef] = true
+		}
+	}
+	return refs
 }

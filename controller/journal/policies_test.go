@@ -178,3 +178,34 @@ func newStoreAt(t testing.TB, dir string) *Store {
 	}
 	return s
 }
+
+// TestArchivedJournalKeepsItsPolicies: a journal archived at a new boot
+// still finds its policies; they go with the archive.
+func TestArchivedJournalKeepsItsPolicies(t *testing.T) {
+	s := newStore(t)
+	if err := s.Save(&Journal{Revisions: []Revision{{Number: 1, AppliedAt: t0, Policies: []policy.Policy{dropPolicy()}}}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Archive(t0); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Save(&Journal{Revisions: []Revision{{Number: 1, AppliedAt: t0, Policies: []policy.Policy{egressPolicy()}}}}); err != nil {
+		t.Fatal(err)
+	}
+	if files := policyFiles(t, s); len(files) != 2 {
+		t.Fatalf("policy files %q, want the archive's and the journal's", files)
+	}
+	archives, err := s.Archives()
+	if err != nil || len(archives) != 1 {
+		t.Fatalf("archives %q: %v", archives, err)
+	}
+	if err := os.Remove(archives[0]); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Save(&Journal{Revisions: []Revision{{Number: 1, AppliedAt: t0, Policies: []policy.Policy{egressPolicy()}}}}); err != nil {
+		t.Fatal(err)
+	}
+	if files := policyFiles(t, s); len(files) != 1 {
+		t.Fatalf("policy files %q after the archive went, want the journal's", files)
+	}
+}
