@@ -237,7 +237,7 @@ func (c *Controller) drifted(r *journal.Revision, table *ruleset.Table, liberal 
 	if r == nil {
 		return table != nil, false
 	}
-	want := ruleset.Build(r.Policies, c.rules)
+	want := c.build(r.Policies) // built once per policies: scrapes call this
 	if !ruleset.Equal(&want, table) {
 		if c.rules.NoQueue || !hasGateRules(r.Policies, c.rules) {
 			return true, false
