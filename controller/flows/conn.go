@@ -22,6 +22,7 @@ type Conn struct {
 	mu      sync.Mutex      // serializes requests on req
 	req     *netlink.Conn   // gets and flags-only updates (dumps have their own)
 	ct      *conntrack.Conn // statistics
+	upd     *Updater        // batched updates
 }
 
 // Open opens a Conn in the network namespace netnsFd refers to, or in the
@@ -37,8 +38,18 @@ func Open(netnsFd int) (*Conn, error) {
 		req.Close()
 		return nil, fmt.Errorf("open conntrack socket: %w", err)
 	}
-	return &Conn{netnsFd: netnsFd, req: req, ct: ct}, nil
+	upd, err := newUpdater(netnsFd)
+	if err != nil {
+		req.Close()
+		ct.Close()
+		return nil, err
+	}
+	return &Conn{netnsFd: netnsFd, req: req, ct: ct, upd: upd}, nil
 }
+
+// Apply sends the updates in batches on the Conn's Updater (see
+// Updater.Apply).
+func (c *Conn) Apply(ups []Update) error { return c.upd.Apply(ups) }
 
 func nlConfig(netnsFd int) *netlink.Config {
 	if netnsFd < 0 {
@@ -49,7 +60,7 @@ func nlConfig(netnsFd int) *netlink.Config {
 
 // Close closes the connection's sockets (not the subscriptions).
 func (c *Conn) Close() error {
-	return errors.Join(c.req.Close(), c.ct.Close())
+	return errors.Join(c.req.Close(), c.ct.Close(), c.upd.Close())
 }
 
 // DumpFunc dumps every TCP conntrack entry, both address families, and
