@@ -61,12 +61,9 @@ type Updater struct {
 	write    func(fd uintptr) bool
 }
 
-// NewUpdater opens an Updater in the Conn's namespace.
-func (c *Conn) NewUpdater() (*Updater, error) {
-	return newUpdater(c.netnsFd)
-}
-
-func newUpdater(netnsFd int) (*Updater, error) {
+// NewUpdater opens an Updater in the network namespace netnsFd refers to
+// (< 0: the calling thread's).
+func NewUpdater(netnsFd int) (*Updater, error) {
 	nl, err := netlink.Dial(unix.NETLINK_NETFILTER, nlConfig(netnsFd))
 	if err != nil {
 		return nil, fmt.Errorf("open ctnetlink update socket: %w", err)

@@ -45,6 +45,47 @@ func TestBatchEncodingMatchesSingleUpdate(t *testing.T) {
 	}
 }
 
+// TestUpdateByReplyTuple checks the gate's form: the entry addressed by
+// its reply tuple only, and that encoding allocates nothing.
+func TestUpdateByReplyTuple(t *testing.T) {
+	reply := Tuple{Src: netip.MustParseAddr("fd00:c7:8:2::2"), Dst: netip.MustParseAddr("fd00:c7:8:1::2"), SrcPort: 8080, DstPort: 40000}
+	u := Update{Key: Key{Orig: reply}, ByReply: true, Dirs: Reply, Set: true, Mark: DefaultMarkBit}
+	w := wireWriter{b: make([]byte, 0, 512)}
+	allocs := testing.AllocsPerRun(100, func() {
+		w.b = w.b[:0]
+		w.liberal(7, unix.NLM_F_REQUEST|unix.NLM_F_ACK, &u)
+	})
+	if allocs != 0 {
+		t.Errorf("%v allocations per update, want 0", allocs)
+	}
+	m, _, ok := nextMsg(w.b)
+	if !ok || m.typ != subsysCtnetlink<<8|ipctnlMsgCtNew || m.flags != unix.NLM_F_REQUEST|unix.NLM_F_ACK || w.b[16] != unix.AF_INET6 {
+		t.Fatalf("message %+v family %d: want an update (no create, no excl) for AF_INET6", m, w.b[16])
+	}
+	var f Flow
+	a := wireAttrs{m.data}
+	for {
+		typ, v, more := a.next()
+		if !more {
+			break
+		}
+		switch typ {
+		case ctaTupleOrig:
+			t.Error("the update must address the entry by its reply tuple only")
+		case ctaTupleReply:
+			var p uint8
+			if !decodeWireTuple(v, &f.Reply, &p) || f.Reply != reply || p != ProtoTCP {
+				t.Errorf("reply tuple %+v proto %d, want %+v", f.Reply, p, reply)
+			}
+		case ctaProtoInfo:
+			decodeWireTCP(v, &f)
+		}
+	}
+	if f.ReplyFlags != BeLiberal || f.OrigFlags != 0 {
+		t.Errorf("flags original %#x reply %#x, want reply BE_LIBERAL only", f.OrigFlags, f.ReplyFlags)
+	}
+}
+
 // TestPrivilegedUpdaterAndMarkDump flags thousands of flows in batches,
 // reports a vanished flow as ENOENT, and checks the kernel-filtered dumps
 // against conntrack -L.
@@ -58,7 +99,7 @@ func TestPrivilegedUpdaterAndMarkDump(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	u, err := c.NewUpdater()
+	u, err := NewUpdater(ns.Fd())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -38,7 +38,7 @@ func Open(netnsFd int) (*Conn, error) {
 		req.Close()
 		return nil, fmt.Errorf("open conntrack socket: %w", err)
 	}
-	upd, err := newUpdater(netnsFd)
+	upd, err := NewUpdater(netnsFd)
 	if err != nil {
 		req.Close()
 		ct.Close()
