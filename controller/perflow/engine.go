@@ -95,7 +95,8 @@ type Engine struct {
 	out         *outbox
 	failures    int               // refused updates since the last flush
 	preexisting map[uint64]uint64 // entryHash -> the last resync that saw it
-	epoch       uint64            // resyncs started
+	swept       swept
+	epoch       uint64 // resyncs started
 }
 
 // generation is one compiled policy set with its counters.
@@ -317,10 +318,11 @@ func (e *Engine) Run(ctx context.Context) error {
 	ready()
 	var err error
 	var tick, retry, resubscribe <-chan time.Time
+	var ticker *time.Ticker
 	if e.interval > 0 {
-		t := time.NewTicker(e.interval)
-		defer t.Stop()
-		tick = t.C
+		ticker = time.NewTicker(e.interval)
+		defer ticker.Stop()
+		tick = ticker.C
 	}
 	pending, hasPending := resyncLoss, false // a failed resync to retry
 	for {
@@ -389,7 +391,13 @@ func (e *Engine) Run(ctx context.Context) error {
 			kind = max(kind, pending)
 		}
 		retry, hasPending = nil, false
-		if err := e.resync(ctx, kind); err != nil {
+		err := e.resync(ctx, kind)
+		if ticker != nil {
+			// The interval counts from the end of a resync: on a large
+			// table events get their turn between dumps.
+			ticker.Reset(e.interval)
+		}
+		if err != nil {
 			if ctx.Err() != nil {
 				return nil
 			}

@@ -21,6 +21,9 @@ func (e *Engine) handle(ev *flows.Event, now time.Time) {
 	switch ev.Type {
 	case flows.EventNew:
 		e.countGlobal(FlowsSeen)
+		if e.swept.take(f) {
+			return // a resync flagged it first
+		}
 		g := e.gen.Load()
 		r := g.sel.Match(f)
 		if g.gated != 0 && e.gateActive.Load() {

@@ -2,6 +2,7 @@ package perflow
 
 import (
 	"context"
+	"encoding/binary"
 	"fmt"
 	"hash/maphash"
 	"time"
@@ -123,8 +124,11 @@ func (e *Engine) resyncFlow(s *sweep, f *flows.Flow) {
 			}
 		}
 		if dirs != 0 {
-			if marked && s.kind != resyncSwap {
+			switch {
+			case marked && s.kind != resyncSwap:
 				e.count(g, r.Policies, Reflagged)
+			case !marked && s.kind != resyncStart:
+				e.swept.add(entryHash(f))
 			}
 			e.out.add(f, dirs, true, e.mark, note{gen: g, pols: r.Policies})
 			s.queued++
@@ -160,7 +164,7 @@ func (e *Engine) applying(s *sweep, f *flows.Flow) selector.Result {
 	if restricted == r {
 		return r
 	}
-	h := e.entryHash(f)
+	h := entryHash(f)
 	switch s.kind {
 	case resyncStart:
 		e.preexisting[h] = e.epoch
@@ -202,12 +206,66 @@ func (e *Engine) applying(s *sweep, f *flows.Flow) selector.Result {
 var hashSeed = maphash.MakeSeed()
 
 // entryHash identifies a conntrack entry: its original tuple, zone and
-// CTA_ID (a new entry reusing the tuple almost always has another ID).
-func (e *Engine) entryHash(f *flows.Flow) uint64 {
-	return maphash.Comparable(hashSeed, struct {
-		k  flows.Key
-		id uint32
-	}{f.Key(), f.ID})
+// CTA_ID (a new entry reusing the tuple almost always has another ID). It
+// does not allocate.
+func entryHash(f *flows.Flow) uint64 {
+	var h maphash.Hash
+	h.SetSeed(hashSeed)
+	var b [2*16 + 2*2 + 2 + 4]byte
+	s, d := f.Orig.Src.As16(), f.Orig.Dst.As16()
+	copy(b[0:], s[:])
+	copy(b[16:], d[:])
+	binary.BigEndian.PutUint16(b[32:], f.Orig.SrcPort)
+	binary.BigEndian.PutUint16(b[34:], f.Orig.DstPort)
+	binary.BigEndian.PutUint16(b[36:], f.Zone)
+	binary.BigEndian.PutUint32(b[38:], f.ID)
+	h.Write(b[:])
+	return h.Sum64()
+}
+
+// maxSwept bounds the flows swept remembers: more than the NEW events an
+// 8 MiB event socket and the reader's buffers can hold back.
+const maxSwept = 1 << 16
+
+// swept remembers the last maxSwept flows a resync flagged that carried no
+// mark yet (a fixed ring of hashes and a set of at most maxSwept: about
+// 3 MiB at most, nothing in steady state): their NEW event may still wait
+// in the socket (a resync does not stop the event stream), and must then
+// neither flag nor count them again.
+type swept struct {
+	ring []uint64
+	pos  int
+	set  map[uint64]struct{}
+}
+
+func (s *swept) add(h uint64) {
+	if s.set == nil {
+		s.set, s.ring = map[uint64]struct{}{}, make([]uint64, 0, maxSwept)
+	}
+	if _, ok := s.set[h]; ok {
+		return
+	}
+	if len(s.ring) < maxSwept {
+		s.ring = append(s.ring, h)
+	} else {
+		delete(s.set, s.ring[s.pos])
+		s.ring[s.pos] = h
+		s.pos = (s.pos + 1) % maxSwept
+	}
+	s.set[h] = struct{}{}
+}
+
+// take reports whether a resync flagged the entry, forgetting it.
+func (s *swept) take(f *flows.Flow) bool {
+	if len(s.set) == 0 {
+		return false
+	}
+	h := entryHash(f)
+	if _, ok := s.set[h]; ok {
+		delete(s.set, h)
+		return true
+	}
+	return false
 }
 
 // flush sends the outbox and logs the refused updates of the flush.
