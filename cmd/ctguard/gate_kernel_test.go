@@ -2,12 +2,12 @@ package main
 
 import (
 	"fmt"
-	"os/exec"
 	"regexp"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/ctguard/ctguard/controller/gate"
 	"github.com/ctguard/ctguard/internal/racetest"
 	dto "github.com/prometheus/client_model/go"
 )
@@ -162,17 +162,13 @@ func TestPrivilegedRunGuardAndFallback(t *testing.T) {
 			if tc.guard {
 				pol = regexp.MustCompile(`workaround: liberal\n`).ReplaceAllString(pol, "workaround: liberal\n  liberal:\n    handshake: guard\n")
 			} else {
-				// Another process holds the gate's queue.
-				holder := exec.Command("ip", "netns", "exec", tp.NAT.Name, binary, "--state-dir", t.TempDir(), "run",
-					"--metrics-addr", "127.0.0.1:9469", "-f", writePolicy(t, gatePolicy(tp)))
-				holder.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-				if err := holder.Start(); err != nil {
+				// Someone else holds the gate's queue (not a second
+				// ctguard: one controller per namespace) and reads nothing.
+				holder, err := gate.Open(gate.Config{NetNSFd: tp.NAT.Fd(), Queue: 7301})
+				if err != nil {
 					t.Fatal(err)
 				}
-				t.Cleanup(func() { holder.Process.Kill(); holder.Wait() })
-				time.Sleep(500 * time.Millisecond)
-				holder.Process.Signal(syscall.SIGSTOP) // holds the queue, answers nothing
-				t.Cleanup(func() { holder.Process.Signal(syscall.SIGCONT) })
+				t.Cleanup(func() { holder.Close() })
 			}
 			state := t.TempDir()
 			p := startRun(t, tp.NAT, state, "-f", writePolicy(t, pol), "--gate-queue", "7301")

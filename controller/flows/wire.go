@@ -20,9 +20,8 @@ const (
 	subsysCtnetlink = 1
 	ipctnlMsgCtDel  = 2
 
-	ctaTupleReply = 2
-	ctaStatus     = 3
-	ctaID         = 12
+	ctaStatus = 3
+	ctaID     = 12
 
 	ctaProtoInfoTCPState  = 1
 	ctaProtoInfoTCPWScale = 2 // original; reply is 3
