@@ -22,6 +22,7 @@ type Conn struct {
 	mu      sync.Mutex      // serializes requests on req
 	req     *netlink.Conn   // gets and flags-only updates (dumps have their own)
 	ct      *conntrack.Conn // statistics
+	upd     *Updater        // batched updates
 }
 
 // Open opens a Conn in the network namespace netnsFd refers to, or in the
@@ -37,8 +38,18 @@ func Open(netnsFd int) (*Conn, error) {
 		req.Close()
 		return nil, fmt.Errorf("open conntrack socket: %w", err)
 	}
-	return &Conn{netnsFd: netnsFd, req: req, ct: ct}, nil
+	upd, err := NewUpdater(netnsFd)
+	if err != nil {
+		req.Close()
+		ct.Close()
+		return nil, err
+	}
+	return &Conn{netnsFd: netnsFd, req: req, ct: ct, upd: upd}, nil
 }
+
+// Apply sends the updates in batches on the Conn's Updater (see
+// Updater.Apply).
+func (c *Conn) Apply(ups []Update) error { return c.upd.Apply(ups) }
 
 func nlConfig(netnsFd int) *netlink.Config {
 	if netnsFd < 0 {
@@ -49,7 +60,7 @@ func nlConfig(netnsFd int) *netlink.Config {
 
 // Close closes the connection's sockets (not the subscriptions).
 func (c *Conn) Close() error {
-	return errors.Join(c.req.Close(), c.ct.Close())
+	return errors.Join(c.req.Close(), c.ct.Close(), c.upd.Close())
 }
 
 // DumpFunc dumps every TCP conntrack entry, both address families, and
@@ -63,6 +74,19 @@ func (c *Conn) Close() error {
 // waits for the kernel. Entries created or destroyed during the dump may or
 // may not be seen, as with any conntrack dump.
 func (c *Conn) DumpFunc(ctx context.Context, fn func(*Flow) error) error {
+	return c.dump(ctx, false, 0, 0, fn)
+}
+
+// DumpMark is DumpFunc over the entries whose mark has, in the bits of
+// mask, the bits of value: the kernel filters (CTA_MARK, CTA_MARK_MASK), so
+// the entries left out cost no copy to user space. value 0 with mask
+// DefaultMarkBit dumps the entries without ctguard's bit; value and mask
+// DefaultMarkBit those with it.
+func (c *Conn) DumpMark(ctx context.Context, value, mask uint32, fn func(*Flow) error) error {
+	return c.dump(ctx, true, value, mask, fn)
+}
+
+func (c *Conn) dump(ctx context.Context, filter bool, value, mask uint32, fn func(*Flow) error) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
@@ -85,46 +109,53 @@ func (c *Conn) DumpFunc(ctx context.Context, fn func(*Flow) error) error {
 	stop := context.AfterFunc(ctx, func() { nl.SetReadDeadline(time.Unix(1, 0)) })
 	defer stop()
 
-	msg, err := netfilter.MarshalNetlink(netfilter.Header{
-		SubsystemID: netfilter.NFSubsysCTNetlink,
-		MessageType: ipctnlMsgCtGet,
-		Family:      netfilter.ProtoUnspec, // both IPv4 and IPv6
-		Flags:       netlink.Request | netlink.Dump,
-	}, nil)
-	if err != nil {
-		return err
+	var w wireWriter
+	m := w.begin(ipctnlMsgCtGet, unix.NLM_F_REQUEST|unix.NLM_F_DUMP, 1, unix.AF_UNSPEC) // both IPv4 and IPv6
+	if filter {
+		w.be32(ctaMark, value)
+		w.be32(ctaMarkMask, mask)
 	}
-	if _, err := nl.Send(msg); err != nil {
-		return fmt.Errorf("dump conntrack: %w", err)
+	w.end(m)
+	var werr error
+	if err := raw.Write(func(fd uintptr) bool {
+		_, werr = unix.Write(int(fd), w.b)
+		return werr != unix.EAGAIN
+	}); err != nil || werr != nil {
+		return fmt.Errorf("dump conntrack: %w", errors.Join(err, werr))
 	}
 	d := dumpReader{raw: raw, buf: make([]byte, dumpBuffer)}
+	var f Flow
 	for {
-		msgs, err := d.next()
+		b, err := d.next()
 		if err != nil {
 			if ctx.Err() != nil {
 				return ctx.Err()
 			}
 			return fmt.Errorf("dump conntrack: %w", err)
 		}
-		for _, m := range msgs {
-			switch m.Header.Type {
+		for {
+			m, rest, ok := nextMsg(b)
+			if !ok {
+				break
+			}
+			b = rest
+			switch m.typ {
 			case unix.NLMSG_DONE:
-				if err := nlErrno(m.Data); err != nil {
+				if err := nlErrno(m.data); err != nil {
 					return fmt.Errorf("dump conntrack: %w", err)
 				}
 				return nil
 			case unix.NLMSG_ERROR:
-				err := nlErrno(m.Data)
+				err := nlErrno(m.data)
 				if err == nil { // an ack: nothing was asked for, nothing to do
 					continue
 				}
 				return fmt.Errorf("dump conntrack: %w", err)
+			case subsysCtnetlink<<8 | ipctnlMsgCtNew:
+			default:
+				continue
 			}
-			f, ok, err := decodeFlow(m)
-			if err != nil {
-				return fmt.Errorf("decode dumped flow: %w", err)
-			}
-			if !ok {
+			if !decodeWireFlow(m.data, &f) {
 				continue
 			}
 			if err := fn(&f); err != nil {
@@ -145,8 +176,8 @@ type dumpReader struct {
 }
 
 // next blocks until the next datagram (or the socket's read deadline) and
-// returns its messages, which alias the reader's buffer until the next call.
-func (d *dumpReader) next() ([]syscall.NetlinkMessage, error) {
+// returns it; it aliases the reader's buffer until the next call.
+func (d *dumpReader) next() ([]byte, error) {
 	var n int
 	var rerr error
 	err := d.raw.Read(func(fd uintptr) bool {
@@ -161,7 +192,7 @@ func (d *dumpReader) next() ([]syscall.NetlinkMessage, error) {
 	case n > len(d.buf):
 		return nil, fmt.Errorf("dump datagram of %d bytes exceeds the %d-byte buffer", n, len(d.buf))
 	}
-	return syscall.ParseNetlinkMessage(d.buf[:n])
+	return d.buf[:n], nil
 }
 
 // nlErrno decodes the error code leading an NLMSG_ERROR or NLMSG_DONE

@@ -7,7 +7,6 @@ import (
 	"syscall"
 
 	"github.com/mdlayher/netlink"
-	"github.com/ti-mo/conntrack"
 	"github.com/ti-mo/netfilter"
 	"golang.org/x/sys/unix"
 )
@@ -172,60 +171,35 @@ func (s *Subscription) Receive(dst []Event) ([]Event, error) {
 	return dst, rerr
 }
 
-// decodeEvents appends the TCP flow events of one datagram to dst.
+// decodeEvents appends the TCP flow events of one datagram to dst,
+// without allocating.
 func decodeEvents(dst []Event, b []byte) ([]Event, error) {
-	msgs, err := syscall.ParseNetlinkMessage(b)
-	if err != nil {
-		return dst, fmt.Errorf("parse netlink message: %w", err)
-	}
-	for _, m := range msgs {
-		var ev conntrack.Event
-		if err := ev.Unmarshal(toNetlink(m)); err != nil {
-			return dst, fmt.Errorf("decode conntrack event: %w", err)
+	for len(b) > 0 {
+		m, rest, ok := nextMsg(b)
+		if !ok {
+			return dst, fmt.Errorf("parse netlink message: truncated datagram")
 		}
-		if ev.Flow == nil || ev.Flow.TupleOrig.Proto.Protocol != ProtoTCP {
+		b = rest
+		var typ EventType
+		switch {
+		case m.typ == subsysCtnetlink<<8|ipctnlMsgCtDel:
+			typ = EventDestroy
+		case m.typ != subsysCtnetlink<<8|ipctnlMsgCtNew:
 			continue
-		}
-		e := Event{Flow: fromConntrack(ev.Flow)}
-		switch ev.Type {
-		case conntrack.EventNew:
-			e.Type = EventNew
-		case conntrack.EventUpdate:
-			e.Type = EventUpdate
-		case conntrack.EventDestroy:
-			e.Type = EventDestroy
-			e.Flow.HasFlags = false // DESTROY protoinfo carries only the state
+		case m.flags&(unix.NLM_F_CREATE|unix.NLM_F_EXCL) != 0:
+			typ = EventNew
 		default:
+			typ = EventUpdate
+		}
+		dst = append(dst, Event{Type: typ})
+		e := &dst[len(dst)-1]
+		if !decodeWireFlow(m.data, &e.Flow) {
+			dst = dst[:len(dst)-1]
 			continue
 		}
-		dst = append(dst, e)
+		if typ == EventDestroy {
+			e.Flow.HasFlags = false // DESTROY protoinfo carries only the state
+		}
 	}
 	return dst, nil
-}
-
-// toNetlink converts a parsed netlink message for ti-mo/conntrack's decoder.
-func toNetlink(m syscall.NetlinkMessage) netlink.Message {
-	return netlink.Message{
-		Header: netlink.Header{
-			Length:   m.Header.Len,
-			Type:     netlink.HeaderType(m.Header.Type),
-			Flags:    netlink.HeaderFlags(m.Header.Flags),
-			Sequence: m.Header.Seq,
-			PID:      m.Header.Pid,
-		},
-		Data: m.Data,
-	}
-}
-
-// decodeFlow decodes a dumped entry (an IPCTNL_MSG_CT_NEW message, which
-// Event.Unmarshal decodes as an "update"); ok is false for non-TCP entries.
-func decodeFlow(m syscall.NetlinkMessage) (f Flow, ok bool, err error) {
-	var ev conntrack.Event
-	if err := ev.Unmarshal(toNetlink(m)); err != nil {
-		return Flow{}, false, err
-	}
-	if ev.Flow == nil || ev.Flow.TupleOrig.Proto.Protocol != ProtoTCP {
-		return Flow{}, false, nil
-	}
-	return fromConntrack(ev.Flow), true, nil
 }

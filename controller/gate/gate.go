@@ -161,6 +161,7 @@ type Gate struct {
 	log      *slog.Logger
 	obs      Observer
 	q, ct    *netlink.Conn
+	upd      *flows.Updater // the flag updates, batched
 	qraw     syscall.RawConn
 	ctraw    syscall.RawConn
 	pols     atomic.Pointer[policies]
@@ -180,6 +181,8 @@ type Gate struct {
 	write     func(fd uintptr) bool
 	latencies []time.Duration
 	ctbuf     []byte
+	ups       []flows.Update
+	upSlot    []int // the slot of each of ups
 }
 
 // Open binds the queue in the namespace: from now on the gate rules'
@@ -204,6 +207,8 @@ func Open(cfg Config) (*Gate, error) {
 	g.latencies = make([]time.Duration, 0, cfg.MaxBatch)
 	g.w.b = make([]byte, 0, cfg.MaxBatch*160)
 	g.ctbuf = make([]byte, 64<<10)
+	g.ups = make([]flows.Update, 0, cfg.MaxBatch)
+	g.upSlot = make([]int, 0, cfg.MaxBatch)
 	g.readWait = func(fd uintptr) bool {
 		g.rn, _, g.rerr = unix.Recvfrom(int(fd), g.rbuf, unix.MSG_DONTWAIT|unix.MSG_TRUNC)
 		return g.rerr != unix.EAGAIN
@@ -224,6 +229,11 @@ func Open(cfg Config) (*Gate, error) {
 	if g.ct, g.ctraw, err = dial(cfg.NetNSFd); err != nil {
 		g.q.Close()
 		return nil, fmt.Errorf("open the ctnetlink socket: %w", err)
+	}
+	if g.upd, err = flows.NewUpdater(cfg.NetNSFd); err != nil {
+		g.q.Close()
+		g.ct.Close()
+		return nil, err
 	}
 	if err := g.bind(); err != nil {
 		g.Close()
@@ -339,7 +349,7 @@ func (g *Gate) Stats() Snapshot {
 // Close unbinds the queue (the kernel bypasses it from then on) and closes
 // the sockets.
 func (g *Gate) Close() error {
-	return errors.Join(g.q.Close(), g.ct.Close())
+	return errors.Join(g.q.Close(), g.ct.Close(), g.upd.Close())
 }
 
 func (g *Gate) count(c Counter, n int) {
@@ -435,12 +445,12 @@ func (g *Gate) handle(batch []slot) {
 			}
 		}
 	} else {
-		g.exchange(batch, false)
+		g.exchange(batch)
 		for i := range batch {
 			g.decide(&batch[i], pl)
 		}
 	}
-	g.exchange(batch, true)
+	g.update(batch)
 	g.verdicts(batch)
 }
 
@@ -478,28 +488,46 @@ func (g *Gate) decide(s *slot, pl *policies) {
 	}
 }
 
-// exchange sends, in one write, a GET (update false) or a liberal update
-// (true) for every slot that needs one, then reads the answers until each
-// has one or the timeout passes. Answers are recorded in the slots and, for
-// updates, counted.
-func (g *Gate) exchange(batch []slot, update bool) {
+// update sets the flag and the mark bit on every slot's entry that needs
+// it, addressed by the reply tuple, through the batched updater (one write,
+// answers read in bulk), and counts the answers.
+func (g *Gate) update(batch []slot) {
+	g.ups, g.upSlot = g.ups[:0], g.upSlot[:0]
+	for i := range batch {
+		s := &batch[i]
+		if s.dirs == 0 || s.skip {
+			continue
+		}
+		g.ups = append(g.ups, flows.Update{Key: flows.Key{Orig: flows.Tuple(s.t)}, ByReply: true,
+			Dirs: s.dirs, Set: true, Mark: g.cfg.MarkBit})
+		g.upSlot = append(g.upSlot, i)
+	}
+	if len(g.ups) == 0 {
+		return
+	}
+	if err := g.upd.Apply(g.ups); err != nil {
+		g.log.Warn("the gate's flag updates failed; packets accepted unflagged", "err", err)
+	}
+	for j := range g.ups {
+		e := g.ups[j].Errno
+		batch[g.upSlot[j]].errno = e
+		g.countUpdate(e)
+	}
+}
+
+// exchange sends, in one write, a GET for every slot that needs one, then
+// reads the answers until each has one or the timeout passes. Answers are
+// recorded in the slots.
+func (g *Gate) exchange(batch []slot) {
 	g.w.b = g.w.b[:0]
 	base := g.seq + 1
 	pending := 0
 	for i := range batch {
 		s := &batch[i]
-		if update {
-			s.done = s.dirs == 0
-		}
 		if s.done {
 			continue
 		}
-		seq := base + uint32(i)
-		if update {
-			g.w.liberalUpdate(seq, &s.t, uint8(s.dirs), uint32(g.cfg.MarkBit))
-		} else {
-			g.w.get(seq, &s.t)
-		}
+		g.w.get(base+uint32(i), &s.t)
 		pending++
 	}
 	g.seq = base + uint32(len(batch))
@@ -537,10 +565,7 @@ func (g *Gate) exchange(batch []slot, update bool) {
 			case m.typ == unix.NLMSG_ERROR:
 				s.done, s.errno = true, errno(m.data)
 				pending--
-				if update {
-					g.countUpdate(s.errno)
-				}
-			case m.typ == subsysCtnetlink<<8|ipctnlMsgCtNew && !update:
+			case m.typ == subsysCtnetlink<<8|ipctnlMsgCtNew:
 				s.entry, s.found = decodeEntry(m.data)
 			}
 		}

@@ -36,32 +36,28 @@ const (
 	nfAccept             = 1
 
 	// ctnetlink
-	ipctnlMsgCtNew    = 0
-	ipctnlMsgCtGet    = 1
-	ctaTupleOrig      = 1
-	ctaTupleReply     = 2
-	ctaStatus         = 3
-	ctaProtoinfo      = 4
-	ctaMark           = 8
-	ctaMarkMask       = 21
-	ctaTupleIP        = 1
-	ctaTupleProto     = 2
-	ctaIPv4Src        = 1
-	ctaIPv4Dst        = 2
-	ctaIPv6Src        = 3
-	ctaIPv6Dst        = 4
-	ctaProtoNum       = 1
-	ctaProtoSrcPort   = 2
-	ctaProtoDstPort   = 3
-	ctaProtoinfoTCP   = 1
-	ctaTCPFlagsOrig   = 4
-	ctaTCPFlagsReply  = 5
-	beLiberal         = 0x08
-	protoTCP          = 6
-	afInet, afInet6   = unix.AF_INET, unix.AF_INET6
-	nlmFRequestAck    = unix.NLM_F_REQUEST | unix.NLM_F_ACK
-	directionOriginal = 1
-	directionReply    = 2
+	ipctnlMsgCtNew   = 0
+	ipctnlMsgCtGet   = 1
+	ctaTupleOrig     = 1
+	ctaTupleReply    = 2
+	ctaStatus        = 3
+	ctaProtoinfo     = 4
+	ctaTupleIP       = 1
+	ctaTupleProto    = 2
+	ctaIPv4Src       = 1
+	ctaIPv4Dst       = 2
+	ctaIPv6Src       = 3
+	ctaIPv6Dst       = 4
+	ctaProtoNum      = 1
+	ctaProtoSrcPort  = 2
+	ctaProtoDstPort  = 3
+	ctaProtoinfoTCP  = 1
+	ctaTCPFlagsOrig  = 4
+	ctaTCPFlagsReply = 5
+	beLiberal        = 0x08
+	protoTCP         = 6
+	afInet, afInet6  = unix.AF_INET, unix.AF_INET6
+	nlmFRequestAck   = unix.NLM_F_REQUEST | unix.NLM_F_ACK
 )
 
 // Tuple is one conntrack tuple direction: the reply tuple a queued SYN-ACK
@@ -155,29 +151,6 @@ func family(t *Tuple) uint8 {
 		return afInet
 	}
 	return afInet6
-}
-
-// liberalUpdate appends the flags-only ctnetlink update of the entry whose
-// REPLY tuple is t (the kernel looks the entry up by it when no original
-// tuple is given): BE_LIBERAL in dirs (bits: 1 original, 2 reply) and the
-// mark bit, nothing else.
-func (w *writer) liberalUpdate(seq uint32, t *Tuple, dirs uint8, mark uint32) {
-	m := w.begin(subsysCtnetlink<<8|ipctnlMsgCtNew, nlmFRequestAck, seq, family(t), 0)
-	w.tuple(ctaTupleReply, t)
-	pi := w.nest(ctaProtoinfo)
-	tcp := w.nest(ctaProtoinfoTCP)
-	if dirs&directionOriginal != 0 {
-		w.attr(ctaTCPFlagsOrig, beLiberal, beLiberal) // struct nf_ct_tcp_flags {flags, mask}
-	}
-	if dirs&directionReply != 0 {
-		w.attr(ctaTCPFlagsReply, beLiberal, beLiberal)
-	}
-	w.unnest(tcp)
-	w.unnest(pi)
-	// The kernel computes (mark & ~CTA_MARK_MASK) ^ CTA_MARK.
-	w.be32(ctaMark, mark)
-	w.be32(ctaMarkMask, mark)
-	w.end(m)
 }
 
 // get appends a ctnetlink GET of the entry whose REPLY tuple is t.

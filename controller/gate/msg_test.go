@@ -119,38 +119,6 @@ func find(b []byte, typ uint16) []byte {
 	}
 }
 
-func TestLiberalUpdateMessage(t *testing.T) {
-	var w writer
-	reply := tuple("[fd00:c7:8:2::2]:8080", "[fd00:c7:8:1::2]:40000")
-	w.liberalUpdate(7, &reply, uint8(flows.Reply), 0x00800000)
-	ms := parse(t, w.b)
-	if len(ms) != 1 || ms[0].typ != subsysCtnetlink<<8|ipctnlMsgCtNew || ms[0].seq != 7 {
-		t.Fatalf("messages %+v", ms)
-	}
-	flags := binary.NativeEndian.Uint16(w.b[6:])
-	if flags != nlmFRequestAck || w.b[16] != afInet6 {
-		t.Errorf("flags %#x family %d: want request|ack (no create, no excl: update only), AF_INET6", flags, w.b[16])
-	}
-	m := ms[0].data
-	if find(m, ctaTupleOrig) != nil {
-		t.Error("the update must address the entry by its reply tuple only")
-	}
-	var got Tuple
-	if !decodeTuple(find(m, ctaTupleReply), &got) || got != reply {
-		t.Errorf("reply tuple %+v, want %+v", got, reply)
-	}
-	tcp := find(find(m, ctaProtoinfo), ctaProtoinfoTCP)
-	if r := find(tcp, ctaTCPFlagsReply); len(r) != 2 || r[0] != beLiberal || r[1] != beLiberal {
-		t.Errorf("reply flags %v, want {BE_LIBERAL, mask BE_LIBERAL}", r)
-	}
-	if o := find(tcp, ctaTCPFlagsOrig); o != nil {
-		t.Errorf("original flags %v sent, want none", o)
-	}
-	if mark, mask := find(m, ctaMark), find(m, ctaMarkMask); binary.BigEndian.Uint32(mark) != 0x00800000 || binary.BigEndian.Uint32(mask) != 0x00800000 {
-		t.Errorf("mark %x mask %x", mark, mask)
-	}
-}
-
 func TestDecodeEntry(t *testing.T) {
 	var w writer
 	orig := tuple("198.18.8.2:40000", "198.18.9.1:80")
@@ -162,13 +130,13 @@ func TestDecodeEntry(t *testing.T) {
 	pi := w.nest(ctaProtoinfo)
 	tcp := w.nest(ctaProtoinfoTCP)
 	w.attr(ctaTCPFlagsOrig, 0x03, 0)
-	w.attr(ctaTCPFlagsReply, beLiberal|0x01, 0)
+	w.attr(ctaTCPFlagsReply, flows.BeLiberal|0x01, 0)
 	w.unnest(tcp)
 	w.unnest(pi)
 	w.end(m)
 	ms := parse(t, w.b)
 	e, ok := decodeEntry(ms[0].data)
-	want := Entry{Orig: orig, Reply: reply, Status: flows.StatusDstNAT | 0x8, OrigFlags: 0x03, ReplyFlags: beLiberal | 0x01, HasFlags: true}
+	want := Entry{Orig: orig, Reply: reply, Status: flows.StatusDstNAT | 0x8, OrigFlags: 0x03, ReplyFlags: flows.BeLiberal | 0x01, HasFlags: true}
 	if !ok || e != want {
 		t.Errorf("decodeEntry = %+v, %v; want %+v", e, ok, want)
 	}
@@ -267,7 +235,8 @@ func TestSetPoliciesFastPath(t *testing.T) {
 }
 
 // TestPerPacketPathDoesNotAllocate covers what the gate does per packet:
-// parse the headers, append the update and the verdict.
+// parse the headers, append the GET and the verdict (the update is
+// flows.Updater's, checked there).
 func TestPerPacketPathDoesNotAllocate(t *testing.T) {
 	p4 := ipv4(5, protoTCP, "198.19.8.2:443", "198.19.8.1:40000")
 	p6 := ipv6("[fd00:c7:8:2::2]:8080", "[fd00:c7:8:1::2]:40000", ipv6HopByHop)
@@ -280,7 +249,6 @@ func TestPerPacketPathDoesNotAllocate(t *testing.T) {
 			if !ok {
 				t.Fatal("parse failed")
 			}
-			w.liberalUpdate(1, &tp, 2, 0x00800000)
 			w.get(2, &tp)
 		}
 		w.verdicts(batch)

@@ -12,15 +12,14 @@ type Conn interface {
 	// Subscribe opens an event source with a receive buffer of bufBytes.
 	Subscribe(bufBytes int) (EventSource, error)
 	// DumpFunc calls fn on every TCP conntrack entry as the dump streams
-	// in; fn may use the other methods. An error from fn stops the dump.
+	// in. An error from fn stops the dump.
 	DumpFunc(ctx context.Context, fn func(*flows.Flow) error) error
-	// Get reads one entry's current state.
-	Get(f *flows.Flow) (flows.Flow, error)
-	// SetLiberal flags the flow and sets the ownership mark bit.
-	SetLiberal(f *flows.Flow, dirs flows.Directions, mark flows.MarkBit) error
-	// ClearLiberal clears the flag in dirs (none: the mark bit only) and
-	// the ownership mark bit (none when mark is 0).
-	ClearLiberal(f *flows.Flow, dirs flows.Directions, mark flows.MarkBit) error
+	// DumpMark is DumpFunc over the entries whose mark has, in the bits
+	// of mask, the bits of value (the kernel filters).
+	DumpMark(ctx context.Context, value, mask uint32, fn func(*flows.Flow) error) error
+	// Apply sends flags-only updates in batches and fills in each one's
+	// Errno; it fails only when the socket does.
+	Apply(ups []flows.Update) error
 }
 
 // EventSource delivers conntrack events to a single reader, as

@@ -93,9 +93,13 @@ type Engine struct {
 	// (see Heartbeat).
 	beat atomic.Int64
 
-	// Run's state, touched only by the Run goroutine.
-	tracked     map[flows.Key]*track
-	preexisting map[flows.Key]preexistingFlow
+	// Run's state, touched only by the Run goroutine. Nothing is kept per
+	// flow but the outbox's bounded window and, for existingFlows=false
+	// policies only, the hashes of the flows they must leave alone.
+	out         *outbox
+	failures    int               // refused updates since the last flush
+	preexisting map[uint64]uint64 // entryHash -> the last resync that saw it
+	swept       swept
 	epoch       uint64 // resyncs started
 }
 
@@ -107,20 +111,24 @@ type generation struct {
 	// owned is the union of the directions of this and every earlier
 	// generation, and Config.OwnedDirections: what ctguard may have set.
 	owned flows.Directions
+	// prev is the generation this one replaced (its own prev cleared), for
+	// the swap's resync: which policies applied to a flow before.
+	prev *generation
 }
 
 // New returns an engine for cfg's per-flow policies.
 func New(cfg Config) (*Engine, error) {
 	e := &Engine{
-		conn:     cfg.Conn,
-		mark:     cfg.MarkBit,
-		eventBuf: cfg.EventBuffer,
-		interval: cfg.ResyncInterval,
-		log:      cfg.Logger,
-		obs:      cfg.Observer,
-		onReady:  cfg.OnReady,
-		owned:    cfg.OwnedDirections & flows.Both,
-		swapped:  make(chan struct{}, 1),
+		conn:        cfg.Conn,
+		mark:        cfg.MarkBit,
+		eventBuf:    cfg.EventBuffer,
+		interval:    cfg.ResyncInterval,
+		log:         cfg.Logger,
+		obs:         cfg.Observer,
+		onReady:     cfg.OnReady,
+		preexisting: map[uint64]uint64{},
+		owned:       cfg.OwnedDirections & flows.Both,
+		swapped:     make(chan struct{}, 1),
 
 		gateChanged: make(chan struct{}, 1),
 		counters:    map[string]*counters{},
@@ -137,6 +145,8 @@ func New(cfg Config) (*Engine, error) {
 	if e.obs == nil {
 		e.obs = noObserver{}
 	}
+	e.out = newOutbox(e.conn, e.answered)
+	e.out.failed = func(err error) { e.log.Warn("batched flag updates failed", "err", err) }
 	if err := e.install(cfg.Policies); err != nil {
 		return nil, err
 	}
@@ -174,6 +184,9 @@ func (e *Engine) install(ps []policy.Policy) error {
 	g.owned |= selector.Directions(ps)
 	if prev := e.gen.Load(); prev != nil {
 		g.owned |= prev.owned
+		p := *prev
+		p.prev = nil
+		g.prev = &p
 	}
 	for i := range g.counters {
 		c := e.counters[sel.Name(i)]
@@ -241,8 +254,6 @@ func (e *Engine) start(ctx context.Context) (*subscription, error) {
 			return nil, err
 		}
 	}
-	e.tracked = map[flows.Key]*track{}
-	e.preexisting = map[flows.Key]preexistingFlow{}
 	if err := e.resync(ctx, resyncStart); err != nil {
 		sub.close()
 		return nil, err
@@ -331,10 +342,11 @@ func (e *Engine) Run(ctx context.Context) error {
 	ready()
 	var err error
 	var tick, retry, resubscribe <-chan time.Time
+	var ticker *time.Ticker
 	if e.interval > 0 {
-		t := time.NewTicker(e.interval)
-		defer t.Stop()
-		tick = t.C
+		ticker = time.NewTicker(e.interval)
+		defer ticker.Stop()
+		tick = ticker.C
 	}
 	pending, hasPending := resyncLoss, false // a failed resync to retry
 	beat := time.NewTicker(HeartbeatPeriod)
@@ -408,7 +420,13 @@ func (e *Engine) Run(ctx context.Context) error {
 			kind = max(kind, pending)
 		}
 		retry, hasPending = nil, false
-		if err := e.resync(ctx, kind); err != nil {
+		err := e.resync(ctx, kind)
+		if ticker != nil {
+			// The interval counts from the end of a resync: on a large
+			// table events get their turn between dumps.
+			ticker.Reset(e.interval)
+		}
+		if err != nil {
 			if ctx.Err() != nil {
 				return nil
 			}
@@ -426,6 +444,7 @@ func (e *Engine) handleBatch(ctx context.Context, b batch) (lost, broken bool) {
 	for i := range b.evs {
 		e.handle(&b.evs[i], b.at)
 	}
+	e.flush()
 	switch {
 	case b.err == nil || ctx.Err() != nil:
 		return false, false

@@ -8,16 +8,17 @@ import (
 	"sync"
 
 	"github.com/ctguard/ctguard/controller/flows"
+	"golang.org/x/sys/unix"
 )
 
-// fakeConn is an in-memory conntrack table. SetLiberal and ClearLiberal
-// change it like the kernel does and, when a subscription is open, echo an
+// fakeConn is an in-memory conntrack table. Apply changes it like the
+// kernel does and, when a subscription is open, echo an
 // UPDATE event, as the kernel does.
 type fakeConn struct {
 	mu        sync.Mutex
 	table     map[flows.Key]flows.Flow
-	calls     []string // "subscribe", "dump", "get <flow>", "set <flow> <dirs>", "clear <flow> <dirs>"
-	setErr    error    // returned by SetLiberal when set
+	calls     []string // "subscribe", "dump", "set <flow> <dirs>", "clear <flow> <dirs>"
+	setErr    error    // refuses every set when set
 	src       *fakeSource
 	dumpFails int // how many Dumps fail before they work again
 	// subscribeFails is how many Subscribes fail before they work again.
@@ -69,12 +70,31 @@ func (c *fakeConn) DumpFunc(ctx context.Context, fn func(*flows.Flow) error) err
 	return nil
 }
 
-func (c *fakeConn) SetLiberal(f *flows.Flow, dirs flows.Directions, mark flows.MarkBit) error {
-	return c.change(f, dirs, mark, true)
+// DumpMark is DumpFunc over the flows whose mark matches.
+func (c *fakeConn) DumpMark(ctx context.Context, value, mask uint32, fn func(*flows.Flow) error) error {
+	return c.DumpFunc(ctx, func(f *flows.Flow) error {
+		if f.Mark&mask != value {
+			return nil
+		}
+		return fn(f)
+	})
 }
 
-func (c *fakeConn) ClearLiberal(f *flows.Flow, dirs flows.Directions, mark flows.MarkBit) error {
-	return c.change(f, dirs, mark, false)
+// Apply applies each update as the kernel would, in order.
+func (c *fakeConn) Apply(ups []flows.Update) error {
+	for i := range ups {
+		u := &ups[i]
+		f := flows.Flow{Proto: flows.ProtoTCP, Orig: u.Key.Orig, Zone: u.Key.Zone}
+		switch err := c.change(&f, u.Dirs, u.Mark, u.Set); {
+		case err == nil:
+			u.Errno = 0
+		case errors.Is(err, flows.ErrFlowGone):
+			u.Errno = unix.ENOENT
+		default:
+			u.Errno = unix.EPERM
+		}
+	}
+	return nil
 }
 
 func (c *fakeConn) change(f *flows.Flow, dirs flows.Directions, mark flows.MarkBit, set bool) error {
@@ -161,17 +181,6 @@ func (s *fakeSource) Close() error {
 }
 
 var errRefused = errors.New("refused")
-
-func (c *fakeConn) Get(f *flows.Flow) (flows.Flow, error) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.calls = append(c.calls, "get "+f.String())
-	got, ok := c.table[f.Key()]
-	if !ok {
-		return flows.Flow{}, flows.ErrFlowGone
-	}
-	return got, nil
-}
 
 // source returns the current event source.
 func (c *fakeConn) source() *fakeSource {

@@ -2,7 +2,6 @@ package perflow
 
 import (
 	"context"
-	"errors"
 	"fmt"
 
 	"github.com/ctguard/ctguard/controller/flows"
@@ -38,31 +37,23 @@ func markOrDefault(mark flows.MarkBit) flows.MarkBit {
 // engine does to existing flows at start: every flow that a policy of sel
 // flagging existing flows selects gets BE_LIBERAL in the wanted directions
 // it lacks, with the ownership mark bit (flows.DefaultMarkBit when mark is
-// 0). It returns how many flows it flagged; flows that vanish meanwhile are
-// skipped.
+// 0). Updates go out in batches as the dump streams in. It returns how many
+// flows it flagged; flows that vanish meanwhile are skipped.
 func FlagExisting(ctx context.Context, conn Conn, sel *selector.Selector, mark flows.MarkBit) (int, error) {
 	mark = markOrDefault(mark)
-	flagged := 0
-	var errs []error
+	out, t := oneShot(conn)
 	err := conn.DumpFunc(ctx, func(f *flows.Flow) error {
-		dirs := missing(f, existingMatch(sel, f).Dirs)
-		if dirs == 0 {
-			return nil
-		}
-		switch err := conn.SetLiberal(f, dirs, mark); {
-		case err == nil:
-			flagged++
-		case errors.Is(err, flows.ErrFlowGone):
-		default:
-			errs = append(errs, err)
+		if dirs := missing(f, existingMatch(sel, f).Dirs); dirs != 0 {
+			out.add(f, dirs, true, mark, note{})
 		}
 		return nil
 	})
+	out.flush()
 	if err != nil {
-		return flagged, fmt.Errorf("flag existing flows: %w", err)
+		return t.applied, fmt.Errorf("flag existing flows: %w", err)
 	}
-	if err := errors.Join(errs...); err != nil {
-		return flagged, fmt.Errorf("flag %d existing flows: %w", len(errs), err)
+	if err := t.err(); err != nil {
+		return t.applied, fmt.Errorf("flag %d existing flows: %w", t.failed, err)
 	}
-	return flagged, nil
+	return t.applied, nil
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"slices"
 	"testing"
-	"time"
 
 	"github.com/ctguard/ctguard/controller/flows"
 	"github.com/ctguard/ctguard/controller/selector"
@@ -84,7 +83,7 @@ func TestFlagsOnlyMissingDirections(t *testing.T) {
 		t.Run(tt.name+"/engine", func(t *testing.T) {
 			c := newFakeConn(in)
 			e := newEngine(t, c, nil, tt.pol)
-			e.handle(ev(flows.EventNew, in), time.Now())
+			step(e, ev(flows.EventNew, in))
 			check(t, c, append([]string{"dump"}, c.callLog()...))
 			if got := e.Stats().Policies["web"].AlreadyLiberal == 1; got != tt.already {
 				t.Fatalf("already liberal counted %v, want %v", got, tt.already)

@@ -2,8 +2,9 @@ package perflow
 
 import (
 	"context"
-	"errors"
+	"encoding/binary"
 	"fmt"
+	"hash/maphash"
 	"time"
 
 	"github.com/ctguard/ctguard/controller/flows"
@@ -18,193 +19,260 @@ const (
 	resyncStart    resyncKind = iota // at start: policies with existingFlows only
 	resyncLoss                       // after event loss: every policy, except on flows that existed before
 	resyncPeriodic                   // on ResyncInterval: like after a loss
-	resyncSwap                       // after a policy swap: like the start, and re-match tracked flows
+	resyncSwap                       // after a policy swap: like the start, and re-match ctguard's flows
 )
 
-// preexistingFlow is a flow some policy must leave alone for good: it existed
-// before that policy applied and the policy does not flag existing flows.
-type preexistingFlow struct {
-	id   uint32 // the entry's CTA_ID
-	seen uint64 // the last resync whose dump showed it
+// progressEvery is how often a long sweep logs its progress.
+const progressEvery = 2 * time.Second
+
+// sweep is one pass over a dump.
+type sweep struct {
+	kind    resyncKind
+	g       *generation
+	fresh   selector.Mask // policies new in g (all at start)
+	seen    int
+	queued  int
+	cleared int
+	start   time.Time
+	logged  time.Time
 }
 
-// resync dumps the table and handles each flow as the dump streams in (see
-// resyncFlow), then forgets the tracked flows the dump no longer showed:
-// they ended without events.
+// resync streams the dump and brings every flow in line with the current
+// policies (see resyncFlow); updates go out in batches as the dump streams
+// in. Flows that existed before an existingFlows=false policy applied are
+// remembered (see preexisting) and left alone by it.
 func (e *Engine) resync(ctx context.Context, kind resyncKind) error {
 	if kind != resyncStart {
 		e.countGlobal(Resyncs)
 	}
 	e.epoch++
-	g := e.gen.Load()
-	released := 0
+	now := time.Now()
+	s := sweep{kind: kind, g: e.gen.Load(), start: now, logged: now}
+	s.fresh = selector.Mask(1)<<uint(s.g.sel.Len()) - 1
+	if kind == resyncSwap && s.g.prev != nil {
+		for i := range s.g.sel.Len() {
+			for j := range s.g.prev.sel.Len() {
+				if s.g.prev.sel.Name(j) == s.g.sel.Name(i) {
+					s.fresh &^= 1 << uint(i)
+				}
+			}
+		}
+	}
 	err := e.conn.DumpFunc(ctx, func(f *flows.Flow) error {
-		if e.resyncFlow(kind, g, f) {
-			released++
+		e.resyncFlow(&s, f)
+		s.seen++
+		if s.seen%4096 == 0 {
+			if t := time.Now(); t.Sub(s.logged) >= progressEvery {
+				s.logged = t
+				e.log.Info("sweeping the conntrack table", "flows", s.seen, "updates", s.queued,
+					"flowsPerSecond", int(float64(s.seen)/t.Sub(s.start).Seconds()))
+			}
 		}
 		return nil
 	})
-	if released > 0 {
-		e.log.Info("cleared ctguard's flag from flows no policy selects any more", "flows", released)
+	e.flush()
+	if s.cleared > 0 {
+		e.log.Info("cleared ctguard's flag from flows no policy selects any more", "flows", s.cleared)
 	}
 	if err != nil {
 		return fmt.Errorf("dump conntrack: %w", err)
 	}
-	for key, t := range e.tracked {
-		if t.seen != e.epoch {
-			e.retire(key)
-		}
+	if d := time.Since(s.start); d >= progressEvery {
+		e.log.Info("swept the conntrack table", "flows", s.seen, "updates", s.queued, "seconds", d.Seconds())
 	}
-	for key, p := range e.preexisting {
-		if p.seen != e.epoch {
-			delete(e.preexisting, key)
+	for h, seen := range e.preexisting {
+		if seen != e.epoch {
+			delete(e.preexisting, h)
 		}
 	}
 	return nil
 }
 
-// resyncFlow brings one dumped flow in line with generation g: a tracked
-// flow is re-flagged if it lost its flag and its pending flag confirmed; an
-// untracked flow the policies select is tracked and flagged. After a swap,
-// tracked flows are matched again first (see rematch), and a flow carrying
-// ctguard's mark that no policy selects any more loses what ctguard set. It
-// reports whether it cleared such a flow.
-func (e *Engine) resyncFlow(kind resyncKind, g *generation, f *flows.Flow) (released bool) {
-	key := f.Key()
-	if p, ok := e.preexisting[key]; ok && sameEntry(p.id, f.ID) {
-		p.seen = e.epoch
-		e.preexisting[key] = p
+// resyncFlow brings one dumped flow in line with the sweep's generation:
+// the policies that apply to it (see applying) get the wanted directions
+// it lacks; after the start, on a flow carrying ctguard's mark, directions
+// ctguard may have set that no applying policy wants are cleared, with the
+// mark when none of ctguard's is left. Flows that already ended (CLOSE, TIME_WAIT) are left
+// as they are.
+func (e *Engine) resyncFlow(s *sweep, f *flows.Flow) {
+	if s.kind == resyncStart {
+		e.countGlobal(FlowsSeen)
 	}
-	t := e.lookup(f)
-	owned := flows.Directions(0)
-	if t != nil && kind == resyncSwap && t.gen != g {
-		owned = t.owned
-		t = e.rematch(f, g, t)
+	if f.HasProtoInfo && endState(f.State) {
+		return
 	}
-	if t != nil {
-		t.seen = e.epoch
-		e.update(f, t, true)
-	} else {
-		if kind == resyncStart {
-			e.countGlobal(FlowsSeen)
+	g := s.g
+	r := e.applying(s, f)
+	marked := f.Mark&uint32(e.mark) != 0
+	if r.Policies != 0 {
+		dirs := missing(f, r.Dirs)
+		// Matched counts each policy's flows once: all at start, the
+		// swapped-in policies' at a swap, the flows events missed later.
+		counted := r.Policies
+		switch s.kind {
+		case resyncSwap:
+			counted &= s.fresh
+		case resyncLoss, resyncPeriodic:
+			if marked || dirs == 0 {
+				counted = 0
+			}
 		}
-		r := e.resyncMatch(kind, g, f)
-		if t = e.startTracking(f, g, r, time.Time{}); t != nil {
-			t.seen, t.fromDump = e.epoch, true
-		} else if kind == resyncSwap {
-			released = e.release(f, g, owned)
+		if counted != 0 {
+			e.count(g, counted, Matched)
+			if dirs == 0 {
+				e.count(g, counted, AlreadyLiberal)
+			}
+		}
+		if dirs != 0 {
+			switch {
+			case marked && s.kind != resyncSwap:
+				e.count(g, r.Policies, Reflagged)
+			case !marked && s.kind != resyncStart:
+				e.swept.add(entryHash(f))
+			}
+			e.out.add(f, dirs, true, e.mark, note{gen: g, pols: r.Policies})
+			s.queued++
 		}
 	}
-	if t := e.tracked[key]; t != nil && t.pending {
-		e.confirmByGet(f, t)
+	if s.kind == resyncStart || !marked || !f.HasFlags {
+		return // at start, ClearUnwanted ran before (see Config.OwnedDirections)
 	}
-	return released
+	extra := g.owned & f.Liberal() &^ r.Dirs
+	if extra == 0 {
+		return
+	}
+	mark := flows.MarkBit(0) // ctguard's flag stays in a wanted direction
+	if r.Dirs&f.Liberal() == 0 {
+		mark = e.mark
+	}
+	e.out.add(f, extra, false, mark, note{})
+	s.queued++
+	s.cleared++
 }
 
-// resyncMatch returns the policies a resync applies to an untracked flow.
-func (e *Engine) resyncMatch(kind resyncKind, g *generation, f *flows.Flow) selector.Result {
+// applying returns the policies a sweep applies to a flow. At start (and
+// for a swapped-in policy, at the swap) a policy with existingFlows=false
+// leaves the flows that exist alone, for good: they are remembered by a
+// hash of their tuple, zone and CTA_ID (8 bytes of key and 8 of epoch per
+// flow, only for flows such a policy selects) until a dump no longer
+// shows them. After a swap, a policy keeps applying to a flow carrying
+// ctguard's mark that the policy of the same name selected before.
+func (e *Engine) applying(s *sweep, f *flows.Flow) selector.Result {
+	g := s.g
 	r := g.sel.Match(f)
 	restricted := g.sel.Restrict(r)
-	key := f.Key()
-	switch kind {
-	case resyncStart, resyncSwap:
-		if restricted != r {
-			// Remember the flows some policy must leave alone for good.
-			e.preexisting[key] = preexistingFlow{id: f.ID, seen: e.epoch}
-		}
+	if restricted == r {
+		return r
+	}
+	h := entryHash(f)
+	switch s.kind {
+	case resyncStart:
+		e.preexisting[h] = e.epoch
 		return restricted
+	case resyncSwap:
+		var before map[string]bool
+		if f.Mark&uint32(e.mark) != 0 && g.prev != nil {
+			pr := g.prev.sel.Match(f)
+			for i := range g.prev.sel.Len() {
+				if pr.Policies.Has(i) {
+					if before == nil {
+						before = map[string]bool{}
+					}
+					before[g.prev.sel.Name(i)] = true
+				}
+			}
+		}
+		out := restricted
+		for i := range g.sel.Len() {
+			if r.Policies.Has(i) && !out.Policies.Has(i) && before[g.sel.Name(i)] {
+				out.Policies |= 1 << uint(i)
+				out.Dirs |= g.sel.Directions(i)
+			}
+		}
+		if out != r {
+			e.preexisting[h] = e.epoch
+		}
+		return out
 	default:
-		if p, old := e.preexisting[key]; old && sameEntry(p.id, f.ID) {
+		if _, old := e.preexisting[h]; old {
+			e.preexisting[h] = e.epoch
 			return restricted
 		}
 		return r
 	}
 }
 
-// rematch moves a tracked flow to the swapped-in generation g. The policies
-// that applied to it before (by name) go on applying; the other policies
-// selecting it apply only if they flag existing flows (for them the flow
-// existed at the swap). Directions ctguard set that no policy wants any
-// more are cleared. A flow no policy applies to any more is no longer
-// tracked (nil).
-func (e *Engine) rematch(f *flows.Flow, g *generation, t *track) *track {
-	before := map[string]bool{}
-	for i := range t.gen.sel.Len() {
-		if t.pols.Has(i) {
-			before[t.gen.sel.Name(i)] = true
-		}
-	}
-	full := g.sel.Match(f)
-	var r selector.Result
-	var added selector.Mask
-	for i := range g.sel.Len() {
-		name := g.sel.Name(i)
-		if !full.Policies.Has(i) || !(before[name] || g.sel.ExistingFlows(i)) {
-			continue
-		}
-		r.Policies |= 1 << uint(i)
-		r.Dirs |= g.sel.Directions(i)
-		if !before[name] {
-			added |= 1 << uint(i)
-		}
-	}
-	key := f.Key()
-	if r.Policies == 0 {
-		delete(e.tracked, key)
-		if full.Policies != 0 {
-			e.preexisting[key] = preexistingFlow{id: f.ID, seen: e.epoch}
-		}
-		return nil
-	}
-	t.gen, t.pols, t.dirs = g, r.Policies, r.Dirs
-	e.count(g, added, Matched)
-	if extra := ownedDirs(f, t.owned&^r.Dirs); extra != 0 {
-		mark := flows.MarkBit(0) // the flow stays ctguard's
-		if t.owned&r.Dirs == 0 {
-			mark = e.mark // ctguard set nothing else on it
-		}
-		switch err := e.conn.ClearLiberal(f, extra, mark); {
-		case err == nil:
-			t.owned &^= extra
-		case errors.Is(err, flows.ErrFlowGone):
-		default:
-			e.log.Warn("clearing directions no policy wants failed", "flow", f.String(), "err", err)
-		}
-	}
-	return t
+// hashSeed keys the preexisting hashes (random per process).
+var hashSeed = maphash.MakeSeed()
+
+// entryHash identifies a conntrack entry: its original tuple, zone and
+// CTA_ID (a new entry reusing the tuple almost always has another ID). It
+// does not allocate.
+func entryHash(f *flows.Flow) uint64 {
+	var h maphash.Hash
+	h.SetSeed(hashSeed)
+	var b [2*16 + 2*2 + 2 + 4]byte
+	s, d := f.Orig.Src.As16(), f.Orig.Dst.As16()
+	copy(b[0:], s[:])
+	copy(b[16:], d[:])
+	binary.BigEndian.PutUint16(b[32:], f.Orig.SrcPort)
+	binary.BigEndian.PutUint16(b[34:], f.Orig.DstPort)
+	binary.BigEndian.PutUint16(b[36:], f.Zone)
+	binary.BigEndian.PutUint32(b[38:], f.ID)
+	h.Write(b[:])
+	return h.Sum64()
 }
 
-// release clears what ctguard set on a flow carrying its mark that no
-// policy of g selects: owned, the directions this engine set (when known),
-// or else the directions of every policy ctguard may have applied, and the
-// mark bit. It reports whether it cleared the flow.
-func (e *Engine) release(f *flows.Flow, g *generation, owned flows.Directions) bool {
-	if f.Mark&uint32(e.mark) == 0 || g.sel.Match(f).Policies != 0 {
+// maxSwept bounds the flows swept remembers: more than the NEW events an
+// 8 MiB event socket and the reader's buffers can hold back.
+const maxSwept = 1 << 16
+
+// swept remembers the last maxSwept flows a resync flagged that carried no
+// mark yet (a fixed ring of hashes and a set of at most maxSwept: about
+// 3 MiB at most, nothing in steady state): their NEW event may still wait
+// in the socket (a resync does not stop the event stream), and must then
+// neither flag nor count them again.
+type swept struct {
+	ring []uint64
+	pos  int
+	set  map[uint64]struct{}
+}
+
+func (s *swept) add(h uint64) {
+	if s.set == nil {
+		s.set, s.ring = map[uint64]struct{}{}, make([]uint64, 0, maxSwept)
+	}
+	if _, ok := s.set[h]; ok {
+		return
+	}
+	if len(s.ring) < maxSwept {
+		s.ring = append(s.ring, h)
+	} else {
+		delete(s.set, s.ring[s.pos])
+		s.ring[s.pos] = h
+		s.pos = (s.pos + 1) % maxSwept
+	}
+	s.set[h] = struct{}{}
+}
+
+// take reports whether a resync flagged the entry, forgetting it.
+func (s *swept) take(f *flows.Flow) bool {
+	if len(s.set) == 0 {
 		return false
 	}
-	if owned == 0 {
-		owned = g.owned
-	}
-	switch err := e.conn.ClearLiberal(f, ownedDirs(f, owned), e.mark); {
-	case err == nil:
+	h := entryHash(f)
+	if _, ok := s.set[h]; ok {
+		delete(s.set, h)
 		return true
-	case errors.Is(err, flows.ErrFlowGone):
-	default:
-		e.log.Warn("clearing the flag of a flow no policy selects failed", "flow", f.String(), "err", err)
 	}
 	return false
 }
 
-// confirmByGet confirms a pending flag by reading the entry back: flows
-// created while nobody listened produce no UPDATE event to confirm with.
-func (e *Engine) confirmByGet(f *flows.Flow, t *track) {
-	got, err := e.conn.Get(f)
-	if err != nil {
-		e.log.Debug("confirm flag", "flow", f.String(), "err", err)
-		return
-	}
-	if missing(&got, t.dirs) == 0 {
-		t.pending = false
-		e.count(t.gen, t.pols, Confirmed)
+// flush sends the outbox and logs the refused updates of the flush.
+func (e *Engine) flush() {
+	e.out.flush()
+	if e.failures > 0 {
+		e.log.Warn("flag updates refused by the kernel", "updates", e.failures)
+		e.failures = 0
 	}
 }

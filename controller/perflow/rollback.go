@@ -2,7 +2,6 @@ package perflow
 
 import (
 	"context"
-	"errors"
 	"fmt"
 
 	"github.com/ctguard/ctguard/controller/flows"
@@ -15,37 +14,30 @@ import (
 // (flows.Reply when 0): ctguard only ever set missing directions among them
 // (see package flows on the ownership mark and its one residual case).
 // Flows without the bit, e.g. made liberal by the kernel, are left alone.
-// Run must not be active. It returns how many flows it cleared.
+// The kernel filters the dump on the bit, and the clears go out in
+// batches. Run must not be active. It returns how many flows it cleared.
 func Rollback(ctx context.Context, conn Conn, mark flows.MarkBit, dirs flows.Directions) (int, error) {
 	mark = markOrDefault(mark)
 	if dirs&flows.Both == 0 {
 		dirs = flows.Reply
 	}
-	cleared := 0
-	var errs []error
-	err := conn.DumpFunc(ctx, func(f *flows.Flow) error {
+	out, t := oneShot(conn)
+	// The kernel sends only the flows carrying the bit.
+	err := conn.DumpMark(ctx, uint32(mark), uint32(mark), func(f *flows.Flow) error {
 		if f.Mark&uint32(mark) == 0 {
 			return nil
 		}
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		switch err := conn.ClearLiberal(f, ownedDirs(f, dirs), mark); {
-		case err == nil:
-			cleared++
-		case errors.Is(err, flows.ErrFlowGone):
-		default:
-			errs = append(errs, err)
-		}
+		out.add(f, ownedDirs(f, dirs), false, mark, note{})
 		return nil
 	})
+	out.flush()
 	if err != nil {
-		return cleared, fmt.Errorf("roll back per-flow flags: %w", err)
+		return t.applied, fmt.Errorf("roll back per-flow flags: %w", err)
 	}
-	if err := errors.Join(errs...); err != nil {
-		return cleared, fmt.Errorf("clear %d of %d ctguard-flagged flows: %w", len(errs), cleared+len(errs), err)
+	if err := t.err(); err != nil {
+		return t.applied, fmt.Errorf("clear %d of %d ctguard-flagged flows: %w", t.failed, t.applied+t.failed, err)
 	}
-	return cleared, nil
+	return t.applied, nil
 }
 
 // ownedDirs returns the directions of dirs to clear on a flow carrying the

@@ -2,7 +2,6 @@ package perflow
 
 import (
 	"context"
-	"errors"
 	"fmt"
 
 	"github.com/ctguard/ctguard/controller/flows"
@@ -47,7 +46,7 @@ func unwantedDirs(f *flows.Flow, sel *selector.Selector, mark flows.MarkBit, own
 func FindUnwanted(ctx context.Context, conn Conn, sel *selector.Selector, mark flows.MarkBit, owned flows.Directions) (Unwanted, error) {
 	mark = markOrDefault(mark)
 	var u Unwanted
-	err := conn.DumpFunc(ctx, func(f *flows.Flow) error {
+	err := conn.DumpMark(ctx, uint32(mark), uint32(mark), func(f *flows.Flow) error {
 		if dirs, _ := unwantedDirs(f, sel, mark, owned); dirs != 0 {
 			u.Flows++
 			if len(u.Sample) < PlanSampleSize {
@@ -73,32 +72,25 @@ func FindUnwanted(ctx context.Context, conn Conn, sel *selector.Selector, mark f
 func ClearUnwanted(ctx context.Context, conn Conn, sel *selector.Selector, mark flows.MarkBit, owned flows.Directions) (Unwanted, error) {
 	mark = markOrDefault(mark)
 	var u Unwanted
-	var errs []error
-	err := conn.DumpFunc(ctx, func(f *flows.Flow) error {
+	out, t := oneShot(conn)
+	err := conn.DumpMark(ctx, uint32(mark), uint32(mark), func(f *flows.Flow) error {
 		dirs, clearMark := unwantedDirs(f, sel, mark, owned)
 		if dirs == 0 {
 			return nil
 		}
-		if err := ctx.Err(); err != nil {
-			return err
+		if len(u.Sample) < PlanSampleSize {
+			u.Sample = append(u.Sample, f.String())
 		}
-		switch err := conn.ClearLiberal(f, dirs, clearMark); {
-		case err == nil:
-			u.Flows++
-			if len(u.Sample) < PlanSampleSize {
-				u.Sample = append(u.Sample, f.String())
-			}
-		case errors.Is(err, flows.ErrFlowGone):
-		default:
-			errs = append(errs, err)
-		}
+		out.add(f, dirs, false, clearMark, note{})
 		return nil
 	})
+	out.flush()
+	u.Flows = t.applied
 	if err != nil {
 		return u, fmt.Errorf("clear unwanted per-flow flags: %w", err)
 	}
-	if err := errors.Join(errs...); err != nil {
-		return u, fmt.Errorf("clear unwanted flags of %d flows: %w", len(errs), err)
+	if err := t.err(); err != nil {
+		return u, fmt.Errorf("clear unwanted flags of %d flows: %w", t.failed, err)
 	}
 	return u, nil
 }
