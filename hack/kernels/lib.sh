@@ -6,7 +6,7 @@
 
 KERNELS_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 REPO_DIR="$(cd "$KERNELS_DIR/../.." && pwd)"
-CACHE_DIR="${CTGUARD_KERNELS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/ctguard-kernels}"
+CACHE_DIR="${CTGUARD_KERNELS_CACHE:-${XDG_CACHE_HOME:-${HOME:-/root}/.cache}/ctguard-kernels}"
 MIRROR="${CTGUARD_KERNELS_MIRROR:-http://deb.debian.org/debian}"
 SECURITY_MIRROR="${CTGUARD_KERNELS_SECURITY_MIRROR:-http://deb.debian.org/debian-security}"
 KEYRING=/usr/share/keyrings/debian-archive-keyring.gpg
@@ -204,17 +204,23 @@ test_packages() {
 		xargs -r -n1 dirname | sed 's|^\./||' | sort -u)
 }
 
-# build_payload DIR builds a static ctguard and one test binary per package
-# with kernel tests into DIR (usr/local/bin, usr/local/lib/ctguard-tests).
+# build_payload DIR [no-tests] builds a static ctguard and (unless told
+# no-tests) one test binary per package with kernel tests into DIR
+# (usr/local/bin, usr/local/lib/ctguard-tests).
 build_payload() {
-	local dir=$1 p name
+	local dir=$1 tests=${2:-tests} p name
 	export PATH="/usr/local/go/bin:$PATH"
 	rm -rf "$dir"
 	mkdir -p "$dir/usr/local/bin" "$dir/usr/local/lib/ctguard-tests"
-	log "building a static ctguard and the kernel-test binaries"
+	if [ "$tests" = no-tests ]; then
+		log "building a static ctguard"
+	else
+		log "building a static ctguard and the kernel-test binaries"
+	fi
 	(cd "$REPO_DIR" && CGO_ENABLED=0 go build -trimpath -ldflags='-s -w' \
 		-o "$dir/usr/local/bin/ctguard" ./cmd/ctguard) || die "go build failed"
 	: >"$dir/usr/local/lib/ctguard-tests/index"
+	[ "$tests" = no-tests ] && return 0
 	while IFS= read -r p; do
 		name="$(echo "$p" | tr / -).test"
 		(cd "$REPO_DIR" && CGO_ENABLED=0 go test -c -trimpath -ldflags='-s -w' \

@@ -141,7 +141,7 @@ func TestLoadAndWrite(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	write("kernels", "5.10 6.1\n")
+	write("kernels", "5.10 6.1 6.12\n")
 	write("skipped", "TestPrivilegedRunMemory: a throughput bound\n")
 	for _, k := range []struct{ line, pkg, labJSON string }{
 		{"5.10", "linux-image-5.10.0-46-cloud-amd64 5.10.262-1",
@@ -154,6 +154,10 @@ func TestLoadAndWrite(t *testing.T) {
 		write(k.line+"/lab.json", k.labJSON)
 		write(k.line+"/lab.rc", "0")
 	}
+	// --lab-only: no kernel tests, the lab alone.
+	write("6.12/package", "linux-image-6.12.117+deb12-cloud-amd64 6.12.117-1~deb12u1")
+	write("6.12/lab.rc", "0")
+	write("6.12/lab.json", `{"kernel":"6.12.117+deb12-cloud-amd64","results":[{"family":"ipv6","case":"beyond-window","workaround":"none","injected":true,"rstFromNAT":true,"reproducible":true,"verdict":"reproduced"}]}`)
 	m, err := load(dir)
 	if err != nil {
 		t.Fatal(err)
@@ -168,7 +172,8 @@ func TestLoadAndWrite(t *testing.T) {
 		"| 6.1 (`linux-image-6.1.0-57-cloud-amd64` 6.1.192-3) | lab | **lab output is not its JSON report",
 		"controller/nft.TestPrivilegedB", "lab/topo (did not finish)",
 		"Not run under emulation: TestPrivilegedRunMemory: a throughput bound",
-		"matrix: 2 kernels: FAILED",
+		"| 6.12 (`linux-image-6.12.117+deb12-cloud-amd64` 6.12.117-1~deb12u1) | not run | - | - | ok |",
+		"matrix: 3 kernels: FAILED",
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("output lacks %q:\n%s", want, out)
@@ -176,5 +181,8 @@ func TestLoadAndWrite(t *testing.T) {
 	}
 	if m.ok() {
 		t.Error("matrix ok with failed tests")
+	}
+	if k := m.kernels[2]; !k.testsOK() || !k.labOK() {
+		t.Errorf("lab-only kernel judged failed: tests %v lab %v %q", k.testsOK(), k.labOK(), k.labProblems)
 	}
 }
