@@ -204,7 +204,9 @@ func cell(r lab.Result) string {
 	case r.Workaround == lab.Baseline && r.Reproducible:
 		return "RST from NAT, download dies"
 	case r.Workaround == lab.Baseline:
-		return "no RST (conntrack ignores it)"
+		return "ignored by conntrack, no RST"
+	case r.Skipped:
+		return "not needed"
 	}
 	return r.Verdict
 }
