@@ -384,7 +384,7 @@ func (m *matrix) write(w io.Writer) error {
 	if !m.ok() {
 		verdict = "FAILED"
 	}
-	fmt.Fprintf(b, "\nmatrix: %d kernels: %s\n", len(m.kernels), verdict)
+	fmt.Fprintf(b, "\nmatrix of %d kernel(s): %s\n", len(m.kernels), verdict)
 	_, err := io.WriteString(w, b.String())
 	return err
 }

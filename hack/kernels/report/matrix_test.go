@@ -173,7 +173,7 @@ func TestLoadAndWrite(t *testing.T) {
 		"controller/nft.TestPrivilegedB", "lab/topo (did not finish)",
 		"Not run under emulation: TestPrivilegedRunMemory: a throughput bound",
 		"| 6.12 (`linux-image-6.12.117+deb12-cloud-amd64` 6.12.117-1~deb12u1) | not run | - | - | ok |",
-		"matrix: 3 kernels: FAILED",
+		"matrix of 3 kernel(s): FAILED",
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("output lacks %q:\n%s", want, out)
