@@ -35,7 +35,7 @@ MODULE_DIRS=(net/netfilter net/ipv4 net/ipv6 net/xfrm net/key net/core net/sched
 HOST_PROGRAMS=(ip nft conntrack wget setpriv sysctl kmod)
 
 # Debian packages this needs on the host.
-HOST_PACKAGES=(qemu-system-x86:qemu-system-x86_64 busybox-static:busybox cpio:cpio kmod:depmod
+HOST_PACKAGES=(qemu-system-x86:qemu-system-x86_64 cpio:cpio kmod:depmod xz-utils:xz
 	nftables:nft conntrack:conntrack wget:wget iproute2:ip procps:sysctl util-linux:setpriv
 	debian-archive-keyring:"$KEYRING")
 
@@ -58,6 +58,10 @@ need_host_packages() {
 		*) command -v "${p##*:}" >/dev/null 2>&1 || [ -x "/usr/sbin/${p##*:}" ] || [ -x "/sbin/${p##*:}" ] || need+=("${p%%:*}") ;;
 		esac
 	done
+	# The guest needs a static busybox (the busybox package's is dynamic).
+	if [ ! -x /bin/busybox ] || ldd /bin/busybox >/dev/null 2>&1; then
+		need+=(busybox-static)
+	fi
 	[ "${#need[@]}" -eq 0 ] && return 0
 	if [ "$(id -u)" != 0 ]; then
 		die "missing Debian packages; run: apt-get install ${need[*]}"
@@ -79,9 +83,9 @@ kernel_source() {
 	esac
 }
 
-# apt_private SUITE ARGS... runs apt-get/apt-cache against a sources list
-# and package lists of this cache's own: the host's apt sources, lists and
-# what it installs by default stay as they are.
+# apt_opts SUITE sets APT_OPTS: options that point apt-get and apt-cache at
+# a sources list and package lists of this cache's own, so the host's apt
+# sources, lists and what it installs by default stay as they are.
 apt_opts() {
 	local root="$CACHE_DIR/apt/$1"
 	APT_OPTS=(-o "Dir::Etc::SourceList=$root/sources.list" -o "Dir::Etc::SourceParts=$root/sources.list.d"
@@ -90,6 +94,8 @@ apt_opts() {
 		-o "Acquire::IndexTargets::deb::DEP-11-icons::DefaultEnabled=false")
 }
 
+# apt_update SUITE writes the suite's private sources list (main, updates,
+# security) and fetches its package lists.
 apt_update() {
 	local suite=$1 root="$CACHE_DIR/apt/$1"
 	mkdir -p "$root/lists/partial" "$root/cache/archives/partial" "$root/sources.list.d"
