@@ -5,25 +5,32 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"slices"
 	"time"
 
+	"github.com/ctguard/ctguard/controller/flows"
 	"github.com/ctguard/ctguard/controller/journal"
 	"github.com/ctguard/ctguard/controller/nft"
 	"github.com/ctguard/ctguard/controller/perflow"
 	"github.com/ctguard/ctguard/controller/plan"
 	"github.com/ctguard/ctguard/controller/ruleset"
+	"github.com/ctguard/ctguard/controller/selector"
 	"github.com/ctguard/ctguard/controller/sysctl"
 	"github.com/ctguard/ctguard/policy"
 )
 
 // Plan reads the kernel and returns what Apply would change. It changes
 // nothing, not even the journal.
+// It takes no lock (the journal is replaced atomically), so it works on a
+// read-only state directory.
 func (c *Controller) Plan(ctx context.Context, set PolicySet) (plan.Plan, error) {
-	j, unlock, err := c.loadJournal()
+	j, err := c.store.Load()
+	if err == nil {
+		err = j.CheckNetNS(c.netns)
+	}
 	if err != nil {
 		return plan.Plan{}, err
 	}
-	defer unlock()
 	desired, observed, err := c.states(ctx, j, set.Policies, true)
 	if err != nil {
 		return plan.Plan{}, err
@@ -37,6 +44,9 @@ type ApplyResult struct {
 	Revision int
 	// FlaggedExisting is how many existing flows perFlow policies flagged.
 	FlaggedExisting int
+	// ClearedStale is how many flows lost a flag ctguard had set in a
+	// direction no policy wants any more.
+	ClearedStale int
 	// Drift lists what had drifted from the revision in force and was
 	// repaired: "table_missing", "table_changed", "sysctl".
 	Drift []string
@@ -44,19 +54,55 @@ type ApplyResult struct {
 	Observed *ruleset.Table
 }
 
-// readTable reads table inet ctguard. A table holding what ctguard never
-// creates (a dormant flag, a foreign chain or object) cannot be modelled:
-// it comes back as a table with one unrecognised rule describing it, so
-// the planner shows it and apply replaces it. ctguard owns the table.
-func (c *Controller) readTable() (*ruleset.Table, error) {
+// readTable reads table inet ctguard. A table without ctguard's ownership
+// mark is refused (a *nft.ForeignTableError naming its contents) unless it
+// is exactly a table the journal j (nil: none) says ctguard applied: one a
+// ctguard that wrote no mark yet created. What a marked table holds that
+// ctguard never creates (a dormant flag, a chain or object added to it) is
+// in Table.Foreign: the planner lists it and apply replaces the table.
+func (c *Controller) readTable(j *journal.Journal) (*ruleset.Table, error) {
 	t, err := c.tables.Read()
-	if errors.Is(err, nft.ErrUnrecognised) {
-		return &ruleset.Table{Chains: []ruleset.Chain{{
-			Hook:  ruleset.HookInput,
-			Rules: []ruleset.Rule{{Purpose: ruleset.PurposeUnrecognised, Detail: err.Error()}},
-		}}}, nil
+	if fe := (*nft.ForeignTableError)(nil); errors.As(err, &fe) {
+		if fe.Table != nil && c.journaled(j, fe.Table) {
+			return fe.Table, nil
+		}
+		return nil, err
 	}
 	return t, wrap("read table inet ctguard", err)
+}
+
+// journaled reports whether t is exactly the table of the revision in
+// force or the pending one of j, as this ctguard builds it or as a ctguard
+// from before the handshake gate built it (no gate or guard rules).
+func (c *Controller) journaled(j *journal.Journal, t *ruleset.Table) bool {
+	if j == nil {
+		return false
+	}
+	for _, r := range []*journal.Revision{j.Latest(), j.Pending} {
+		if r == nil || len(r.Policies) == 0 {
+			continue
+		}
+		for _, ps := range [][]policy.Policy{r.Policies, withoutHandshake(r.Policies)} {
+			if want := ruleset.Build(ps, c.rules); ruleset.Equal(&want, t) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// withoutHandshake returns copies of ps whose per-flow policies have
+// handshake none: the table a ctguard without the gate wrote for them.
+func withoutHandshake(ps []policy.Policy) []policy.Policy {
+	out := slices.Clone(ps)
+	for i := range out {
+		if out[i].IsPerFlow() {
+			l := *out[i].Spec.Liberal
+			l.Handshake = policy.HandshakeNone
+			out[i].Spec.Liberal = &l
+		}
+	}
+	return out
 }
 
 // drift names what differs between desired and observed.
@@ -85,7 +131,7 @@ func drift(desired, observed plan.State) []string {
 // It refuses while a "ctguard run" manages the state directory: the
 // controller would undo the change at its next reconcile.
 func (c *Controller) Apply(ctx context.Context, set PolicySet) (ApplyResult, error) {
-	release, err := c.store.HoldController()
+	release, err := c.hold("apply")
 	if err != nil {
 		return ApplyResult{}, err
 	}
@@ -112,6 +158,7 @@ func (c *Controller) apply(ctx context.Context, set PolicySet, opts applyOptions
 
 // applyLocked is apply with the journal loaded and locked.
 func (c *Controller) applyLocked(ctx context.Context, j *journal.Journal, set PolicySet, opts applyOptions) (ApplyResult, error) {
+	owned := ownedDirections(j) // before this apply's policies join them
 	desired, observed, err := c.states(ctx, j, set.Policies, opts.flows)
 	if err != nil {
 		return ApplyResult{}, err
@@ -124,11 +171,14 @@ func (c *Controller) applyLocked(ctx context.Context, j *journal.Journal, set Po
 		if p.Empty() {
 			return res, nil
 		}
-		if err := c.converge(desired, observed); err != nil {
+		if err := c.convergeGate(set.Policies, &desired, observed); err != nil {
 			return ApplyResult{}, err
 		}
 		if opts.flows {
-			res.FlaggedExisting, err = c.flagExisting(ctx, set.Policies)
+			if res.FlaggedExisting, err = c.flagExisting(ctx, set.Policies); err != nil {
+				return ApplyResult{}, err
+			}
+			res.ClearedStale, err = c.clearStale(ctx, set.Policies, owned, observed.StaleFlags)
 		}
 		return res, err
 	}
@@ -151,12 +201,15 @@ func (c *Controller) applyLocked(ctx context.Context, j *journal.Journal, set Po
 	if err := c.store.Save(j); err != nil {
 		return ApplyResult{}, wrap("journal the apply (kernel untouched)", err)
 	}
-	if err := c.converge(desired, observed); err != nil {
+	if err := c.convergeGate(set.Policies, &desired, observed); err != nil {
 		return ApplyResult{}, err
 	}
-	flagged := 0
+	flagged, cleared := 0, 0
 	if opts.flows {
 		if flagged, err = c.flagExisting(ctx, set.Policies); err != nil {
+			return ApplyResult{}, err
+		}
+		if cleared, err = c.clearStale(ctx, set.Policies, owned, observed.StaleFlags); err != nil {
 			return ApplyResult{}, err
 		}
 	}
@@ -169,7 +222,27 @@ func (c *Controller) applyLocked(ctx context.Context, j *journal.Journal, set Po
 		return ApplyResult{}, wrap("commit the journal (kernel already changed)", err)
 	}
 	c.log.Info("applied", "revision", number, "source", set.Source, "policies", len(set.Policies), "flaggedExisting", flagged)
-	return ApplyResult{Plan: p, Revision: number, FlaggedExisting: flagged, Observed: observed.Table}, nil
+	return ApplyResult{Plan: p, Revision: number, FlaggedExisting: flagged, ClearedStale: cleared, Observed: observed.Table}, nil
+}
+
+// ownedDirections is every direction ctguard may have flagged on flows in
+// this namespace: the journal's record, and the directions of the
+// perFlow policies in force (a journal written before the record existed).
+func ownedDirections(j *journal.Journal) flows.Directions {
+	return flaggedDirections(j) | selector.Directions(appliedPolicies(j))
+}
+
+// clearStale clears the flags ctguard set, in owned directions, that the
+// policies no longer want, when states found any (seen).
+func (c *Controller) clearStale(ctx context.Context, policies []policy.Policy, owned flows.Directions, seen plan.StaleFlags) (int, error) {
+	if owned == 0 || seen.Flows == 0 {
+		return 0, nil
+	}
+	u, err := c.flows.ClearUnwanted(ctx, policies, owned)
+	if err != nil {
+		return u.Flows, wrap("clear per-flow flags no policy wants", err)
+	}
+	return u.Flows, nil
 }
 
 // flagExisting flags the existing flows of perFlow policies that ask for it.
@@ -187,6 +260,24 @@ func samePolicies(a, b []policy.Policy) bool {
 	x, errA := json.Marshal(a)
 	y, errB := json.Marshal(b)
 	return errA == nil && errB == nil && bytes.Equal(x, y)
+}
+
+// convergeGate is converge that falls back, for good, from gate rules to
+// guard rules when the kernel has no NFQUEUE for the gate: missing
+// features never leave a policy without protection.
+func (c *Controller) convergeGate(policies []policy.Policy, desired *plan.State, observed plan.State) error {
+	err := c.converge(*desired, observed)
+	if !errors.Is(err, nft.ErrNoQueue) || c.rules.NoQueue {
+		return err
+	}
+	c.rules.NoQueue = true
+	c.log.Error("the gate cannot run on this kernel: gate policies fall back to guard rules (invalid packets from their servers are dropped)", "err", err)
+	if c.onNoQueue != nil {
+		c.onNoQueue(err)
+	}
+	t := ruleset.Build(policies, c.rules)
+	desired.Table = &t
+	return c.converge(*desired, observed)
 }
 
 // converge writes the table and sysctls where they differ from desired.
@@ -216,7 +307,7 @@ func (c *Controller) converge(desired, observed plan.State) error {
 // states computes the desired state for the policies and reads the
 // observed one.
 func (c *Controller) states(ctx context.Context, j *journal.Journal, policies []policy.Policy, countFlows bool) (desired, observed plan.State, err error) {
-	table, err := c.readTable()
+	table, err := c.readTable(j)
 	if err != nil {
 		return desired, observed, err
 	}
@@ -232,7 +323,7 @@ func (c *Controller) states(ctx context.Context, j *journal.Journal, policies []
 
 	desired = plan.State{Sysctls: desiredSysctls(j, policies)}
 	if len(policies) > 0 {
-		t := ruleset.Build(policies)
+		t := ruleset.Build(policies, c.rules)
 		desired.Table = &t
 	}
 	var counts map[string]perflow.PlanEntry
@@ -242,6 +333,13 @@ func (c *Controller) states(ctx context.Context, j *journal.Journal, policies []
 		}
 	}
 	desired.PerFlow = withCounts(plan.FromPolicies(policies), counts)
+	if owned := ownedDirections(j); countFlows && owned != 0 {
+		u, err := c.flows.FindUnwanted(ctx, policies, owned)
+		if err != nil {
+			return desired, observed, wrap("find per-flow flags no policy wants", err)
+		}
+		observed.StaleFlags = plan.StaleFlags{Flows: u.Flows, Sample: u.Sample}
+	}
 	return desired, observed, nil
 }
 

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"time"
 
 	"github.com/ctguard/ctguard/controller/flows"
 	"github.com/ctguard/ctguard/controller/journal"
@@ -32,13 +33,23 @@ type Sysctls interface {
 }
 
 // FlowTable is what the one-shot commands need of conntrack: count the
-// flows perFlow policies would flag, flag the existing ones, clear the
-// flags ctguard set (in dirs), and read the invalid statistic.
+// flows perFlow policies would flag, flag the existing ones, find and clear
+// the flags ctguard set (in owned directions) that the policies no longer
+// want, clear the flags ctguard set (in dirs), and read the invalid
+// statistic.
 type FlowTable interface {
 	Plan(ctx context.Context, policies []policy.Policy) (map[string]perflow.PlanEntry, error)
 	FlagExisting(ctx context.Context, policies []policy.Policy) (flagged int, err error)
+	FindUnwanted(ctx context.Context, policies []policy.Policy, owned flows.Directions) (perflow.Unwanted, error)
+	ClearUnwanted(ctx context.Context, policies []policy.Policy, owned flows.Directions) (perflow.Unwanted, error)
 	ClearOwned(ctx context.Context, dirs flows.Directions) (cleared int, err error)
 	Invalid(ctx context.Context) (uint64, error)
+}
+
+// NamespaceLock keeps one ctguard at a time in the network namespace,
+// whatever its state directory (see package nslock).
+type NamespaceLock interface {
+	Acquire(role string, wait time.Duration) (release func(), err error)
 }
 
 // Controller applies policies to one network namespace.
@@ -47,8 +58,13 @@ type Controller struct {
 	sysctls Sysctls
 	flows   FlowTable
 	store   *journal.Store
+	nsLock  NamespaceLock
 	netns   string
 	log     *slog.Logger
+	// rules are the ruleset options; rules.NoQueue turns on for good once
+	// the kernel refused the gate's queue.
+	rules     ruleset.Options
+	onNoQueue func(error)
 }
 
 // Config wires a Controller. Every field is required but Logger.
@@ -57,10 +73,16 @@ type Config struct {
 	Sysctls Sysctls
 	Flows   FlowTable
 	Store   *journal.Store
+	// Lock is the namespace's lock; nil takes none (unit tests).
+	Lock NamespaceLock
 	// NetNS identifies the namespace (journal.CurrentNetNS) so a journal of
 	// another namespace is never used.
 	NetNS  string
 	Logger *slog.Logger
+	// Rules are the options the table is built with (mark bit, the gate's
+	// queue, whether the gate can run; see also SetGate); a zero mark bit
+	// or queue means the default.
+	Rules ruleset.Options
 }
 
 // New returns a Controller.
@@ -69,13 +91,21 @@ func New(cfg Config) *Controller {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
+	if cfg.Rules.MarkBit == 0 {
+		cfg.Rules.MarkBit = uint32(flows.DefaultMarkBit)
+	}
+	if cfg.Rules.Queue == 0 {
+		cfg.Rules.Queue = ruleset.DefaultQueue
+	}
 	return &Controller{
 		tables:  cfg.Tables,
 		sysctls: cfg.Sysctls,
 		flows:   cfg.Flows,
 		store:   cfg.Store,
+		nsLock:  cfg.Lock,
 		netns:   cfg.NetNS,
 		log:     log,
+		rules:   cfg.Rules,
 	}
 }
 
@@ -88,6 +118,29 @@ type PolicySet struct {
 // ErrNothingToRollBack is returned by Rollback when ctguard never applied
 // anything in this namespace (or everything was already rolled back).
 var ErrNothingToRollBack = errors.New("nothing to roll back: no apply is journaled in this state directory")
+
+// oneShotWait is how long a one-shot command (or a starting controller)
+// waits for a one-shot command that holds the namespace lock.
+var oneShotWait = 5 * time.Second
+
+// hold takes the namespace lock for role, then the state directory's
+// controller lock: while a "ctguard run" manages the namespace (or the
+// state directory), nothing else changes the kernel, since it would undo
+// the change at its next reconcile.
+func (c *Controller) hold(role string) (release func(), err error) {
+	releaseNS := func() {}
+	if c.nsLock != nil {
+		if releaseNS, err = c.nsLock.Acquire(role, oneShotWait); err != nil {
+			return nil, err
+		}
+	}
+	releaseDir, err := c.store.HoldController(role)
+	if err != nil {
+		releaseNS()
+		return nil, err
+	}
+	return func() { releaseDir(); releaseNS() }, nil
+}
 
 // loadJournal takes the state lock and loads the journal of this namespace.
 func (c *Controller) loadJournal() (*journal.Journal, func(), error) {

@@ -3,8 +3,8 @@ package controller
 import (
 	"context"
 	"errors"
-	"fmt"
 	"maps"
+	"slices"
 	"testing"
 
 	"github.com/ctguard/ctguard/controller/flows"
@@ -29,8 +29,9 @@ func (f *fakeSysctls) Set(name, value string) error {
 	return nil
 }
 
-// fakeFlows is a FlowTable counting calls.
-type fakeFlows struct{ flagged, cleared int }
+// fakeFlows is a FlowTable counting calls; stale is how many flows carry
+// a flag no policy wants until ClearUnwanted clears them.
+type fakeFlows struct{ flagged, cleared, stale int }
 
 func (f *fakeFlows) Plan(context.Context, []policy.Policy) (map[string]perflow.PlanEntry, error) {
 	return map[string]perflow.PlanEntry{}, nil
@@ -44,6 +45,15 @@ func (f *fakeFlows) ClearOwned(context.Context, flows.Directions) (int, error) {
 	return 3, nil
 }
 func (f *fakeFlows) Invalid(context.Context) (uint64, error) { return 7, nil }
+func (f *fakeFlows) FindUnwanted(context.Context, []policy.Policy, flows.Directions) (perflow.Unwanted, error) {
+	return perflow.Unwanted{Flows: f.stale}, nil
+}
+func (f *fakeFlows) ClearUnwanted(context.Context, []policy.Policy, flows.Directions) (perflow.Unwanted, error) {
+	n := f.stale
+	f.stale = 0
+	f.cleared++
+	return perflow.Unwanted{Flows: n}, nil
+}
 
 type fixture struct {
 	c      *Controller
@@ -188,6 +198,7 @@ func TestRollbackReturnsToPreviousRevision(t *testing.T) {
 	if f.flows.flagged != 1 {
 		t.Fatalf("existing flows flagged %d times, want 1", f.flows.flagged)
 	}
+	f.flows.stale = 3 // flagged by the perFlow policy rolled back
 	res, err := f.c.Rollback(ctx, false)
 	if err != nil {
 		t.Fatal(err)
@@ -289,35 +300,14 @@ func TestJournalOfAnotherNamespaceIsRefused(t *testing.T) {
 	}
 }
 
-// unrecognisedTables is a Tables whose table holds something ctguard
-// never creates until it is replaced.
-type unrecognisedTables struct {
-	*nft.Fake
-	foreign bool
-}
-
-func (u *unrecognisedTables) Read() (*ruleset.Table, error) {
-	if u.foreign {
-		return nil, fmt.Errorf("table flags 0x1 (ctguard sets none): %w", nft.ErrUnrecognised)
-	}
-	return u.Fake.Read()
-}
-
-func (u *unrecognisedTables) Replace(t ruleset.Table) error {
-	u.foreign = false
-	return u.Fake.Replace(t)
-}
-
 func TestUnrecognisedTableIsDriftAndReplaced(t *testing.T) {
 	f := newFixture(t)
 	ctx := context.Background()
-	tables := &unrecognisedTables{Fake: f.tables}
-	f.c.tables = tables
 	set := mustParse(t, dropDoc)
 	if _, err := f.c.Apply(ctx, set); err != nil {
 		t.Fatal(err)
 	}
-	tables.foreign = true // e.g. someone set the dormant flag
+	f.tables.AddForeign("table flags 0x1") // e.g. someone set the dormant flag
 	st, err := f.c.Status(ctx)
 	if err != nil || !st.Drift {
 		t.Fatalf("status of an unrecognised table: drift=%v err=%v", st.Drift, err)
@@ -326,8 +316,9 @@ func TestUnrecognisedTableIsDriftAndReplaced(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(res.Drift) == 0 || tables.foreign {
-		t.Fatalf("unrecognised table not repaired: drift %v, still foreign %v", res.Drift, tables.foreign)
+	got, _ := f.tables.Read()
+	if len(res.Drift) == 0 || len(got.Foreign) != 0 {
+		t.Fatalf("unrecognised table not repaired: drift %v, still foreign %v", res.Drift, got.Foreign)
 	}
 }
 
@@ -382,7 +373,7 @@ func TestRollbackFromGlobalRestoresAndReleasesSysctl(t *testing.T) {
 func TestOneShotCommandsRefuseWhileControllerRuns(t *testing.T) {
 	f := newFixture(t)
 	ctx := context.Background()
-	release, err := f.store.HoldController() // as a running "ctguard run" does
+	release, err := f.store.HoldController("run") // as a running "ctguard run" does
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -432,5 +423,40 @@ spec:
 	}
 	if cf.dirs != flows.Both {
 		t.Fatalf("rollback cleared %v, want both directions (an earlier revision flagged original too)", cf.dirs)
+	}
+}
+
+// TestGateFallsBackToGuardWithoutQueue: a kernel that takes no NFQUEUE
+// verdict gets guard rules for gate policies, loudly (the callback), and
+// status reports the fallback without drift.
+func TestGateFallsBackToGuardWithoutQueue(t *testing.T) {
+	f := newFixture(t)
+	f.tables.RefuseQueue()
+	var refused error
+	f.c.SetGate(ruleset.DefaultQueue, true, func(err error) { refused = err })
+	if _, err := f.c.Apply(context.Background(), mustParse(t, perFlowDoc)); err != nil {
+		t.Fatal(err)
+	}
+	if !errors.Is(refused, nft.ErrNoQueue) {
+		t.Fatalf("fallback callback got %v, want ErrNoQueue", refused)
+	}
+	got, _ := f.tables.Read()
+	var purposes []ruleset.Purpose
+	for _, ch := range got.Chains {
+		for _, r := range ch.Rules {
+			purposes = append(purposes, r.Purpose)
+		}
+	}
+	if !slices.Contains(purposes, ruleset.PurposeGuard) || slices.Contains(purposes, ruleset.PurposeGate) {
+		t.Fatalf("rules %v: want a guard rule and no gate rule", purposes)
+	}
+	// A status from another process (it does not know of the fallback).
+	other := New(Config{Tables: f.tables, Sysctls: f.sys, Flows: f.flows, Store: f.store, NetNS: "net:[1]"})
+	st, err := other.Status(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Drift || !st.GateFallback {
+		t.Fatalf("status drift %v gateFallback %v, want false true", st.Drift, st.GateFallback)
 	}
 }

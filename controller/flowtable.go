@@ -37,6 +37,28 @@ func (t conntrackTable) FlagExisting(ctx context.Context, policies []policy.Poli
 	return perflow.FlagExisting(ctx, perflow.FromFlows(t.conn), sel, t.mark)
 }
 
+// FindUnwanted implements FlowTable.
+func (t conntrackTable) FindUnwanted(ctx context.Context, policies []policy.Policy, owned flows.Directions) (perflow.Unwanted, error) {
+	sel, err := selector.Compile(policies)
+	if err != nil {
+		return perflow.Unwanted{}, err
+	}
+	return perflow.FindUnwanted(ctx, perflow.FromFlows(t.conn), sel, t.mark, owned)
+}
+
+// ClearUnwanted implements FlowTable.
+func (t conntrackTable) ClearUnwanted(ctx context.Context, policies []policy.Policy, owned flows.Directions) (perflow.Unwanted, error) {
+	sel, err := selector.Compile(policies)
+	if err != nil {
+		return perflow.Unwanted{}, err
+	}
+	u, err := perflow.ClearUnwanted(ctx, perflow.FromFlows(t.conn), sel, t.mark, owned)
+	if u.Flows > 0 {
+		t.log.Info("cleared ctguard's per-flow flags no policy wants any more", "flows", u.Flows)
+	}
+	return u, err
+}
+
 // ClearOwned implements FlowTable; dirs 0 means reply, the default.
 func (t conntrackTable) ClearOwned(ctx context.Context, dirs flows.Directions) (int, error) {
 	if dirs == 0 {

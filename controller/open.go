@@ -7,6 +7,8 @@ import (
 	"github.com/ctguard/ctguard/controller/flows"
 	"github.com/ctguard/ctguard/controller/journal"
 	"github.com/ctguard/ctguard/controller/nft"
+	"github.com/ctguard/ctguard/controller/nslock"
+	"github.com/ctguard/ctguard/controller/ruleset"
 	"github.com/ctguard/ctguard/controller/sysctl"
 )
 
@@ -50,8 +52,10 @@ func Open(netnsFd int, stateDir string, mark flows.MarkBit, log *slog.Logger) (*
 		Sysctls: sysctl.Open(netnsFd),
 		Flows:   conntrackTable{conn: conn, mark: mark, log: log},
 		Store:   store,
+		Lock:    nslock.New(netnsFd, stateDir),
 		NetNS:   ns,
 		Logger:  log,
+		Rules:   ruleset.Options{MarkBit: uint32(mark), Queue: ruleset.DefaultQueue},
 	})
 	return &Kernel{Controller: c, Tables: tables, Conntrack: conn, Store: store}, nil
 }
@@ -66,4 +70,13 @@ func namespaceID(netnsFd int) (string, error) {
 		return journal.CurrentNetNS()
 	}
 	return journal.NetNSOfFd(netnsFd)
+}
+
+// SetGate sets the gate's queue number and whether the gate can run
+// (false: gate policies get guard rules), and a function called if the
+// kernel later refuses the queue. Call it before the first apply.
+func (c *Controller) SetGate(queue uint16, available bool, onNoQueue func(error)) {
+	c.rules.Queue = queue
+	c.rules.NoQueue = !available
+	c.onNoQueue = onNoQueue
 }

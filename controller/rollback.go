@@ -2,9 +2,11 @@ package controller
 
 import (
 	"context"
+	"errors"
 	"time"
 
 	"github.com/ctguard/ctguard/controller/journal"
+	"github.com/ctguard/ctguard/controller/nft"
 )
 
 // RollbackResult tells what Rollback did.
@@ -13,6 +15,9 @@ type RollbackResult struct {
 	ToRevision int
 	// ClearedFlows is how many flows lost the flag ctguard had set.
 	ClearedFlows int
+	// ForeignTableKept is set when a table inet ctguard that ctguard did
+	// not create was left in place.
+	ForeignTableKept bool
 }
 
 // Rollback restores the state before the last apply: the previous
@@ -22,7 +27,7 @@ type RollbackResult struct {
 // leaving the box as it was before the first apply. It refuses while a
 // "ctguard run" manages the state directory, as Apply does.
 func (c *Controller) Rollback(ctx context.Context, all bool) (RollbackResult, error) {
-	release, err := c.store.HoldController()
+	release, err := c.hold("rollback")
 	if err != nil {
 		return RollbackResult{}, err
 	}
@@ -55,24 +60,31 @@ func (c *Controller) rollback(ctx context.Context, all bool) (RollbackResult, er
 	if err != nil {
 		return RollbackResult{}, err
 	}
-	cleared := 0
-	if !hasPerFlow(prev.Policies) {
-		// Flags set by the undone revision's perFlow policies go too.
-		if cleared, err = c.flows.ClearOwned(ctx, flaggedDirections(j)); err != nil {
-			return RollbackResult{}, wrap("clear per-flow flags", err)
-		}
-	}
-	return RollbackResult{ToRevision: res.Revision, ClearedFlows: cleared}, nil
+	// Flags the undone revision's perFlow policies set that the previous
+	// policies do not want went in the apply.
+	return RollbackResult{ToRevision: res.Revision, ClearedFlows: res.ClearedStale}, nil
 }
 
 // rollbackAll removes everything ctguard applied and then the journal.
+// A table inet ctguard ctguard did not create stays.
 func (c *Controller) rollbackAll(ctx context.Context, j *journal.Journal) (RollbackResult, error) {
+	var res RollbackResult
 	j.Begin(journal.Revision{AppliedAt: time.Now().UTC(), Source: "rollback --all"})
 	if err := c.store.Save(j); err != nil {
 		return RollbackResult{}, wrap("journal the rollback (kernel untouched)", err)
 	}
-	if err := c.tables.Delete(); err != nil {
-		return RollbackResult{}, wrap("delete table inet ctguard", err)
+	_, err := c.readTable(j)
+	switch {
+	case errors.Is(err, nft.ErrForeignTable):
+		// Not ctguard's: its own table is gone already.
+		res.ForeignTableKept = true
+		c.log.Warn("left table inet ctguard alone: ctguard did not create it", "err", err)
+	case err != nil:
+		return RollbackResult{}, err
+	default:
+		if err := c.tables.Delete(); err != nil {
+			return RollbackResult{}, wrap("delete table inet ctguard", err)
+		}
 	}
 	for name, value := range j.Baseline.Sysctls {
 		current, err := c.sysctls.Get(name)
@@ -93,5 +105,6 @@ func (c *Controller) rollbackAll(ctx context.Context, j *journal.Journal) (Rollb
 		return RollbackResult{}, wrap("remove the journal", err)
 	}
 	c.log.Info("rolled back everything", "clearedFlows", cleared)
-	return RollbackResult{ClearedFlows: cleared}, nil
+	res.ClearedFlows = cleared
+	return res, nil
 }

@@ -8,7 +8,9 @@ import (
 	"sync"
 	"time"
 
+	"github.com/ctguard/ctguard/controller/gate"
 	"github.com/ctguard/ctguard/controller/metrics"
+	"github.com/ctguard/ctguard/controller/nslock"
 	"github.com/ctguard/ctguard/controller/perflow"
 	"github.com/ctguard/ctguard/controller/ruleset"
 	"github.com/ctguard/ctguard/policy"
@@ -41,6 +43,27 @@ type RunConfig struct {
 	// CleanupOnExit removes everything ctguard applied when ctx ends;
 	// otherwise the mitigation stays in force while ctguard is down.
 	CleanupOnExit bool
+	// Gate reports the handshake gate's state for the live status
+	// (optional; nil when there is no gate).
+	Gate func() *GateStatus
+	// Held, when set, is the release function of locks the caller took
+	// with HoldForRun before Run (to bind the gate's queue only once no
+	// other ctguard runs in the namespace); Run calls it when it returns.
+	// Nil: Run takes the locks itself.
+	Held func()
+}
+
+// GateStatus is the handshake gate's state in a live status.
+type GateStatus struct {
+	// State is "listening", "fallback" (gate policies run guard rules:
+	// the kernel or the queue refused) or "stopped" (the gate failed; the
+	// event engine flags new flows again).
+	State string `json:"state"`
+	// Encoding is how the kernel took the gate rules' queue verdict.
+	Encoding string `json:"encoding,omitempty"`
+	// Reason says why the gate is not listening.
+	Reason   string        `json:"reason,omitempty"`
+	Counters gate.Snapshot `json:"counters"`
 }
 
 // LiveStatus is what a running controller publishes for "ctguard status".
@@ -54,7 +77,13 @@ type LiveStatus struct {
 	// may not match the policy in force.
 	ReconcileFailing bool             `json:"reconcileFailing,omitempty"`
 	Engine           perflow.Snapshot `json:"engine"`
+	Gate             *GateStatus      `json:"gate,omitempty"`
 }
+
+// HoldForRun takes the namespace and state-directory locks a controller
+// holds for its lifetime: it fails, naming the holder, while another
+// ctguard runs in this network namespace or manages this state directory.
+func (c *Controller) HoldForRun() (release func(), err error) { return c.hold(nslock.RoleRun) }
 
 // Run is the long-running controller: it applies the policies, runs the
 // per-flow engine, and reconciles on every reload, resync tick and table
@@ -67,15 +96,21 @@ func (c *Controller) Run(ctx context.Context, cfg RunConfig) error {
 		cfg.Metrics.PolicyLoadErrors.Inc()
 		return err
 	}
-	release, err := c.store.HoldController()
-	if err != nil {
-		return fmt.Errorf("%w: another controller runs with this state directory", err)
+	release := cfg.Held
+	if release == nil {
+		if release, err = c.HoldForRun(); err != nil {
+			return err
+		}
 	}
 	defer release()
+	if err := c.store.RemoveTemps(); err != nil {
+		return fmt.Errorf("state directory: %w", err)
+	}
 	l := &loop{c: c, cfg: cfg, good: set}
 	if err := l.reconcile(ctx, "start"); err != nil {
 		return err
 	}
+	c.clearStaleAtStart(ctx, set.Policies)
 	if err := cfg.Engine.SetPolicies(set.Policies); err != nil {
 		return err
 	}
@@ -122,6 +157,25 @@ func (c *Controller) Run(ctx context.Context, cfg RunConfig) error {
 			l.check(ctx, "table-event")
 		}
 		l.publish()
+	}
+}
+
+// clearStaleAtStart clears the flags an earlier ctguard process set that
+// the policies in force no longer want: the policies may have changed
+// across a restart or a kill -9, and the engine clears such flags only on
+// a change it makes itself. A failure is logged; the engine still starts.
+func (c *Controller) clearStaleAtStart(ctx context.Context, policies []policy.Policy) {
+	j, err := c.store.Load()
+	if err != nil {
+		c.log.Warn("cannot check for per-flow flags no policy wants", "err", err)
+		return
+	}
+	owned := ownedDirections(j)
+	if owned == 0 {
+		return
+	}
+	if _, err := c.flows.ClearUnwanted(ctx, policies, owned); err != nil {
+		c.log.Warn("clearing per-flow flags no policy wants failed", "err", err)
 	}
 }
 
@@ -234,6 +288,9 @@ func (l *loop) publish() {
 		Revision:   l.revision,
 		Generation: l.generation,
 		Engine:     l.cfg.Engine.Stats(),
+	}
+	if l.cfg.Gate != nil {
+		st.Gate = l.cfg.Gate()
 	}
 	if err := errors.Join(l.loadErr, l.lastErr); err != nil {
 		st.LastError = err.Error()

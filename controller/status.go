@@ -5,8 +5,11 @@ import (
 	"errors"
 	"time"
 
+	"github.com/ctguard/ctguard/controller/journal"
+	"github.com/ctguard/ctguard/controller/nft"
 	"github.com/ctguard/ctguard/controller/ruleset"
 	"github.com/ctguard/ctguard/controller/sysctl"
+	"github.com/ctguard/ctguard/policy"
 	"golang.org/x/sys/unix"
 )
 
@@ -17,15 +20,24 @@ type Status struct {
 	// KernelNotes say how this kernel treats the incident's packets.
 	KernelNotes []string `json:"kernelNotes,omitempty"`
 	NetNS       string   `json:"netns"`
+	// JournalError says why journal.json could not be read, and the way
+	// out; the rest is then read from the kernel alone.
+	JournalError string `json:"journalError,omitempty"`
 	// Revision is the revision in force; nil when nothing is applied.
 	Revision *RevisionStatus `json:"revision"`
 	// Interrupted is set when an apply or rollback was cut short: run
 	// apply or rollback again.
 	Interrupted bool `json:"interrupted"`
-	// TablePresent says whether table inet ctguard exists; Drift whether
-	// it differs from what the revision in force wants.
-	TablePresent bool         `json:"tablePresent"`
-	Drift        bool         `json:"drift"`
+	// TablePresent says whether ctguard's table inet ctguard exists; Drift
+	// whether it differs from what the revision in force wants.
+	TablePresent bool `json:"tablePresent"`
+	// ForeignTable says why a table inet ctguard ctguard did not create
+	// is left alone (empty when there is none).
+	ForeignTable string `json:"foreignTable,omitempty"`
+	Drift        bool   `json:"drift"`
+	// GateFallback says the table holds guard rules where the policies
+	// ask for the gate: the kernel refused the gate's NFQUEUE.
+	GateFallback bool         `json:"gateFallback,omitempty"`
 	Rules        []RuleStatus `json:"rules"`
 	// BeLiberal is the global sysctl now and before ctguard's first apply.
 	BeLiberal         string `json:"beLiberal"`
@@ -60,6 +72,12 @@ type RuleStatus struct {
 func (c *Controller) Status(ctx context.Context) (Status, error) {
 	// No lock: status only reads, and the journal is replaced atomically.
 	j, err := c.store.Load()
+	var journalErr string
+	if errors.Is(err, journal.ErrDamaged) {
+		// Report the kernel anyway: it is what matters in an incident.
+		journalErr = err.Error() + ": " + DamagedJournalHint
+		j, err = &journal.Journal{}, nil
+	}
 	if err == nil {
 		err = j.CheckNetNS(c.netns)
 	}
@@ -67,8 +85,11 @@ func (c *Controller) Status(ctx context.Context) (Status, error) {
 		return Status{}, err
 	}
 	release := kernelRelease()
-	st := Status{Kernel: release, KernelNotes: KernelNotes(release), NetNS: c.netns, Interrupted: j.Pending != nil}
-	table, err := c.readTable()
+	st := Status{Kernel: release, KernelNotes: KernelNotes(release), NetNS: c.netns, Interrupted: j.Pending != nil, JournalError: journalErr}
+	table, err := c.readTable(j)
+	if errors.Is(err, nft.ErrForeignTable) {
+		st.ForeignTable, table, err = err.Error(), nil, nil
+	}
 	if err != nil {
 		return Status{}, err
 	}
@@ -79,8 +100,17 @@ func (c *Controller) Status(ctx context.Context) (Status, error) {
 			rs.Policies = append(rs.Policies, p.Metadata.Name)
 		}
 		st.Revision = rs
-		want := ruleset.Build(r.Policies)
+		want := ruleset.Build(r.Policies, c.rules)
 		st.Drift = !ruleset.Equal(&want, table)
+		if st.Drift && !c.rules.NoQueue {
+			// A controller whose kernel refused the gate's queue runs
+			// guard rules instead.
+			guarded := c.rules
+			guarded.NoQueue = true
+			want = ruleset.Build(r.Policies, guarded)
+			st.Drift = !ruleset.Equal(&want, table)
+			st.GateFallback = !st.Drift && hasGateRules(r.Policies, c.rules)
+		}
 	} else {
 		st.Drift = table != nil
 	}
@@ -102,6 +132,21 @@ func (c *Controller) Status(ctx context.Context) (Status, error) {
 		st.LiveRunning = processExists(live.PID)
 	}
 	return st, nil
+}
+
+// DamagedJournalHint is the way out of a damaged journal.
+const DamagedJournalHint = "move it aside (mv journal.json journal.json.damaged) to go on; ctguard then knows nothing it applied before: " +
+	"check table inet ctguard (nft list table inet ctguard; ctguard replaces it only if it carries ctguard's mark) and " +
+	"set net.netfilter.nf_conntrack_tcp_be_liberal back yourself if ctguard had changed it"
+
+// hasGateRules reports whether the policies ask for gate rules.
+func hasGateRules(ps []policy.Policy, opts ruleset.Options) bool {
+	for _, ch := range ruleset.Build(ps, opts).Chains {
+		if ch.Hook == ruleset.HookPrerouting {
+			return true
+		}
+	}
+	return false
 }
 
 // ruleStatuses pairs every rule with its named counter's values.

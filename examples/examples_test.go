@@ -20,10 +20,13 @@ func TestExamplePoliciesAreValid(t *testing.T) {
 			if err != nil {
 				t.Fatalf("example %s is invalid:\n%v", f, err)
 			}
-			table := ruleset.Build(ps)
+			table := ruleset.Build(ps, testOpts)
 			if len(table.Chains) == 0 {
 				t.Fatalf("example %s builds an empty table", f)
 			}
 		})
 	}
 }
+
+// testOpts are the ruleset.Build options of the tests.
+var testOpts = ruleset.Options{MarkBit: 0x00800000, Queue: 7301}

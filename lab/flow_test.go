@@ -68,8 +68,8 @@ const (
 // serverISN is a variable so sequence arithmetic wraps as on the wire.
 var serverISN uint32 = 0xfffff000
 
-// handshake is SYN (window scale 7, TTL 63 after the NAT), SYN-ACK, ACK.
-var handshake = []frame{
+// tcpHandshake is SYN (window scale 7, TTL 63 after the NAT), SYN-ACK, ACK.
+var tcpHandshake = []frame{
 	{ttl: 63, tcp: layers.TCP{SrcPort: natPort, DstPort: 80, Seq: clientISN, SYN: true, Window: 64240,
 		Options: []layers.TCPOption{{OptionType: layers.TCPOptionKindWindowScale, OptionLength: 3, OptionData: []byte{7}}}}},
 	{fromServer: true, ttl: 64, tcp: layers.TCP{SrcPort: 80, DstPort: natPort, Seq: serverISN, Ack: clientISN + 1, SYN: true, ACK: true, Window: 65160}},
@@ -94,7 +94,7 @@ func TestFlowTracker(t *testing.T) {
 	}{{"ipv4", testServer, testNAT}, {"ipv6", testServerV6, testNATV6}} {
 		t.Run(fam.name, func(t *testing.T) {
 			tr := newFlowTracker(fam.server, fam.nat, readyToInject(BeyondWindow, 4000))
-			for _, f := range append(append([]frame{}, handshake...), request, data, ack, other, forwardedRST, natRST) {
+			for _, f := range append(append([]frame{}, tcpHandshake...), request, data, ack, other, forwardedRST, natRST) {
 				tr.observe(f.encode(t, fam.server, fam.nat))
 			}
 			s := tr.snapshot()

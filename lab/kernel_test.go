@@ -145,6 +145,7 @@ func TestPrivilegedRun(t *testing.T) {
 			drop, logs := &nftDropInvalid{}, &namespaceLog{}
 			rep, err := Run(ctx, Options{
 				Families:    []Family{tc.family},
+				Cases:       []Case{OldRetransmission, BeyondWindow},
 				Mitigations: []Mitigation{nil, drop, sysctlLiberal{}},
 				WgetPath:    tc.wget,
 				Logger:      slog.New(logs),
@@ -235,9 +236,16 @@ func TestPrivilegedRunCancelled(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 700*time.Millisecond)
 	defer cancel()
 	logs := &namespaceLog{}
-	_, err := Run(ctx, Options{Families: []Family{IPv4}, Cases: []Case{BeyondWindow}, Logger: slog.New(logs)})
+	rep, err := Run(ctx, Options{Families: []Family{IPv4}, Cases: []Case{BeyondWindow}, Logger: slog.New(logs)})
 	if !errors.Is(err, context.DeadlineExceeded) {
 		t.Errorf("Run: %v, want the context's error", err)
+	}
+	// The interrupted run is an error with its cause, never a kernel
+	// verdict, and the report is not OK (issue 10).
+	var text strings.Builder
+	rep.WriteText(&text)
+	if rep.OK() || rep.Error == "" || !strings.Contains(text.String(), "FAILED") || strings.Contains(text.String(), "not reproducible") {
+		t.Errorf("report of an interrupted lab:\n%s", &text)
 	}
 	if len(logs.names) == 0 {
 		t.Fatal("cancelled before any namespace was created")

@@ -5,23 +5,34 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
 	"time"
 
+	"github.com/ctguard/ctguard/lab/handshake"
 	"github.com/ctguard/ctguard/lab/topo"
 	"golang.org/x/sys/unix"
 )
 
-// Run reproduces every selected case on every selected family: first
-// without any workaround (the baseline), then, if the baseline reproduced
-// the NAT's RST, once with each mitigation. Every run has a fresh topology,
-// removed when the run ends, also when ctx is cancelled. Run returns an
-// error, with the results gathered so far, only when the lab itself fails
-// (a namespace cannot be built, ctx ends); what a run observed, including a
-// mitigation that fails to apply, is in the report.
-func Run(ctx context.Context, opts Options) (Report, error) {
+// Run reproduces every selected case on every selected family (the
+// handshake case also on every selected topology): first without any
+// workaround (the baseline), then, if the baseline reproduced the reset,
+// once with each mitigation. Every run has a fresh topology, removed when
+// the run ends, also when ctx is cancelled. Run returns an error, with the
+// results gathered so far, only when the lab itself fails (a namespace
+// cannot be built, ctx ends); the failed run is in the report as an error
+// with its cause, and so is the report's Error, so it is never OK. What a
+// run observed, including a mitigation that fails to apply, is in the
+// report.
+func Run(ctx context.Context, opts Options) (rep Report, err error) {
 	start := time.Now()
-	rep := Report{Kernel: kernelRelease()}
-	opts, err := opts.withDefaults()
+	rep = Report{Kernel: kernelRelease()}
+	defer func() {
+		if err != nil {
+			rep.Error = err.Error()
+		}
+		rep = rep.finish(start)
+	}()
+	opts, err = opts.withDefaults()
 	if err != nil {
 		return rep, err
 	}
@@ -29,24 +40,39 @@ func Run(ctx context.Context, opts Options) (Report, error) {
 	mitigations := selected(opts.Mitigations)
 	for _, f := range opts.Families {
 		for _, c := range opts.Cases {
-			base, err := runCase(ctx, opts, body, f, c, nil)
-			base = rep.add(base)
-			if err != nil {
-				return rep.finish(start), err
-			}
-			for _, m := range mitigations {
-				r := Result{Family: f, Case: c, Workaround: m.Name()}
-				if base.Reproducible {
-					r, err = runCase(ctx, opts, body, f, c, m)
-				}
-				rep.add(r)
+			for _, kind := range topologies(c, opts.Topologies) {
+				base, err := runCase(ctx, opts, body, f, c, kind, nil)
+				base = rep.add(base)
 				if err != nil {
-					return rep.finish(start), err
+					return rep, err
+				}
+				for _, m := range mitigations {
+					r := Result{Family: f, Case: c, Topology: kind, Workaround: m.Name()}
+					if base.Reproducible {
+						r, err = runCase(ctx, opts, body, f, c, kind, m)
+					}
+					rep.add(r)
+					if err != nil {
+						return rep, err
+					}
 				}
 			}
 		}
 	}
-	return rep.finish(start), nil
+	return rep, nil
+}
+
+// topologies returns the topologies case c runs on: the selected ones for
+// the handshake case, SNAT (if selected) for the mid-transfer cases, whose
+// capture follows a masqueraded flow.
+func topologies(c Case, selected []NAT) []NAT {
+	if c == Handshake {
+		return selected
+	}
+	if slices.Contains(selected, SNAT) {
+		return []NAT{SNAT}
+	}
+	return nil
 }
 
 // selected drops nil and "none" entries: the baseline always runs.
@@ -60,25 +86,34 @@ func selected(ms []Mitigation) []Mitigation {
 	return out
 }
 
-// runCase reproduces case c on family f on a fresh topology, with mitigation
-// m applied in the NAT namespace (none when m is nil).
-func runCase(ctx context.Context, o Options, body topo.Body, f Family, c Case, m Mitigation) (r Result, err error) {
+// runCase reproduces case c on family f on a fresh topology of the given
+// kind, with mitigation m applied in the NAT namespace (none when m is
+// nil). A returned error is also in r.Error.
+func runCase(ctx context.Context, o Options, body topo.Body, f Family, c Case, kind NAT, m Mitigation) (r Result, err error) {
 	start := time.Now()
-	r = Result{Family: f, Case: c, Workaround: Baseline}
+	r = Result{Family: f, Case: c, Topology: kind, Workaround: Baseline}
 	if m != nil {
 		r.Workaround = m.Name()
 	}
-	log := o.Logger.With("family", f, "case", c, "workaround", r.Workaround)
+	log := o.Logger.With("family", f, "case", c, "topology", kind, "workaround", r.Workaround)
 	log.Info("lab run starting")
 	defer func() {
+		if err != nil && r.Error == "" {
+			r.Error = err.Error()
+		}
 		r.Seconds = time.Since(start).Seconds()
+		if h := r.Handshake; h != nil {
+			log.Info("lab run done", "reset", h.Reset, "connections", h.Conns, "invalidDelta", r.InvalidDelta,
+				"error", r.Error, "seconds", r.Seconds)
+			return
+		}
 		log.Info("lab run done", "rstFromNAT", r.RSTFromNAT, "invalidDelta", r.InvalidDelta,
 			"downloadOK", r.DownloadOK, "download", r.DownloadError, "error", r.Error, "seconds", r.Seconds)
 	}()
 
-	t, err := topo.New(ctx, f)
+	t, err := topo.Build(ctx, kind, f)
 	if err != nil {
-		return r, err
+		return r, fmt.Errorf("build the lab's namespaces: %w", err)
 	}
 	defer func() { err = errors.Join(err, t.Close()) }()
 	log.Debug("lab topology ready", "client", t.Client.Name, "nat", t.NAT.Name, "server", t.Server.Name)
@@ -86,7 +121,7 @@ func runCase(ctx context.Context, o Options, body topo.Body, f Family, c Case, m
 		return r, err
 	}
 	if m != nil {
-		stop, err := m.Apply(ctx, t.NAT)
+		stop, err := apply(ctx, m, t)
 		if err != nil {
 			r.Error = fmt.Sprintf("apply %s: %v", m.Name(), err)
 			return r, nil
@@ -97,7 +132,64 @@ func runCase(ctx context.Context, o Options, body topo.Body, f Family, c Case, m
 			}
 		}()
 	}
+	if c == Handshake {
+		return r, reproduceHandshake(ctx, t, o, &r)
+	}
 	return r, reproduce(ctx, t, o, body, c, &r)
+}
+
+// apply applies m in t's NAT namespace, configured for t's kind of NAT.
+func apply(ctx context.Context, m Mitigation, t *topo.Topology) (func() error, error) {
+	if nm, ok := m.(NATMitigation); ok {
+		return nm.ApplyNAT(ctx, t.NAT, t.Kind)
+	}
+	if t.Kind != SNAT {
+		return nil, fmt.Errorf("%s runs on SNAT boxes only", m.Name())
+	}
+	return m.Apply(ctx, t.NAT)
+}
+
+// reproduceHandshake runs the adversarial server in t's server namespace
+// and o.Connections connections from the client namespace, and records in
+// r how many were reset, what the server saw and how conntrack's invalid
+// counter moved.
+func reproduceHandshake(ctx context.Context, t *topo.Topology, o Options, r *Result) error {
+	srv, err := handshake.Listen(t.Server, t.ListenAddr(r.Family))
+	if err != nil {
+		return err
+	}
+	defer srv.Close()
+	before, err := invalidCount(t.NAT)
+	if err != nil {
+		return err
+	}
+	out, err := handshake.Run(ctx, t.Client, t.ServiceAddr(r.Family), handshake.Load{Conns: o.Connections, Rate: o.ConnRate})
+	if err != nil {
+		return err
+	}
+	if err := srv.Close(); err != nil {
+		return err
+	}
+	after, err := invalidCount(t.NAT)
+	if err != nil {
+		return err
+	}
+	st := srv.Stats()
+	r.InvalidDelta = after - before
+	r.Handshake = &HandshakeResult{Outcome: out, Injected: st.Injected, ServerResets: st.Resets}
+	r.Injected = st.Injected > 0
+	r.Segment = fmt.Sprintf("seq snd_nxt+%d ack rcv_nxt len %d, the instant each of %d connections (%.0f/s) was accepted",
+		handshake.BeyondWindowOffset, handshake.CraftedPayload, out.Conns, out.Rate)
+	switch {
+	case st.InjectErr != nil:
+		r.Error = fmt.Sprintf("adversarial server: %d of %d segments sent: %v", st.Injected, st.Accepted, st.InjectErr)
+	case out.ConnectFailed > 0 && r.Workaround == Baseline:
+		r.Error = fmt.Sprintf("control run: %d of %d connections never connected: %s", out.ConnectFailed, out.Conns, out.FirstError)
+	case out.Reset > 0 || out.ConnectFailed > 0:
+		r.Note = fmt.Sprintf("%d reset (%d RST, %d short, %d no response in time), %d never connected; the server saw %d resets; first: %s",
+			out.Reset, out.ResetByRST, out.ResetShort, out.ResetTimeout, out.ConnectFailed, st.Resets, out.FirstError)
+	}
+	return nil
 }
 
 // reproduce downloads body through t's NAT, sends case c's crafted segment
@@ -146,6 +238,9 @@ func reproduce(ctx context.Context, t *topo.Topology, o Options, body topo.Body,
 	}
 	if injectErr != nil {
 		r.Error = injectErr.Error()
+		if dl.Err != nil {
+			r.Error += ": " + dl.Err.Error()
+		}
 	}
 
 	after, err := invalidCount(t.NAT)

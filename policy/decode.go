@@ -80,6 +80,7 @@ func (d *document) spec(n *yaml.Node, path string, s *Spec) {
 				field{"scope", func(n *yaml.Node, path string) { l.Scope = Scope(d.text(n, path)) }},
 				field{"directions", func(n *yaml.Node, path string) { l.Directions = strList[Direction](d, n, path) }},
 				field{"existingFlows", func(n *yaml.Node, path string) { l.ExistingFlows = d.boolean(n, path) }},
+				field{"handshake", func(n *yaml.Node, path string) { l.Handshake = Handshake(d.text(n, path)) }},
 			)
 		}},
 		field{"dropInvalid", func(n *yaml.Node, path string) {
@@ -101,6 +102,7 @@ func (d *document) match(n *yaml.Node, path string, m *Match) {
 		field{"sources", func(n *yaml.Node, path string) { m.Sources = d.prefixes(n, path) }},
 		field{"destinations", func(n *yaml.Node, path string) { m.Destinations = d.prefixes(n, path) }},
 		field{"destinationPorts", func(n *yaml.Node, path string) { m.DestinationPorts = d.ports(n, path) }},
+		field{"nat", func(n *yaml.Node, path string) { m.NAT = strList[NATKind](d, n, path) }},
 		field{"natOnly", func(n *yaml.Node, path string) { m.NATOnly = d.boolean(n, path) }},
 	)
 }
@@ -280,7 +282,7 @@ func (d *document) errorf(at position, path, format string, args ...any) {
 		Line:   at.line,
 		Policy: d.name,
 		Field:  path,
-		Msg:    fmt.Sprintf(format, args...),
+		Msg:    fmt.Sprintf(format, clipArgs(args)...),
 	}})
 }
 

@@ -35,10 +35,10 @@ func (e *FieldError) Error() string {
 		b.WriteString(": ")
 	}
 	if e.Policy != "" {
-		fmt.Fprintf(&b, "policy %q: ", e.Policy)
+		fmt.Fprintf(&b, "policy %q: ", clip(e.Policy))
 	}
 	if e.Field != "" {
-		b.WriteString(e.Field)
+		b.WriteString(clip(e.Field))
 		b.WriteString(": ")
 	}
 	b.WriteString(e.Msg)

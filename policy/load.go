@@ -18,14 +18,22 @@ import (
 // Load reads the policies at path: a file of YAML documents separated by
 // "---", or a directory whose *.yaml and *.yml entries are read in name
 // order (not recursively, following symlinks, skipping names that start
-// with "." such as a Kubernetes ConfigMap mount's ..data). Finding no policy
-// at all is an error wrapping ErrNoPolicies. Names must be unique across
-// all files. On any problem Load returns no policies and an ErrorList of
-// every problem found.
+// with "." such as a Kubernetes ConfigMap mount's ..data, and
+// subdirectories). Only regular files are read, never more than MaxFileSize
+// bytes each, and a FIFO or device never blocks: a path, or a *.yaml/*.yml
+// entry, of another type (FIFO, device, socket) is an error wrapping
+// ErrNotRegular. Finding no policy at all is an error
+// wrapping ErrNoPolicies. Names must be unique across all files. On any
+// problem Load returns no policies and an ErrorList of the problems found,
+// at most MaxErrors of them.
 func Load(path string) ([]Policy, error) {
 	info, err := os.Stat(path)
 	if err != nil {
 		return nil, ErrorList{ioError(path, err)}
+	}
+	if !info.IsDir() && !info.Mode().IsRegular() {
+		err := fmt.Errorf("%w (%s): give a policy file or directory", ErrNotRegular, kindOf(info.Mode()))
+		return nil, ErrorList{&FieldError{File: path, Msg: err.Error(), Err: err}}
 	}
 	files := []string{path}
 	var l loader
@@ -33,7 +41,10 @@ func Load(path string) ([]Policy, error) {
 		files = l.listDir(path)
 	}
 	for _, f := range files {
-		data, err := os.ReadFile(f)
+		if l.full() {
+			break
+		}
+		data, err := readFile(f)
 		if err != nil {
 			l.errs = append(l.errs, ioError(f, err))
 			continue
@@ -73,11 +84,17 @@ type loader struct {
 const MaxPerFlowPolicies = 64
 
 func (l *loader) result() ([]Policy, error) {
+	if l.full() {
+		l.errs = append(l.errs[:MaxErrors:MaxErrors], &FieldError{Msg: fmt.Sprintf("stopped after %d problems: fix these first", MaxErrors)})
+	}
 	if len(l.errs) > 0 {
 		return nil, l.errs
 	}
 	return l.policies, nil
 }
+
+// full reports whether the loader has found as many problems as it reports.
+func (l *loader) full() bool { return len(l.errs) >= MaxErrors }
 
 // listDir returns the policy files of dir in name order.
 func (l *loader) listDir(dir string) []string {
@@ -98,9 +115,15 @@ func (l *loader) listDir(dir string) []string {
 			l.errs = append(l.errs, ioError(path, err))
 			continue
 		}
-		if info.Mode().IsRegular() {
-			files = append(files, path)
+		if info.IsDir() {
+			continue // not recursive
 		}
+		if !info.Mode().IsRegular() {
+			err := fmt.Errorf("%w (%s): ctguard reads regular files only; remove it or rename it to end other than .yaml/.yml", ErrNotRegular, kindOf(info.Mode()))
+			l.errs = append(l.errs, &FieldError{File: path, Msg: err.Error(), Err: err})
+			continue
+		}
+		files = append(files, path)
 	}
 	return files
 }
@@ -108,14 +131,14 @@ func (l *loader) listDir(dir string) []string {
 // parse adds the policies of one file, and its problems in file order.
 func (l *loader) parse(file string, data []byte) {
 	dec := yaml.NewDecoder(bytes.NewReader(data))
-	for {
+	for !l.full() {
 		var node yaml.Node
 		err := dec.Decode(&node)
 		if errors.Is(err, io.EOF) {
 			break
 		}
 		if err != nil {
-			l.errs = append(l.errs, syntaxError(file, err))
+			l.errs = append(l.errs, syntaxError(file, data, err))
 			return
 		}
 		d := newDocument(file)
@@ -182,15 +205,18 @@ func (d *document) run(doc *yaml.Node) (Policy, bool) {
 
 var yamlErrLine = regexp.MustCompile(`^yaml: line (\d+): `)
 
-// syntaxError turns a yaml.v3 syntax error into a FieldError with its line.
-func syntaxError(file string, err error) *FieldError {
-	msg := err.Error()
+// syntaxError turns a yaml.v3 syntax error in data into a FieldError with
+// its line, found in data when the error does not say.
+func syntaxError(file string, data []byte, err error) *FieldError {
+	msg := strings.TrimPrefix(err.Error(), "yaml: ")
 	line := 0
-	if m := yamlErrLine.FindStringSubmatch(msg); m != nil {
+	if m := yamlErrLine.FindStringSubmatch(err.Error()); m != nil {
 		line, _ = strconv.Atoi(m[1])
-		msg = msg[len(m[0]):]
+		msg = err.Error()[len(m[0]):]
+	} else {
+		line = yamlLine(data, msg)
 	}
-	return &FieldError{File: file, Line: line, Msg: "invalid YAML: " + strings.TrimPrefix(msg, "yaml: "), Err: err}
+	return &FieldError{File: file, Line: line, Msg: "invalid YAML: " + clip(msg), Err: err}
 }
 
 // ioError reports a file that cannot be read, keeping the cause for

@@ -44,13 +44,13 @@ func TestParseAppliesDefaults(t *testing.T) {
 	}{
 		{"liberal", "workaround: liberal", Spec{
 			Workaround: WorkaroundLiberal,
-			Liberal:    &Liberal{Scope: ScopePerFlow, Directions: []Direction{DirectionReply}, ExistingFlows: yes},
-			Match:      Match{Family: FamilyAny, NATOnly: yes},
+			Liberal:    &Liberal{Scope: ScopePerFlow, Directions: []Direction{DirectionReply}, ExistingFlows: yes, Handshake: HandshakeGate},
+			Match:      Match{Family: FamilyAny, NAT: []NATKind{NATSource}},
 		}},
 		{"null blocks count as absent", "workaround: liberal\nliberal:\ndropInvalid: ~\nmatch:", Spec{
 			Workaround: WorkaroundLiberal,
-			Liberal:    &Liberal{Scope: ScopePerFlow, Directions: []Direction{DirectionReply}, ExistingFlows: yes},
-			Match:      Match{Family: FamilyAny, NATOnly: yes},
+			Liberal:    &Liberal{Scope: ScopePerFlow, Directions: []Direction{DirectionReply}, ExistingFlows: yes, Handshake: HandshakeGate},
+			Match:      Match{Family: FamilyAny, NAT: []NATKind{NATSource}},
 		}},
 		{"liberal global", "workaround: liberal\nliberal: {scope: global}\nmatch: {family: any}", Spec{
 			Workaround: WorkaroundLiberal,
@@ -69,14 +69,24 @@ match:
   destinationPorts: [443, "8000-8100", "22"]
   natOnly: false`, Spec{
 			Workaround: WorkaroundLiberal,
-			Liberal:    &Liberal{Scope: ScopePerFlow, Directions: []Direction{DirectionOriginal, DirectionReply}, ExistingFlows: no},
+			Liberal:    &Liberal{Scope: ScopePerFlow, Directions: []Direction{DirectionOriginal, DirectionReply}, ExistingFlows: no, Handshake: HandshakeGate},
 			Match: Match{
 				Family:           FamilyAny,
 				Sources:          prefixes("198.18.1.0/24", "198.18.2.9/32", "fd00:c79::/48"),
 				Destinations:     prefixes("2001:db8::1/128"),
 				DestinationPorts: []PortRange{{443, 443}, {8000, 8100}, {22, 22}},
-				NATOnly:          no,
+				NAT:              []NATKind{NATAny},
 			},
+		}},
+		{"nat and handshake", "workaround: liberal\nliberal: {handshake: guard}\nmatch: {nat: [snat, dnat]}", Spec{
+			Workaround: WorkaroundLiberal,
+			Liberal:    &Liberal{Scope: ScopePerFlow, Directions: []Direction{DirectionReply}, ExistingFlows: yes, Handshake: HandshakeGuard},
+			Match:      Match{Family: FamilyAny, NAT: []NATKind{NATSource, NATDest}},
+		}},
+		{"natOnly true is [snat]", "workaround: liberal\nliberal: {handshake: none}\nmatch: {natOnly: true}", Spec{
+			Workaround: WorkaroundLiberal,
+			Liberal:    &Liberal{Scope: ScopePerFlow, Directions: []Direction{DirectionReply}, ExistingFlows: yes, Handshake: HandshakeNone},
+			Match:      Match{Family: FamilyAny, NAT: []NATKind{NATSource}},
 		}},
 		{"dropInvalid", "workaround: dropInvalid", Spec{
 			Workaround:  WorkaroundDropInvalid,
@@ -240,8 +250,8 @@ func TestDefault(t *testing.T) {
 		Metadata:   Metadata{Name: "default-snat"},
 		Spec: Spec{
 			Workaround: WorkaroundLiberal,
-			Liberal:    &Liberal{Scope: ScopePerFlow, Directions: []Direction{DirectionReply}, ExistingFlows: ptr(true)},
-			Match:      Match{Family: FamilyAny, NATOnly: ptr(true)},
+			Liberal:    &Liberal{Scope: ScopePerFlow, Directions: []Direction{DirectionReply}, ExistingFlows: ptr(true), Handshake: HandshakeGate},
+			Match:      Match{Family: FamilyAny, NAT: []NATKind{NATSource}},
 		},
 		Source: DefaultFile,
 	}
@@ -264,18 +274,23 @@ func TestPolicyAccessors(t *testing.T) {
 		p             Policy
 		directions    []Direction
 		existingFlows bool
-		natOnly       bool
+		nat           NATMatch
+		handshake     Handshake
 		hooks         []Hook
 	}{
-		{"default", Default()[0], []Direction{DirectionReply}, true, true, nil},
-		{"egress-snat", examples[0], []Direction{DirectionReply}, true, true, nil},
-		{"v6-both-ways", examples[1], []Direction{DirectionOriginal, DirectionReply}, false, false, nil},
-		{"global", examples[2], nil, false, false, nil},
-		{"drop-forward", examples[3], nil, false, false, []Hook{HookForward, HookInput}},
+		{"default", Default()[0], []Direction{DirectionReply}, true, NATMatchSource, HandshakeGate, nil},
+		{"egress-snat", examples[0], []Direction{DirectionReply}, true, NATMatchSource, HandshakeGate, nil},
+		{"v6-both-ways", examples[1], []Direction{DirectionOriginal, DirectionReply}, false, 0, HandshakeGuard, nil},
+		{"global", examples[2], nil, false, 0, "", nil},
+		{"drop-forward", examples[3], nil, false, 0, "", []Hook{HookForward, HookInput}},
 		{"hand-built perFlow, defaults unset", Policy{Spec: Spec{Workaround: WorkaroundLiberal, Liberal: &Liberal{Scope: ScopePerFlow}}},
-			[]Direction{DirectionReply}, true, true, nil},
+			[]Direction{DirectionReply}, true, NATMatchSource, HandshakeGate, nil},
+		{"hand-built perFlow, natOnly false", Policy{Spec: Spec{Workaround: WorkaroundLiberal, Liberal: &Liberal{Scope: ScopePerFlow}, Match: Match{NATOnly: ptr(false)}}},
+			[]Direction{DirectionReply}, true, 0, HandshakeGate, nil},
+		{"hand-built perFlow, snat and dnat", Policy{Spec: Spec{Workaround: WorkaroundLiberal, Liberal: &Liberal{Scope: ScopePerFlow}, Match: Match{NAT: []NATKind{NATDest, NATSource}}}},
+			[]Direction{DirectionReply}, true, NATMatchSource | NATMatchDest, HandshakeGate, nil},
 		{"hand-built dropInvalid, defaults unset", Policy{Spec: Spec{Workaround: WorkaroundDropInvalid}},
-			nil, false, false, []Hook{HookInput}},
+			nil, false, 0, "", []Hook{HookInput}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -286,8 +301,11 @@ func TestPolicyAccessors(t *testing.T) {
 			if got := p.ExistingFlows(); got != tt.existingFlows {
 				t.Errorf("ExistingFlows() = %v, want %v", got, tt.existingFlows)
 			}
-			if got := p.NATOnly(); got != tt.natOnly {
-				t.Errorf("NATOnly() = %v, want %v", got, tt.natOnly)
+			if got := p.NATMatch(); got != tt.nat {
+				t.Errorf("NATMatch() = %v, want %v", got, tt.nat)
+			}
+			if got := p.Handshake(); got != tt.handshake {
+				t.Errorf("Handshake() = %q, want %q", got, tt.handshake)
 			}
 			if got := p.Hooks(); !reflect.DeepEqual(got, tt.hooks) {
 				t.Errorf("Hooks() = %v, want %v", got, tt.hooks)

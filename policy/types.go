@@ -46,6 +46,51 @@ const (
 	HookForward Hook = "forward"
 )
 
+// NATKind is one kind of network address translation a per-flow policy can
+// select flows by (match.nat).
+type NATKind string
+
+// The NAT kinds of match.nat.
+const (
+	// NATSource selects flows this box source-NATs (conntrack IPS_SRC_NAT):
+	// masquerade, SNAT.
+	NATSource NATKind = "snat"
+	// NATDest selects flows this box destination-NATs (IPS_DST_NAT): DNAT,
+	// a kube-proxy service address.
+	NATDest NATKind = "dnat"
+	// NATAny selects every flow, NATed or not.
+	NATAny NATKind = "any"
+)
+
+// NATMatch is the set of NAT kinds a per-flow policy selects; 0 selects
+// every flow, NATed or not.
+type NATMatch uint8
+
+// The bits of NATMatch.
+const (
+	NATMatchSource NATMatch = 1 << 0
+	NATMatchDest   NATMatch = 1 << 1
+)
+
+// Handshake says how a per-flow policy protects a flow between its SYN-ACK
+// and the moment its flag lands (liberal.handshake).
+type Handshake string
+
+// The handshake protections.
+const (
+	// HandshakeGate holds the SYN-ACK of a selected, not yet flagged flow
+	// in an NFQUEUE until ctguard has flagged the flow: nothing from the
+	// server can beat the flag.
+	HandshakeGate Handshake = "gate"
+	// HandshakeGuard drops invalid TCP packets from the policy's servers
+	// (input hook for SNAT, forward hook for DNAT) instead of only counting
+	// them, so a segment that beats the event-driven flag is retransmitted
+	// rather than answered with a RST.
+	HandshakeGuard Handshake = "guard"
+	// HandshakeNone flags flows from conntrack events only.
+	HandshakeNone Handshake = "none"
+)
+
 // Family restricts a policy to one address family.
 type Family string
 
@@ -86,6 +131,7 @@ type Liberal struct {
 	Scope         Scope       `json:"scope"`
 	Directions    []Direction `json:"directions,omitempty"`
 	ExistingFlows *bool       `json:"existingFlows,omitempty"`
+	Handshake     Handshake   `json:"handshake,omitempty"`
 }
 
 // DropInvalid configures the dropInvalid workaround. After validation it is
@@ -102,7 +148,9 @@ type Match struct {
 	Sources          []netip.Prefix `json:"sources,omitempty"`
 	Destinations     []netip.Prefix `json:"destinations,omitempty"`
 	DestinationPorts []PortRange    `json:"destinationPorts,omitempty"`
-	NATOnly          *bool          `json:"natOnly,omitempty"`
+	NAT              []NATKind      `json:"nat,omitempty"`
+	// NATOnly is the older form of NAT: true means [snat], false [any].
+	NATOnly *bool `json:"natOnly,omitempty"`
 }
 
 // PortRange is an inclusive TCP port range; a single port has From == To.
@@ -139,10 +187,44 @@ func (p *Policy) ExistingFlows() bool {
 	return p.IsPerFlow() && (p.Spec.Liberal.ExistingFlows == nil || *p.Spec.Liberal.ExistingFlows)
 }
 
-// NATOnly reports whether a per-flow policy selects only flows this box
-// source-NATs (true when unset).
-func (p *Policy) NATOnly() bool {
-	return p.IsPerFlow() && (p.Spec.Match.NATOnly == nil || *p.Spec.Match.NATOnly)
+// NATMatch returns the NAT kinds a per-flow policy selects: match.nat,
+// else the natOnly alias (true: snat, false: any), else snat. It is 0
+// (every flow) for any and for a policy that is not per-flow.
+func (p *Policy) NATMatch() NATMatch {
+	if !p.IsPerFlow() {
+		return 0
+	}
+	m := &p.Spec.Match
+	if len(m.NAT) == 0 {
+		if m.NATOnly != nil && !*m.NATOnly {
+			return 0
+		}
+		return NATMatchSource
+	}
+	var out NATMatch
+	for _, k := range m.NAT {
+		switch k {
+		case NATSource:
+			out |= NATMatchSource
+		case NATDest:
+			out |= NATMatchDest
+		case NATAny:
+			return 0
+		}
+	}
+	return out
+}
+
+// Handshake returns how a per-flow policy protects the handshake (gate when
+// unset), or "" when the policy is not per-flow.
+func (p *Policy) Handshake() Handshake {
+	if !p.IsPerFlow() {
+		return ""
+	}
+	if p.Spec.Liberal.Handshake == "" {
+		return HandshakeGate
+	}
+	return p.Spec.Liberal.Handshake
 }
 
 // Hooks returns the hooks a dropInvalid policy's rule goes on ([input] when

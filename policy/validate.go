@@ -52,7 +52,9 @@ var (
 	directions  = []Direction{DirectionOriginal, DirectionReply}
 	hooks       = []Hook{HookInput, HookForward}
 	families    = []Family{FamilyAny, FamilyIPv4, FamilyIPv6}
-	matchFields = []string{"family", "sources", "destinations", "destinationPorts", "natOnly"}
+	natKinds    = []NATKind{NATSource, NATDest, NATAny}
+	handshakes  = []Handshake{HandshakeGate, HandshakeGuard, HandshakeNone}
+	matchFields = []string{"family", "sources", "destinations", "destinationPorts", "nat", "natOnly"}
 )
 
 // checkConst checks a required field with one allowed value.
@@ -88,6 +90,9 @@ func (d *document) checkLiberal(s *Spec) {
 		if d.has("spec.liberal.existingFlows") {
 			d.errField("spec.liberal.existingFlows", "not allowed with scope global: %severy flow on the box, existing and new", why)
 		}
+		if d.has("spec.liberal.handshake") {
+			d.errField("spec.liberal.handshake", "not allowed with scope global: %severy flow from its first packet on", why)
+		}
 		for _, f := range matchFields {
 			path := "spec.match." + f
 			if d.has(path) && !(f == "family" && s.Match.Family == FamilyAny) { // any restricts nothing
@@ -104,9 +109,34 @@ func (d *document) checkLiberal(s *Spec) {
 	if l.ExistingFlows == nil {
 		l.ExistingFlows = ptr(true)
 	}
-	if s.Match.NATOnly == nil {
-		s.Match.NATOnly = ptr(true)
+	if !d.has("spec.liberal.handshake") {
+		l.Handshake = HandshakeGate
+	} else if d.ok("spec.liberal.handshake") {
+		checkEnum(d, "spec.liberal.handshake", "handshake", l.Handshake, handshakes)
 	}
+	d.checkNAT(&s.Match)
+}
+
+// checkNAT checks match.nat and its older alias natOnly, and fills in
+// match.nat: [snat] by default, natOnly true as [snat], false as [any].
+func (d *document) checkNAT(m *Match) {
+	const path = "spec.match.nat"
+	switch {
+	case d.has(path) && d.has("spec.match.natOnly"):
+		d.errField("spec.match.natOnly", "not allowed with spec.match.nat: natOnly is its older form "+
+			"(true means [snat], false [any]); keep only nat")
+	case d.has(path):
+		checkList(d, path, "NAT kind", m.NAT, natKinds, "[snat]")
+		if len(m.NAT) > 1 && slices.Contains(m.NAT, NATAny) {
+			d.errField(path, "any selects every flow: it cannot be combined with other kinds")
+		}
+	case d.ok("spec.match.natOnly") && !*m.NATOnly:
+		m.NAT = []NATKind{NATAny}
+	case d.has("spec.match.natOnly") && !d.ok("spec.match.natOnly"):
+	default:
+		m.NAT = []NATKind{NATSource}
+	}
+	m.NATOnly = nil
 }
 
 // checkDropInvalid checks a dropInvalid policy and fills in its defaults.
@@ -119,9 +149,11 @@ func (d *document) checkDropInvalid(s *Spec) {
 			"conntrack entry; on the input hook it carries the server as source and this box's own address as "+
 			"destination, so the client address is not in it")
 	}
-	if d.has("spec.match.natOnly") {
-		d.errField("spec.match.natOnly", "not allowed with workaround dropInvalid: an invalid packet has no "+
-			"conntrack entry, so there is no NAT status to test")
+	for _, f := range []string{"spec.match.nat", "spec.match.natOnly"} {
+		if d.has(f) {
+			d.errField(f, "not allowed with workaround dropInvalid: an invalid packet has no "+
+				"conntrack entry, so there is no NAT status to test")
+		}
 	}
 	s.Liberal = nil
 	if s.DropInvalid == nil {

@@ -35,6 +35,9 @@ perFlow policies flag NEW flows only while "ctguard run" is running.`,
 			if res.FlaggedExisting > 0 {
 				fmt.Printf("; flagged %d existing flows", res.FlaggedExisting)
 			}
+			if res.ClearedStale > 0 {
+				fmt.Printf("; cleared ctguard's flag on %d flows no policy wants any more", res.ClearedStale)
+			}
 			fmt.Println(".")
 			for _, p := range set.Policies {
 				if p.IsPerFlow() {

@@ -25,6 +25,9 @@ per-flow flags it set) and leaves the box exactly as before the first apply.`,
 			if err != nil {
 				return err
 			}
+			if res.ForeignTableKept {
+				fmt.Println("Left table inet ctguard alone: ctguard did not create it (see ctguard status).")
+			}
 			if res.ToRevision == 0 {
 				fmt.Printf("Removed everything ctguard applied; cleared the flag on %d flows.\n", res.ClearedFlows)
 				return nil

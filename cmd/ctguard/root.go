@@ -3,6 +3,7 @@ package main
 import (
 	"github.com/ctguard/ctguard/controller/flows"
 	"github.com/ctguard/ctguard/controller/journal"
+	"github.com/ctguard/ctguard/controller/ruleset"
 	"github.com/spf13/cobra"
 )
 
@@ -11,6 +12,7 @@ type globals struct {
 	stateDir string
 	logLevel string
 	markBit  uint32
+	queue    uint16
 }
 
 func newRootCommand() *cobra.Command {
@@ -27,6 +29,7 @@ It acts on the network namespace it runs in.`,
 	}
 	root.PersistentFlags().StringVar(&g.stateDir, "state-dir", journal.DefaultDir, "directory of the rollback journal")
 	root.PersistentFlags().Uint32Var(&g.markBit, "mark-bit", uint32(flows.DefaultMarkBit), "conntrack mark bit ctguard owns: set on the flows it flags, used by rollback to find them (use the same value for every command)")
+	root.PersistentFlags().Uint16Var(&g.queue, "gate-queue", ruleset.DefaultQueue, "NFQUEUE number of the handshake gate (perFlow policies with handshake gate; use the same value for every command)")
 	root.PersistentFlags().StringVar(&g.logLevel, "log-level", "", "log level: debug, info, warn, error (default: info for run and lab, warn otherwise)")
 	root.AddCommand(
 		newPlanCommand(g),

@@ -51,8 +51,8 @@ place (unless --cleanup-on-exit). Without -f the embedded default policy runs.`,
 }
 
 func runController(ctx context.Context, g *globals, f *runFlags) error {
-	if f.resync <= 0 {
-		return fmt.Errorf("--resync: must be positive, got %s", f.resync)
+	if err := f.validate(); err != nil {
+		return err
 	}
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
@@ -87,6 +87,20 @@ func runController(ctx context.Context, g *globals, f *runFlags) error {
 	if err != nil {
 		return err
 	}
+	// The gate listens before the first apply installs its rules and
+	// before the engine's first dump (Run starts the engine after the
+	// apply). A policy that does not load is reported by Run.
+	initial, err := loadPolicies(f.file)
+	if err != nil {
+		return err // nothing is locked, bound or applied yet
+	}
+	// Only one ctguard runs in a namespace: hold its locks before binding
+	// the queue, which a running ctguard holds.
+	release, err := s.HoldForRun()
+	if err != nil {
+		return err
+	}
+	gated := startGate(s, g, engine, m, initial.Policies)
 
 	reload := make(chan struct{}, 1)
 	hup := make(chan os.Signal, 1)
@@ -127,14 +141,36 @@ func runController(ctx context.Context, g *globals, f *runFlags) error {
 		Reload:       reload,
 		TableChanged: changed,
 		Resync:       f.resync,
-		Engine:       engine,
+		Engine:       gated,
 		Metrics:      m,
+		Gate:         func() *controller.GateStatus { return gateStatus(gated, s.Tables) },
 		Publish: func(st controller.LiveStatus) {
 			failing.Store(st.ReconcileFailing)
 			s.publishLive(st)
 		},
 		CleanupOnExit: f.cleanupOnExit,
+		Held:          release,
 	})
+}
+
+// Bounds of the run flags.
+const (
+	// minResync keeps the drift check from spinning: each one reads the
+	// whole table.
+	minResync = time.Second
+	// maxEventBuffer bounds the conntrack event socket's receive buffer.
+	maxEventBuffer = 1 << 30
+)
+
+// validate checks the flags before anything is opened.
+func (f *runFlags) validate() error {
+	if f.resync < minResync {
+		return fmt.Errorf("--resync: %s is below the minimum %s (each check reads the whole table)", f.resync, minResync)
+	}
+	if f.eventBuffer <= 0 || f.eventBuffer > maxEventBuffer {
+		return fmt.Errorf("--event-buffer: %d bytes is not between 1 and %d", f.eventBuffer, maxEventBuffer)
+	}
+	return nil
 }
 
 // forwardSignals turns SIGHUP into a reload.

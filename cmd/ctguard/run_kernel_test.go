@@ -23,6 +23,7 @@ import (
 	"time"
 
 	"github.com/ctguard/ctguard/controller/flows"
+	"github.com/ctguard/ctguard/controller/nft"
 	"github.com/ctguard/ctguard/controller/watch"
 	"github.com/ctguard/ctguard/internal/netnstest"
 	"github.com/ctguard/ctguard/lab"
@@ -40,7 +41,7 @@ const metricsAddr = "127.0.0.1:9468"
 
 // runProc is a "ctguard run" process started in a test namespace.
 type runProc struct {
-	t    *testing.T
+	t    testing.TB
 	ns   *netnstest.NS
 	cmd  *exec.Cmd
 	logs *syncBuffer
@@ -71,7 +72,7 @@ func (b *syncBuffer) String() string {
 // startRun starts "ctguard --state-dir stateDir run --metrics-addr
 // metricsAddr --resync 1s args..." in ns ("ip netns exec" execs ctguard,
 // so the process is ctguard itself). It is killed when the test ends.
-func startRun(t *testing.T, ns *netnstest.NS, stateDir string, args ...string) *runProc {
+func startRun(t testing.TB, ns *netnstest.NS, stateDir string, args ...string) *runProc {
 	t.Helper()
 	full := append([]string{"netns", "exec", ns.Name, binary, "--state-dir", stateDir,
 		"run", "--metrics-addr", metricsAddr, "--resync", "1s"}, args...)
@@ -283,13 +284,13 @@ func tableText(ns *netnstest.NS) string {
 	return string(out)
 }
 
-// countRules counts the rules and tables named ctguard in "nft -j list
-// ruleset".
+// countRules counts the rules (but ctguard's ownership mark) and tables
+// named ctguard in "nft -j list ruleset".
 func countRules(t *testing.T, ns *netnstest.NS) (rules, tables int) {
 	t.Helper()
 	for _, item := range ns.NftJSON(t, "list", "ruleset")["nftables"].([]any) {
 		obj := item.(map[string]any)
-		if r, ok := obj["rule"].(map[string]any); ok && r["table"] == "ctguard" {
+		if r, ok := obj["rule"].(map[string]any); ok && r["table"] == "ctguard" && r["chain"] != nft.OwnerChainName {
 			rules++
 		}
 		if tb, ok := obj["table"].(map[string]any); ok && tb["name"] == "ctguard" {
@@ -334,8 +335,13 @@ spec:
 `, name, strings.Join(destinations, ", "))
 }
 
-// perFlowPolicy flags the REPLY direction of TCP flows from 198.18.0.0/15.
-func perFlowPolicy(name string, natOnly bool) string {
+// perFlowPolicy flags the REPLY direction of TCP flows from 198.18.0.0/15,
+// with the handshake protection given ("" for the default, gate).
+func perFlowPolicy(name string, natOnly bool, handshake string) string {
+	hs := ""
+	if handshake != "" {
+		hs = "\n    handshake: " + handshake
+	}
 	return fmt.Sprintf(`apiVersion: ctguard.io/v1alpha1
 kind: MitigationPolicy
 metadata:
@@ -344,12 +350,12 @@ spec:
   workaround: liberal
   liberal:
     scope: perFlow
-    directions: [reply]
+    directions: [reply]%s
   match:
     family: ipv4
     sources: [198.18.0.0/15]
     natOnly: %t
-`, name, natOnly)
+`, name, hs, natOnly)
 }
 
 const globalPolicy = `apiVersion: ctguard.io/v1alpha1
@@ -679,7 +685,8 @@ func TestPrivilegedRunFlagsNATedFlows(t *testing.T) {
 	}
 	t.Cleanup(func() { tp.Close() })
 	c := &cli{t: t, ns: &netnstest.NS{Name: tp.NAT.Name, Handle: tp.NAT.Handle}, stateDir: t.TempDir()}
-	path := writePolicy(t, perFlowPolicy("egress", true))
+	// The event engine's own measurements: without the gate.
+	path := writePolicy(t, perFlowPolicy("egress", true, "none"))
 	p := startRun(t, c.ns, c.stateDir, "-f", path)
 	p.waitReady()
 	if v := p.metric("ctguard_flows_flagged_total", "policy", "egress"); v != 0 {
@@ -745,7 +752,7 @@ func TestPrivilegedRunFlagsNATedFlows(t *testing.T) {
 type binaryRun struct {
 	t       *testing.T
 	policy  string
-	flagged float64 // ctguard_flows_flagged_total when stopped
+	flagged float64 // flows the engine and the gate flagged, when stopped
 }
 
 func (*binaryRun) Name() string { return "ctguard-run" }
@@ -755,7 +762,8 @@ func (m *binaryRun) Apply(_ context.Context, nat lab.Namespace) (func() error, e
 	p := startRun(m.t, c.ns, c.stateDir, "-f", m.policy)
 	p.waitReady()
 	return func() error {
-		m.flagged = p.metric("ctguard_flows_flagged_total", "policy", "egress")
+		fams := p.scrape()
+		m.flagged = value(fams, "ctguard_flows_flagged_total", "policy", "egress") + value(fams, "ctguard_gate_packets_total", "result", "flagged")
 		if code := p.stop(syscall.SIGTERM); code != 0 {
 			return fmt.Errorf("SIGTERM: exit %d", code)
 		}
@@ -774,7 +782,7 @@ func TestPrivilegedRunProtectsIncident(t *testing.T) {
 	netnstest.RequirePrivileged(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
-	m := &binaryRun{t: t, policy: writePolicy(t, perFlowPolicy("egress", true))}
+	m := &binaryRun{t: t, policy: writePolicy(t, perFlowPolicy("egress", true, ""))}
 	opts := lab.Options{
 		Families:    []lab.Family{lab.IPv4},
 		Cases:       []lab.Case{lab.BeyondWindow},
@@ -802,7 +810,7 @@ func TestPrivilegedRunProtectsIncident(t *testing.T) {
 		t.Fatalf("ctguard run did not protect the download: %+v", run)
 	}
 	if m.flagged < 1 {
-		t.Fatalf("ctguard_flows_flagged_total = %v during the protected download", m.flagged)
+		t.Fatalf("engine and gate flagged %v flows during the protected download", m.flagged)
 	}
 }
 
@@ -813,7 +821,7 @@ func TestPrivilegedRunProtectsIncident(t *testing.T) {
 func TestPrivilegedRunMemory(t *testing.T) {
 	t.Parallel()
 	c := newCLI(t)
-	path := writePolicy(t, perFlowPolicy("load", false))
+	path := writePolicy(t, perFlowPolicy("load", false, "none")) // flows made through ctnetlink have no SYN-ACK to gate
 	p := startRun(t, c.ns, c.stateDir, "-f", path)
 	p.waitReady()
 	time.Sleep(time.Second)

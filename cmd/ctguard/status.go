@@ -56,6 +56,9 @@ func writeStatus(w io.Writer, st controller.Status) error {
 		fmt.Fprintf(tw, "\t- %s\n", note)
 	}
 	fmt.Fprintf(tw, "Namespace:\t%s\n", st.NetNS)
+	if st.JournalError != "" {
+		fmt.Fprintf(tw, "Journal:\t%s\n", st.JournalError)
+	}
 	if r := st.Revision; r != nil {
 		fmt.Fprintf(tw, "Revision:\t%d, applied %s from %s\n", r.Number, r.AppliedAt.Format(time.RFC3339), r.Source)
 		fmt.Fprintf(tw, "Policies:\t%s\n", strings.Join(r.Policies, ", "))
@@ -66,6 +69,9 @@ func writeStatus(w io.Writer, st controller.Status) error {
 		fmt.Fprintf(tw, "Warning:\tthe last apply or rollback was interrupted; run it again\n")
 	}
 	fmt.Fprintf(tw, "Table inet ctguard:\t%s\n", tableState(st))
+	if st.ForeignTable != "" {
+		fmt.Fprintf(tw, "\t%s\n", st.ForeignTable)
+	}
 	liberal := st.BeLiberal
 	if st.BeLiberalBaseline != "" {
 		liberal += " (before ctguard: " + st.BeLiberalBaseline + ")"
@@ -73,6 +79,12 @@ func writeStatus(w io.Writer, st controller.Status) error {
 	fmt.Fprintf(tw, "Sysctl %s:\t%s\n", sysctl.BeLiberal, liberal)
 	fmt.Fprintf(tw, "Conntrack invalid (all CPUs):\t%d\n", st.ConntrackInvalid)
 	fmt.Fprintf(tw, "Controller (ctguard run):\t%s\n", controllerState(st))
+	if st.GateFallback {
+		fmt.Fprintf(tw, "Handshake gate:\tFALLEN BACK to guard rules (the kernel or the queue refused the gate)\n")
+	}
+	if st.Live != nil && st.Live.Gate != nil {
+		fmt.Fprintf(tw, "Handshake gate:\t%s\n", gateState(st.Live.Gate))
+	}
 	if err := tw.Flush(); err != nil {
 		return err
 	}
@@ -138,6 +150,20 @@ func controllerState(st controller.Status) string {
 	return state
 }
 
+// gateState describes the handshake gate of a live status.
+func gateState(g *controller.GateStatus) string {
+	state := g.State
+	if g.Encoding != "" {
+		state += " (" + g.Encoding + ")"
+	}
+	if g.Reason != "" {
+		state += ": " + g.Reason
+	}
+	c := g.Counters
+	return state + fmt.Sprintf("; queue %d: queued %d, flagged %d, already liberal %d, not selected %d, gone %d, errors %d, overflows %d",
+		c.Queue, c.Queued, c.Flagged, c.AlreadyLiberal, c.NotSelected, c.Gone, c.Errors, c.ReceiveErrors)
+}
+
 // describePurpose names what a rule's counter counts.
 func describePurpose(purpose string) string {
 	switch purpose {
@@ -147,6 +173,10 @@ func describePurpose(purpose string) string {
 		return "invalid TCP reaching the box (missed)"
 	case string(ruleset.PurposeCountInvalidRST):
 		return "RSTs this box sent for invalid packets"
+	case string(ruleset.PurposeGate):
+		return "SYN-ACKs held by the gate until flagged"
+	case string(ruleset.PurposeGuard):
+		return "invalid TCP dropped (handshake guard)"
 	}
 	return purpose
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/ctguard/ctguard/controller"
 	"github.com/ctguard/ctguard/controller/flows"
 	"github.com/ctguard/ctguard/controller/journal"
+	"github.com/ctguard/ctguard/controller/nslock"
 	"github.com/ctguard/ctguard/policy"
 	"golang.org/x/sys/unix"
 )
@@ -70,6 +71,9 @@ func openSession(g *globals, defaultLevel string) (*session, error) {
 	if err != nil {
 		return nil, err
 	}
+	// One-shot commands build the table as "ctguard run" does, gate rules
+	// included (with nobody listening, the kernel bypasses the queue).
+	k.SetGate(g.queue, true, nil)
 	return &session{Kernel: k, log: log}, nil
 }
 
@@ -101,8 +105,12 @@ func userMessage(err error) string {
 		return msg + " (ctguard needs root or CAP_NET_ADMIN in this network namespace, and write access to --state-dir)"
 	case errors.Is(err, journal.ErrOtherNetNS):
 		return msg + " (use a --state-dir per network namespace; if this namespace was re-created, e.g. by a reboot, its old journal describes nothing in the kernel any more: move it aside)"
-	case errors.Is(err, journal.ErrControllerRunning):
-		return msg + ": it would undo this change; edit the policy it watches (it reloads), or stop it first"
+	case errors.Is(err, journal.ErrControllerRunning), errors.Is(err, nslock.ErrControllerRunning):
+		return msg + ": it would undo any other change; edit the policy it watches (it reloads), or stop it first"
+	case errors.Is(err, journal.ErrDamaged):
+		return msg + ": " + controller.DamagedJournalHint
+	case errors.Is(err, unix.EROFS):
+		return msg + " (the state directory is read-only: plan and status work; apply, rollback and run write their journal there)"
 	}
 	return strings.TrimSpace(msg)
 }

@@ -12,8 +12,12 @@ const ProtoTCP = 6
 // BeLiberal is IP_CT_TCP_FLAG_BE_LIBERAL in a direction's TCP protoinfo flags.
 const BeLiberal = 0x08
 
-// StatusSrcNAT is the IPS_SRC_NAT conntrack status bit.
-const StatusSrcNAT = 1 << 4
+// StatusSrcNAT and StatusDstNAT are the IPS_SRC_NAT and IPS_DST_NAT
+// conntrack status bits.
+const (
+	StatusSrcNAT = 1 << 4
+	StatusDstNAT = 1 << 5
+)
 
 // TCPState is conntrack's TCP state (enum tcp_conntrack).
 type TCPState uint8

@@ -313,8 +313,8 @@ func TestOpenRefuses(t *testing.T) {
 	if err := os.Chmod(open, 0o777); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := Open(open); !errors.Is(err, ErrInsecureDir) {
-		t.Fatalf("Open(0777 dir) error = %v, want ErrInsecureDir", err)
+	if _, err := Open(open); !errors.Is(err, ErrUntrusted) {
+		t.Fatalf("Open(0777 dir) error = %v, want ErrUntrusted", err)
 	}
 	file := filepath.Join(t.TempDir(), "file")
 	if err := os.WriteFile(file, nil, 0o600); err != nil {
@@ -462,7 +462,7 @@ func TestNetNSIdentity(t *testing.T) {
 
 func TestHoldControllerExcludesOthers(t *testing.T) {
 	s := newStore(t)
-	release, err := s.HoldController()
+	release, err := s.HoldController("run")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -470,11 +470,11 @@ func TestHoldControllerExcludesOthers(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := other.HoldController(); !errors.Is(err, ErrControllerRunning) {
+	if _, err := other.HoldController("apply"); !errors.Is(err, ErrControllerRunning) {
 		t.Fatalf("second HoldController: %v, want ErrControllerRunning", err)
 	}
 	release()
-	release2, err := other.HoldController()
+	release2, err := other.HoldController("apply")
 	if err != nil {
 		t.Fatalf("HoldController after release: %v", err)
 	}

@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -24,9 +25,10 @@ const (
 	LiveName = "live.json"
 	// ControllerLockName is held by a running controller for its lifetime.
 	ControllerLockName = "controller.lock"
-	// tempPattern names the temporary files Save writes before renaming;
-	// Load never reads them, so a crash mid-Save leaves the old journal.
-	tempPattern = FileName + ".tmp-*"
+	// tempSuffix ends the names of the temporary files Save and SaveLive
+	// write before renaming; nothing reads them, so a crash mid-write
+	// leaves the old file.
+	tempSuffix = ".tmp-*"
 )
 
 // Errors callers branch on.
@@ -35,8 +37,6 @@ var (
 	ErrControllerRunning = errors.New(`"ctguard run" manages this state directory`)
 	// ErrLocked: another process holds the state lock.
 	ErrLocked = errors.New("another ctguard holds the state lock")
-	// ErrInsecureDir: the state directory is writable by group or others.
-	ErrInsecureDir = errors.New("state directory is writable by group or others")
 )
 
 // Store is the journal file of one state directory.
@@ -44,32 +44,36 @@ type Store struct {
 	dir string
 }
 
-// Open returns the store in dir, creating dir with mode 0700 if needed. It
-// refuses an existing directory that group or others can write.
+// Open returns the store in dir, creating dir with mode 0700 if needed. A
+// symlink (systemd's DynamicUser= makes /var/lib/NAME one) is resolved
+// once, here, and the store uses the directory it names. It refuses
+// (ErrUntrusted) a directory the user running ctguard does not own, or
+// that group or others can write.
 func Open(dir string) (*Store, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("state directory: %w", err)
 	}
-	fi, err := os.Stat(dir)
+	resolved, err := filepath.EvalSymlinks(dir)
 	if err != nil {
 		return nil, fmt.Errorf("state directory: %w", err)
 	}
-	if !fi.IsDir() {
-		return nil, fmt.Errorf("state directory %s: not a directory", dir)
+	d, err := openDir(resolved)
+	if err != nil {
+		return nil, err
 	}
-	if fi.Mode().Perm()&0o022 != 0 {
-		return nil, fmt.Errorf("%w: %s has mode %#o", ErrInsecureDir, dir, fi.Mode().Perm())
-	}
-	return &Store{dir: dir}, nil
+	d.Close()
+	return &Store{dir: resolved}, nil
 }
 
 // Path returns the journal file's path.
 func (s *Store) Path() string { return filepath.Join(s.dir, FileName) }
 
 // Load reads the journal. A missing file gives an empty journal of
-// CurrentVersion, not an error.
+// CurrentVersion, not an error. A file the user running ctguard does not
+// own, or others can write, gives ErrUntrusted; one that does not decode,
+// or names a sysctl other than the one ctguard owns, gives ErrDamaged.
 func (s *Store) Load() (*Journal, error) {
-	b, err := os.ReadFile(s.Path())
+	b, err := readTrusted(s.Path())
 	if errors.Is(err, fs.ErrNotExist) {
 		return &Journal{Version: CurrentVersion}, nil
 	}
@@ -78,7 +82,10 @@ func (s *Store) Load() (*Journal, error) {
 	}
 	var j Journal
 	if err := json.Unmarshal(b, &j); err != nil {
-		return nil, fmt.Errorf("load journal %s: %w", s.Path(), err)
+		return nil, fmt.Errorf("load journal %s: %w: %w", s.Path(), ErrDamaged, err)
+	}
+	if err := j.validate(); err != nil {
+		return nil, fmt.Errorf("load journal %s: %w: %w", s.Path(), ErrDamaged, err)
 	}
 	if j.Version != CurrentVersion {
 		return nil, fmt.Errorf("load journal %s: %w %d (this ctguard reads %d)", s.Path(), ErrUnsupportedVersion, j.Version, CurrentVersion)
@@ -119,7 +126,7 @@ func (s *Store) SaveLive(v any) error {
 
 // LoadLive decodes live.json into v; a missing file matches fs.ErrNotExist.
 func (s *Store) LoadLive(v any) error {
-	b, err := os.ReadFile(filepath.Join(s.dir, LiveName))
+	b, err := readTrusted(filepath.Join(s.dir, LiveName))
 	if err != nil {
 		return err
 	}
@@ -131,7 +138,7 @@ func (s *Store) LoadLive(v any) error {
 
 // replace writes b to a temporary file and renames it over name.
 func (s *Store) replace(name string, b []byte) (err error) {
-	f, err := os.CreateTemp(s.dir, name+".tmp-*") // mode 0600
+	f, err := os.CreateTemp(s.dir, name+tempSuffix) // mode 0600
 	if err != nil {
 		return err
 	}
@@ -156,10 +163,13 @@ func (s *Store) replace(name string, b []byte) (err error) {
 	return s.syncDir()
 }
 
-// Remove deletes the journal; a missing journal is not an error.
+// Remove deletes the journal and the live status; missing files are not
+// an error.
 func (s *Store) Remove() error {
-	if err := os.Remove(s.Path()); err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return fmt.Errorf("remove journal: %w", err)
+	for _, name := range []string{FileName, LiveName} {
+		if err := os.Remove(filepath.Join(s.dir, name)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("remove journal: %w", err)
+		}
 	}
 	if err := s.syncDir(); err != nil {
 		return fmt.Errorf("remove journal: %w", err)
@@ -188,7 +198,7 @@ var lockWait = 5 * time.Second
 // removes temporary files a crashed Save left behind. Call unlock once
 // done; calling it again does nothing.
 func (s *Store) Lock() (unlock func(), err error) {
-	f, err := os.OpenFile(filepath.Join(s.dir, LockName), os.O_RDWR|os.O_CREATE|unix.O_CLOEXEC|unix.O_NOFOLLOW, 0o600)
+	f, err := openFile(filepath.Join(s.dir, LockName), os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("state lock: %w", err)
 	}
@@ -215,14 +225,20 @@ func (s *Store) Lock() (unlock func(), err error) {
 	return func() { once.Do(func() { f.Close() }) }, nil
 }
 
-// removeTemps removes leftover temporary files of Save.
+// RemoveTemps removes the temporary files a crashed Save or SaveLive left
+// behind. Lock does it; a controller does it at start, before it writes.
+func (s *Store) RemoveTemps() error { return s.removeTemps() }
+
+// removeTemps removes leftover temporary files of Save and SaveLive.
 func (s *Store) removeTemps() error {
 	entries, err := os.ReadDir(s.dir)
 	if err != nil {
 		return err
 	}
 	for _, e := range entries {
-		if ok, _ := filepath.Match(tempPattern, e.Name()); !ok {
+		journalTemp, _ := filepath.Match(FileName+tempSuffix, e.Name())
+		liveTemp, _ := filepath.Match(LiveName+tempSuffix, e.Name())
+		if !journalTemp && !liveTemp {
 			continue
 		}
 		if err := os.Remove(filepath.Join(s.dir, e.Name())); err != nil && !errors.Is(err, fs.ErrNotExist) {
@@ -232,23 +248,63 @@ func (s *Store) removeTemps() error {
 	return nil
 }
 
-// HoldController takes the controller lock without waiting: a running
-// controller holds it for its lifetime, and one-shot commands that change
-// the kernel take it briefly, so they never fight a controller that would
-// undo them at its next reconcile. A holder elsewhere gives an error
-// wrapping ErrControllerRunning. Call release once done.
-func (s *Store) HoldController() (release func(), err error) {
-	f, err := os.OpenFile(filepath.Join(s.dir, ControllerLockName), os.O_RDWR|os.O_CREATE|unix.O_CLOEXEC|unix.O_NOFOLLOW, 0o600)
+// HoldController takes the controller lock for role ("run" for a running
+// controller, which holds it for its lifetime, or the name of a one-shot
+// command that changes the kernel and holds it briefly), so they never
+// fight a controller that would undo them at its next reconcile. The lock
+// file names its holder. A controller holding it gives an error wrapping
+// ErrControllerRunning at once; a one-shot holder is waited for up to a
+// few seconds, then gives ErrLocked naming it. Call release once done.
+func (s *Store) HoldController(role string) (release func(), err error) {
+	path := filepath.Join(s.dir, ControllerLockName)
+	f, err := openFile(path, os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("controller lock: %w", err)
 	}
-	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
-		f.Close()
-		if errors.Is(err, unix.EWOULDBLOCK) {
-			return nil, fmt.Errorf("%w (%s)", ErrControllerRunning, s.dir)
+	deadline := time.Now().Add(lockWait)
+	for {
+		err = unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB)
+		if !errors.Is(err, unix.EWOULDBLOCK) {
+			break
 		}
+		holder := readHolder(f)
+		if strings.HasPrefix(holder, "run ") {
+			f.Close()
+			return nil, fmt.Errorf("%w (ctguard %s, state dir %s)", ErrControllerRunning, holder, s.dir)
+		}
+		if time.Now().After(deadline) {
+			f.Close()
+			if holder == "" {
+				holder = "a ctguard command"
+			} else {
+				holder = "one-shot ctguard " + holder
+			}
+			return nil, fmt.Errorf("%w: %s holds %s; try again when it is done", ErrLocked, holder, path)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if err != nil {
+		f.Close()
 		return nil, fmt.Errorf("controller lock %s: %w", s.dir, err)
+	}
+	// Name the holder for whoever waits (best effort: a read-only lock
+	// file still locks).
+	if err := f.Truncate(0); err == nil {
+		_, _ = f.WriteAt([]byte(fmt.Sprintf("%s pid %d\n", role, os.Getpid())), 0)
 	}
 	var once sync.Once
 	return func() { once.Do(func() { f.Close() }) }, nil
+}
+
+// readHolder reads the "ROLE pid N" line a holder wrote into its lock file.
+func readHolder(f *os.File) string {
+	b := make([]byte, 64)
+	n, _ := f.ReadAt(b, 0)
+	line, _, _ := strings.Cut(string(b[:n]), "\n")
+	return strings.Map(func(r rune) rune {
+		if r < ' ' || r > '~' {
+			return -1
+		}
+		return r
+	}, line)
 }

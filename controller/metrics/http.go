@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"golang.org/x/net/netutil"
 )
 
 // Handler serves /metrics from the private registry, /healthz (200 while
@@ -38,6 +39,21 @@ func (m *Metrics) Handler(ready func() error) http.Handler {
 	return mux
 }
 
+// The metrics endpoint can never starve the control loop of file
+// descriptors or goroutines: it holds at most MaxConnections connections
+// (more wait in the kernel's accept queue, costing ctguard nothing), and
+// drops a connection that sends no request within a few seconds.
+const (
+	// MaxConnections bounds the connections served at once: a scrape, a
+	// probe or two, and room to spare.
+	MaxConnections = 16
+	// readTimeout bounds reading a request, headers included; idleTimeout
+	// how long a kept-alive connection waits for the next one.
+	readTimeout  = 3 * time.Second
+	idleTimeout  = 5 * time.Second
+	writeTimeout = 10 * time.Second
+)
+
 // shutdownTimeout bounds how long Serve waits for in-flight requests once
 // its context is done.
 const shutdownTimeout = 5 * time.Second
@@ -54,10 +70,14 @@ func Serve(ctx context.Context, addr string, h http.Handler) error {
 }
 
 func serve(ctx context.Context, ln net.Listener, h http.Handler) error {
+	ln = netutil.LimitListener(ln, MaxConnections)
 	srv := &http.Server{
 		Handler:           h,
-		ReadHeaderTimeout: 5 * time.Second,
-		IdleTimeout:       60 * time.Second,
+		ReadHeaderTimeout: readTimeout,
+		ReadTimeout:       readTimeout,
+		WriteTimeout:      writeTimeout,
+		IdleTimeout:       idleTimeout,
+		MaxHeaderBytes:    8 << 10,
 	}
 	done := make(chan error, 1)
 	go func() { done <- srv.Serve(ln) }()

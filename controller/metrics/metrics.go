@@ -88,6 +88,9 @@ type Metrics struct {
 	// (ctguard_flows_ended_by_reset_total{policy}).
 	FlowsEndedByReset *prometheus.CounterVec
 
+	// Gate holds the handshake gate's metrics.
+	Gate GateMetrics
+
 	rules *ruleCounters
 
 	mu       sync.Mutex
@@ -142,6 +145,7 @@ func New() *Metrics {
 		FlowsEnded:        perPolicy("flows_ended_total", "Matched flows that ended."),
 		FlowsEndedByReset: perPolicy("flows_ended_by_reset_total", "Matched flows that ended with a TCP reset."),
 
+		Gate:     newGateMetrics(),
 		rules:    newRuleCounters(),
 		policies: map[string]bool{},
 	}
@@ -158,6 +162,7 @@ func New() *Metrics {
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)
+	m.Registry.MustRegister(m.Gate.collectors()...)
 	return m
 }
 

@@ -6,9 +6,9 @@ package nft
 
 import (
 	"cmp"
+	"errors"
 	"fmt"
 	"maps"
-	"math/bits"
 	"slices"
 	"sync"
 
@@ -35,6 +35,12 @@ type Client struct {
 	conn  *nftables.Conn // lasting, for reads
 	opts  []nftables.ConnOption
 	table *nftables.Table
+	// netnsFd is the namespace (< 0: the caller's), for getRules.
+	netnsFd int
+	// queue is the gate rules' queue encoding the kernel took last
+	// (queueKnown), else the one to try first.
+	queue      QueueEncoding
+	queueKnown bool
 }
 
 // New opens a netlink connection in the namespace of netnsFd, or in the
@@ -48,7 +54,7 @@ func New(netnsFd int) (*Client, error) {
 	if err != nil {
 		return nil, fmt.Errorf("nftables netlink: %w", err)
 	}
-	return &Client{conn: conn, opts: opts, table: &nftables.Table{Name: ruleset.TableName, Family: nftables.TableFamilyINet}}, nil
+	return &Client{conn: conn, opts: opts, netnsFd: netnsFd, table: &nftables.Table{Name: ruleset.TableName, Family: nftables.TableFamilyINet}}, nil
 }
 
 // batch returns a fresh connection to queue one write batch on: a batch
@@ -93,9 +99,11 @@ func (c *Client) Close() error {
 }
 
 // Read returns the content of table inet ctguard, or nil, nil when the
-// table is absent. Rules it cannot map back to the model come back as
-// PurposeUnrecognised rules; table flags (such as dormant) and other objects
-// the model cannot express make it fail with ErrUnrecognised. The dumps are not one atomic snapshot, which
+// table is absent. A table without ctguard's ownership mark (see
+// OwnerChainName) gives a *ForeignTableError. Rules it cannot map back to
+// the model come back as PurposeUnrecognised rules; table flags (such as
+// dormant) and chains, sets and objects the model cannot express are
+// described in Table.Foreign. The dumps are not one atomic snapshot, which
 // is fine as long as ctguard alone writes the table.
 func (c *Client) Read() (*ruleset.Table, error) {
 	c.mu.Lock()
@@ -108,25 +116,50 @@ func (c *Client) Read() (*ruleset.Table, error) {
 	if i < 0 {
 		return nil, nil
 	}
-	// google/nftables decodes the big-endian flags attribute natively.
-	if flags := bits.ReverseBytes32(tables[i].Flags); flags != 0 {
-		// e.g. dormant: every rule would be inert while the table looks right.
-		return nil, fmt.Errorf("table flags %#x (ctguard sets none): %w", flags, ErrUnrecognised)
+	marked, err := c.marked()
+	if err != nil {
+		return nil, err
 	}
+	t, err := c.read(tables[i])
+	if err != nil || marked {
+		return t, err
+	}
+	contents, err := c.contents()
+	if err != nil {
+		return nil, err
+	}
+	return nil, &ForeignTableError{Contents: contents, Table: t}
+}
+
+// read decodes the table into the model, leaving out the ownership mark.
+func (c *Client) read(table *nftables.Table) (*ruleset.Table, error) {
 	var t ruleset.Table
+	if flags := tableFlags(table); flags != 0 {
+		// e.g. dormant: every rule would be inert while the table looks right.
+		t.Foreign = append(t.Foreign, fmt.Sprintf("table flags %#x", flags))
+	}
 	counters, foreign, err := c.objects()
 	if err != nil {
 		return nil, err
 	}
-	if len(foreign) > 0 {
-		return nil, fmt.Errorf("stateful objects %q: %w", foreign, ErrUnrecognised)
-	}
+	t.Foreign = append(t.Foreign, foreign...)
 	t.Counters = slices.SortedFunc(maps.Values(counters), func(a, b ruleset.Counter) int { return cmp.Compare(a.Name, b.Name) })
-	if t.Sets, err = c.readSets(); err != nil {
+	if t.Sets, err = c.readSets(&t); err != nil {
 		return nil, err
 	}
-	if t.Chains, err = c.readChains(); err != nil {
+	if t.Chains, err = c.readChains(&t); err != nil {
 		return nil, err
+	}
+	slices.Sort(t.Foreign)
+	if hasGate(t) {
+		c.queue, c.queueKnown = QueueNative, true
+	}
+	inFamilyTables, err := c.readGateTables(&t)
+	if err != nil {
+		return nil, err
+	}
+	if inFamilyTables {
+		c.queue, c.queueKnown = QueueCompat, true
 	}
 	return &t, nil
 }
@@ -137,32 +170,50 @@ func (c *Client) Counters() (map[string]ruleset.Counter, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	counters, _, err := c.objects()
-	return counters, err
+	if err != nil {
+		return nil, err
+	}
+	for _, fam := range gateFamilies {
+		fc, _, err := c.objectsOf(familyTable(fam))
+		if err != nil {
+			return nil, err
+		}
+		addCounters(counters, fc)
+	}
+	return counters, nil
 }
 
-// objects reads the table's stateful objects: its counters, and the names
-// of any other objects (ctguard creates none).
+// objects reads the table's stateful objects: its counters, and a
+// description of any other object (ctguard creates none).
 func (c *Client) objects() (counters map[string]ruleset.Counter, foreign []string, err error) {
-	objs, err := c.conn.GetNamedObjects(c.table)
+	return c.objectsOf(c.table)
+}
+
+// objectsOf reads the counters and the names of other stateful objects of
+// table t (none when it is absent).
+func (c *Client) objectsOf(t *nftables.Table) (counters map[string]ruleset.Counter, foreign []string, err error) {
+	objs, err := c.conn.GetNamedObjects(t)
 	if err != nil {
 		return nil, nil, fmt.Errorf("read counters: %w", err)
 	}
 	counters = make(map[string]ruleset.Counter, len(objs))
 	for _, o := range objs {
 		n, ok := o.(*nftables.NamedObj)
-		if !ok || n.Table == nil || n.Table.Name != ruleset.TableName {
+		if !ok || n.Table == nil || n.Table.Name != ruleset.TableName || n.Table.Family != t.Family {
 			continue
 		}
 		if v, isCounter := n.Obj.(*expr.Counter); isCounter && n.Type == nftables.ObjTypeCounter {
 			counters[n.Name] = ruleset.Counter{Name: n.Name, Packets: v.Packets, Bytes: v.Bytes}
 		} else {
-			foreign = append(foreign, n.Name)
+			foreign = append(foreign, fmt.Sprintf("%s %s", objTypeName(n.Type), n.Name))
 		}
 	}
 	return counters, foreign, nil
 }
 
-func (c *Client) readSets() ([]ruleset.Set, error) {
+// readSets reads the named sets the model expresses, and describes the
+// others in t.Foreign.
+func (c *Client) readSets(t *ruleset.Table) ([]ruleset.Set, error) {
 	sets, err := c.conn.GetSets(c.table)
 	if err != nil {
 		return nil, fmt.Errorf("read sets: %w", err)
@@ -174,7 +225,8 @@ func (c *Client) readSets() ([]ruleset.Set, error) {
 		}
 		typ, ok := setType(s.KeyType)
 		if !ok || s.Interval == (typ == ruleset.SetIfname) || s.IsMap || s.HasTimeout || s.Dynamic || s.Concatenation || s.Constant {
-			return nil, fmt.Errorf("set %s of type %s: %w", s.Name, s.KeyType.Name, ErrUnrecognised)
+			t.Foreign = append(t.Foreign, fmt.Sprintf("set %s (type %s)", s.Name, s.KeyType.Name))
+			continue
 		}
 		elems, err := c.conn.GetSetElements(s)
 		if err != nil {
@@ -182,7 +234,8 @@ func (c *Client) readSets() ([]ruleset.Set, error) {
 		}
 		rendered, err := decodeElements(typ, elems)
 		if err != nil {
-			return nil, fmt.Errorf("set %s: %w: %w", s.Name, ErrUnrecognised, err)
+			t.Foreign = append(t.Foreign, fmt.Sprintf("set %s (type %s, elements ctguard cannot read: %v)", s.Name, s.KeyType.Name, err))
+			continue
 		}
 		out = append(out, ruleset.Set{Name: s.Name, Type: typ, Interval: s.Interval, Elements: rendered})
 	}
@@ -190,23 +243,30 @@ func (c *Client) readSets() ([]ruleset.Set, error) {
 	return out, nil
 }
 
-func (c *Client) readChains() ([]ruleset.Chain, error) {
+// readChains reads the base chains the model expresses (with their rules),
+// and describes the others in t.Foreign.
+func (c *Client) readChains(t *ruleset.Table) ([]ruleset.Chain, error) {
 	chains, err := c.conn.ListChainsOfTableFamily(nftables.TableFamilyINet)
 	if err != nil {
 		return nil, fmt.Errorf("list chains: %w", err)
 	}
 	var out []ruleset.Chain
 	for _, ch := range chains {
-		if ch.Table == nil || ch.Table.Name != ruleset.TableName {
+		if ch.Table == nil || ch.Table.Name != ruleset.TableName || isOwnerChain(ch) {
 			continue
 		}
 		hook := ruleset.Hook(ch.Name)
 		want, ok := chainHooks[hook]
 		if !ok || ch.Hooknum == nil || *ch.Hooknum != want || ch.Priority == nil || ch.Type != nftables.ChainTypeFilter ||
 			ch.Policy == nil || *ch.Policy != nftables.ChainPolicyAccept {
-			return nil, fmt.Errorf("chain %s is not a filter base chain with policy accept on hook %s: %w", ch.Name, ch.Name, ErrUnrecognised)
+			rules, err := c.conn.GetRules(c.table, ch)
+			if err != nil {
+				return nil, fmt.Errorf("read rules of chain %s: %w", ch.Name, err)
+			}
+			t.Foreign = append(t.Foreign, describeChain(ch, len(rules)))
+			continue
 		}
-		rules, err := c.conn.GetRules(c.table, ch)
+		rules, err := c.getRules(nftables.TableFamilyINet, ch.Name)
 		if err != nil {
 			return nil, fmt.Errorf("read rules of chain %s: %w", ch.Name, err)
 		}
@@ -224,6 +284,11 @@ func (c *Client) readChains() ([]ruleset.Chain, error) {
 // table (if any) is deleted and t created. Counter values are carried over:
 // each counter starts at its current value (packets counted between that
 // read and the commit are lost), a new one at the value in t.
+//
+// Gate rules are written with the native nft queue expression, or, when the
+// kernel lacks nft_queue, with the xtables NFQUEUE target through
+// nft_compat; the batch that fails changes nothing. When the kernel takes
+// neither, Replace fails with ErrNoQueue.
 func (c *Client) Replace(t ruleset.Table) error {
 	if _, err := canonical(t); err != nil {
 		return err
@@ -234,14 +299,74 @@ func (c *Client) Replace(t ruleset.Table) error {
 	if err != nil {
 		return err
 	}
+	gated := hasGate(t)
+	q := c.queue
+	err = c.replace(t, current, q)
+	if err != nil && gated && !c.queueKnown && q == QueueNative && (errors.Is(err, unix.ENOENT) || errors.Is(err, unix.EOPNOTSUPP)) {
+		q = QueueCompat
+		if errCompat := c.replace(t, current, q); errCompat != nil {
+			return fmt.Errorf("replace table inet ctguard: %w (nft queue: %v; xt NFQUEUE: %v)", ErrNoQueue, err, errCompat)
+		}
+		err = nil
+	}
+	if err != nil {
+		return err
+	}
+	if gated {
+		c.queue, c.queueKnown = q, true
+	}
+	return nil
+}
+
+// QueueEncoding returns the encoding the kernel took for the gate rules,
+// and false before a table with gate rules was written or read.
+func (c *Client) QueueEncoding() (QueueEncoding, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.queue, c.queueKnown
+}
+
+// hasGate reports whether t holds a gate rule.
+func hasGate(t ruleset.Table) bool {
+	for _, ch := range t.Chains {
+		for _, r := range ch.Rules {
+			if r.Purpose == ruleset.PurposeGate {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// replace sends the batch deleting and re-creating the table.
+func (c *Client) replace(t ruleset.Table, current map[string]ruleset.Counter, q QueueEncoding) error {
 	b, err := c.batch()
+	if err != nil {
+		return err
+	}
+	owned, err := c.ownedFamilyTables()
 	if err != nil {
 		return err
 	}
 	b.AddTable(c.table)
 	b.DelTable(c.table)
 	b.AddTable(c.table)
+	for fam := range owned { // re-created below, or leftovers of an earlier encoding
+		b.DelTable(familyTable(fam))
+	}
+	split := q == QueueCompat
+	gateCounters := map[string]bool{}
+	for _, ch := range t.Chains {
+		for _, r := range ch.Rules {
+			if split && r.Purpose == ruleset.PurposeGate {
+				gateCounters[r.Counter] = true
+			}
+		}
+	}
 	for _, ct := range t.Counters {
+		if gateCounters[ct.Name] {
+			continue // in the family tables
+		}
 		if cur, ok := current[ct.Name]; ok {
 			ct = cur
 		}
@@ -254,6 +379,12 @@ func (c *Client) Replace(t ruleset.Table) error {
 		}
 	}
 	for _, ch := range t.Chains {
+		if split && ch.Hook == ruleset.HookPrerouting {
+			if err := c.addGateTables(b, ch, t.Counters, q); err != nil {
+				return err
+			}
+			continue
+		}
 		chain := b.AddChain(&nftables.Chain{
 			Name:     ch.Name(),
 			Table:    c.table,
@@ -263,9 +394,10 @@ func (c *Client) Replace(t ruleset.Table) error {
 			Policy:   policyRef(nftables.ChainPolicyAccept),
 		})
 		for _, r := range ch.Rules {
-			b.AddRule(&nftables.Rule{Table: c.table, Chain: chain, Exprs: ruleExprs(r, setIDs), UserData: commentData(r.Comment())})
+			b.AddRule(&nftables.Rule{Table: c.table, Chain: chain, Exprs: ruleExprs(r, setIDs, q), UserData: commentData(r.Comment())})
 		}
 	}
+	addOwnerMark(b, c.table) // in the batch that creates the table
 	if err := b.Flush(); err != nil {
 		return fmt.Errorf("replace table inet ctguard: %w", err)
 	}
@@ -297,7 +429,8 @@ func (c *Client) addSet(b *nftables.Conn, s ruleset.Set, setIDs map[string]uint3
 
 func policyRef(p nftables.ChainPolicy) *nftables.ChainPolicy { return &p }
 
-// Delete removes table inet ctguard in one batch; an absent table is fine.
+// Delete removes table inet ctguard (and ip/ip6 ctguard, see
+// addGateTables) in one batch; an absent table is fine.
 func (c *Client) Delete() error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -305,8 +438,15 @@ func (c *Client) Delete() error {
 	if err != nil {
 		return err
 	}
+	owned, err := c.ownedFamilyTables()
+	if err != nil {
+		return err
+	}
 	b.AddTable(c.table)
 	b.DelTable(c.table)
+	for fam := range owned {
+		b.DelTable(familyTable(fam))
+	}
 	if err := b.Flush(); err != nil {
 		return fmt.Errorf("delete table inet ctguard: %w", err)
 	}

@@ -13,18 +13,20 @@ import (
 	"github.com/google/nftables"
 	"github.com/google/nftables/expr"
 	"github.com/google/nftables/userdata"
+	"github.com/google/nftables/xt"
 	"golang.org/x/sys/unix"
 )
 
 // chainHooks maps the model's hooks to netfilter hook numbers.
 var chainHooks = map[ruleset.Hook]nftables.ChainHook{
-	ruleset.HookInput:   *nftables.ChainHookInput,
-	ruleset.HookForward: *nftables.ChainHookForward,
-	ruleset.HookOutput:  *nftables.ChainHookOutput,
+	ruleset.HookPrerouting: *nftables.ChainHookPrerouting,
+	ruleset.HookInput:      *nftables.ChainHookInput,
+	ruleset.HookForward:    *nftables.ChainHookForward,
+	ruleset.HookOutput:     *nftables.ChainHookOutput,
 }
 
 // hookOrder is the canonical chain order of the model.
-var hookOrder = map[ruleset.Hook]int{ruleset.HookInput: 0, ruleset.HookForward: 1, ruleset.HookOutput: 2}
+var hookOrder = map[ruleset.Hook]int{ruleset.HookPrerouting: 0, ruleset.HookInput: 1, ruleset.HookForward: 2, ruleset.HookOutput: 3}
 
 // setType maps an nftables key type back to the model's set type.
 func setType(dt nftables.SetDatatype) (ruleset.SetType, bool) {
@@ -130,13 +132,53 @@ func decodeRule(r *nftables.Rule) ruleset.Rule {
 	if !ok {
 		return unrecognised
 	}
+	if got.Purpose == ruleset.PurposeGate {
+		q, ok := inferGate(&got, r.Exprs)
+		if !ok || got.Comment() != comment || !sameExprs(ruleExprs(got, nil, q), r.Exprs) {
+			return unrecognised
+		}
+		return got
+	}
 	inferFromExprs(&got, r.Exprs)
-	shapeOK := got.Drop == (got.Purpose == ruleset.PurposeDropInvalid) && got.RSTOnly == (got.Purpose == ruleset.PurposeCountInvalidRST) &&
-		slices.Contains([]ruleset.Purpose{ruleset.PurposeDropInvalid, ruleset.PurposeCountInvalid, ruleset.PurposeCountInvalidRST}, got.Purpose)
-	if !shapeOK || got.Comment() != comment || !sameExprs(ruleExprs(got, nil), r.Exprs) {
+	dropping := got.Purpose == ruleset.PurposeDropInvalid || got.Purpose == ruleset.PurposeGuard
+	shapeOK := got.Drop == dropping && got.RSTOnly == (got.Purpose == ruleset.PurposeCountInvalidRST) &&
+		slices.Contains([]ruleset.Purpose{ruleset.PurposeDropInvalid, ruleset.PurposeCountInvalid, ruleset.PurposeCountInvalidRST, ruleset.PurposeGuard}, got.Purpose)
+	if !shapeOK || got.Comment() != comment || !sameExprs(ruleExprs(got, nil, QueueNative), r.Exprs) {
 		return unrecognised
 	}
 	return got
+}
+
+// inferGate fills a gate rule's fields from its expressions and tells the
+// queue encoding; ok is false without a queue verdict. sameExprs then checks
+// that nothing else was there.
+func inferGate(r *ruleset.Rule, exprs []expr.Any) (q QueueEncoding, ok bool) {
+	for i, e := range exprs {
+		switch e := e.(type) {
+		case *expr.Bitwise:
+			ct, isCt := exprs[max(i-1, 0)].(*expr.Ct)
+			switch {
+			case !isCt || len(e.Mask) != 4:
+			case ct.Key == expr.CtKeyMARK:
+				r.MarkBit = binary.NativeEndian.Uint32(e.Mask)
+			case ct.Key == expr.CtKeySTATUS:
+				r.NATStatus = binary.NativeEndian.Uint32(e.Mask)
+			}
+		case *expr.Cmp:
+			if m, isMeta := exprs[max(i-1, 0)].(*expr.Meta); isMeta && m.Key == expr.MetaKeyNFPROTO && len(e.Data) == 1 {
+				r.NFProto = map[byte]ruleset.NFProto{unix.NFPROTO_IPV4: ruleset.NFProtoIPv4, unix.NFPROTO_IPV6: ruleset.NFProtoIPv6}[e.Data[0]]
+			}
+		case *expr.Objref:
+			r.Counter = e.Name
+		case *expr.Queue:
+			r.Queue, q, ok = e.Num, QueueNative, true
+		case *expr.Target:
+			if info, isInfo := e.Info.(*xt.Unknown); isInfo && e.Name == nfqueueTarget && e.Rev == nfqueueRevision && len(*info) >= 2 {
+				r.Queue, q, ok = binary.NativeEndian.Uint16(*info), QueueCompat, true
+			}
+		}
+	}
+	return q, ok
 }
 
 // parseComment reads "ctguard policy NAME: PURPOSE[ PROTO]".

@@ -1,6 +1,7 @@
 package nft
 
 import (
+	"encoding/binary"
 	"fmt"
 
 	"github.com/ctguard/ctguard/controller/ruleset"
@@ -8,8 +9,92 @@ import (
 	"github.com/google/nftables/binaryutil"
 	"github.com/google/nftables/expr"
 	"github.com/google/nftables/userdata"
+	"github.com/google/nftables/xt"
 	"golang.org/x/sys/unix"
 )
+
+// QueueEncoding is how a gate rule's NFQUEUE verdict is expressed: the
+// native nft queue expression (nft_queue) or the xtables NFQUEUE target,
+// revision 3, through nft_compat. The kernel tells which it takes.
+type QueueEncoding int
+
+// The queue encodings, in the order Replace tries them.
+const (
+	QueueNative QueueEncoding = iota
+	QueueCompat
+)
+
+// String names the encoding as status shows it.
+func (q QueueEncoding) String() string {
+	if q == QueueCompat {
+		return "xt NFQUEUE (nft_compat)"
+	}
+	return "nft queue"
+}
+
+// NFQUEUE target revision 3 (struct xt_NFQ_info_v3) and its bypass flag.
+const (
+	nfqueueTarget   = "NFQUEUE"
+	nfqueueRevision = 3
+	nfqFlagBypass   = 0x01
+	ipCtDirReply    = 1
+	tcpFlagsSynAck  = 0x12
+)
+
+// nfqueueInfo is struct xt_NFQ_info_v3 {u16 queuenum; u16 queues_total;
+// u16 flags} in host byte order, padded to 8 bytes as XT_ALIGN wants.
+func nfqueueInfo(num uint16) xt.Unknown {
+	b := make([]byte, 8)
+	binary.NativeEndian.PutUint16(b[0:], num)
+	binary.NativeEndian.PutUint16(b[2:], 1)
+	binary.NativeEndian.PutUint16(b[4:], nfqFlagBypass)
+	return b
+}
+
+// queueExpr is the verdict of a gate rule: queue num, one queue, bypass.
+func queueExpr(num uint16, q QueueEncoding) expr.Any {
+	if q == QueueCompat {
+		info := nfqueueInfo(num)
+		return &expr.Target{Name: nfqueueTarget, Rev: nfqueueRevision, Info: &info}
+	}
+	return &expr.Queue{Num: num, Total: 1, Flag: expr.QueueFlagBypass}
+}
+
+// gateExprs encodes a gate rule (see ruleset.Rule): "meta l4proto tcp tcp
+// flags & (syn|ack) == syn|ack ct direction reply ct mark & BIT == 0 [ct
+// status & BITS != 0] [meta nfproto P] counter name C queue num N bypass".
+func gateExprs(r ruleset.Rule, q QueueEncoding) []expr.Any {
+	e := []expr.Any{
+		&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: reg},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: reg, Data: []byte{unix.IPPROTO_TCP}},
+		&expr.Payload{DestRegister: reg, Base: expr.PayloadBaseTransportHeader, Offset: offTCPFlags, Len: 1},
+		&expr.Bitwise{SourceRegister: reg, DestRegister: reg, Len: 1, Mask: []byte{tcpFlagsSynAck}, Xor: []byte{0}},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: reg, Data: []byte{tcpFlagsSynAck}},
+		&expr.Ct{Register: reg, Key: expr.CtKeyDIRECTION},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: reg, Data: []byte{ipCtDirReply}},
+		&expr.Ct{Register: reg, Key: expr.CtKeyMARK},
+		&expr.Bitwise{SourceRegister: reg, DestRegister: reg, Len: 4, Mask: binaryutil.NativeEndian.PutUint32(r.MarkBit), Xor: make([]byte, 4)},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: reg, Data: make([]byte, 4)},
+	}
+	if r.NATStatus != 0 {
+		e = append(e,
+			&expr.Ct{Register: reg, Key: expr.CtKeySTATUS},
+			&expr.Bitwise{SourceRegister: reg, DestRegister: reg, Len: 4, Mask: binaryutil.NativeEndian.PutUint32(r.NATStatus), Xor: make([]byte, 4)},
+			&expr.Cmp{Op: expr.CmpOpNeq, Register: reg, Data: make([]byte, 4)},
+		)
+	}
+	if r.NFProto != ruleset.NFProtoAny {
+		proto := byte(unix.NFPROTO_IPV4)
+		if r.NFProto == ruleset.NFProtoIPv6 {
+			proto = unix.NFPROTO_IPV6
+		}
+		e = append(e,
+			&expr.Meta{Key: expr.MetaKeyNFPROTO, Register: reg},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: reg, Data: []byte{proto}},
+		)
+	}
+	return append(e, &expr.Objref{Type: unix.NFT_OBJECT_COUNTER, Name: r.Counter}, queueExpr(r.Queue, q))
+}
 
 // elementsPerMessage bounds the ranges sent in one NEWSETELEM message: its
 // element list is one netlink attribute, whose length is 16 bits.
@@ -37,10 +122,13 @@ var keyTypes = map[ruleset.SetType]nftables.SetDatatype{
 
 // ruleExprs encodes a model rule as nftables expressions. setIDs gives the
 // ID of each set created in the same batch (none when decoding: the kernel
-// does not echo set IDs).
-func ruleExprs(r ruleset.Rule, setIDs map[string]uint32) []expr.Any {
+// does not echo set IDs); q the encoding of a gate rule's queue verdict.
+func ruleExprs(r ruleset.Rule, setIDs map[string]uint32, q QueueEncoding) []expr.Any {
 	lookup := func(set string) *expr.Lookup {
 		return &expr.Lookup{SourceRegister: reg, SetName: set, SetID: setIDs[set]}
+	}
+	if r.Purpose == ruleset.PurposeGate {
+		return gateExprs(r, q)
 	}
 	e := []expr.Any{
 		&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: reg},

@@ -8,7 +8,12 @@ import "errors"
 // overlapping interval elements, an unrecognised rule. Nothing is changed.
 var ErrInvalidTable = errors.New("invalid ctguard table")
 
-// ErrUnrecognised is returned by Read when inet ctguard holds an object the
-// ruleset model cannot express (a chain, set or stateful object ctguard
-// never creates). ctguard owns the table: Replace or Delete removes it.
-var ErrUnrecognised = errors.New("unrecognised object in table inet ctguard")
+// ErrUnrecognised is returned by Read when table ip or ip6 ctguard (the
+// gate's tables on kernels without nft_queue) holds what ctguard never
+// creates there. Nothing is changed.
+var ErrUnrecognised = errors.New("unrecognised object in table ip or ip6 ctguard")
+
+// ErrNoQueue is returned by Replace when the kernel takes neither encoding
+// of a gate rule's NFQUEUE verdict (no nft_queue, no xt NFQUEUE target):
+// the gate cannot run; nothing is changed.
+var ErrNoQueue = errors.New("the kernel has no NFQUEUE support for the gate (neither nft_queue nor the xt NFQUEUE target)")

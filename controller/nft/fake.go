@@ -17,6 +17,11 @@ type Fake struct {
 	mu      sync.Mutex
 	table   *ruleset.Table
 	failErr error
+	// foreign is set while the table is someone else's (no ownership
+	// mark); foreignContents describe it.
+	foreign         bool
+	foreignContents []string
+	noQueue         bool
 }
 
 // NewFake returns a Fake without table inet ctguard.
@@ -30,7 +35,20 @@ func (f *Fake) Read() (*ruleset.Table, error) {
 		return nil, nil
 	}
 	t := clone(*f.table)
+	if f.foreign {
+		return nil, &ForeignTableError{Contents: slices.Clone(f.foreignContents), Table: &t}
+	}
 	return &t, nil
+}
+
+// SetForeign makes the table t without ctguard's ownership mark, as an
+// operator's own table inet ctguard (contents describe it in errors) or a
+// table of a ctguard that wrote no mark yet. A Replace makes it ctguard's.
+func (f *Fake) SetForeign(t ruleset.Table, contents ...string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	c := clone(t)
+	f.table, f.foreign, f.foreignContents = &c, true, contents
 }
 
 // Replace makes the table exactly t, keeping the values of counters that
@@ -45,13 +63,16 @@ func (f *Fake) Replace(t ruleset.Table) error {
 	if err != nil {
 		return err
 	}
+	if f.noQueue && hasGate(next) {
+		return fmt.Errorf("replace table inet ctguard: %w", ErrNoQueue)
+	}
 	current := f.counters()
 	for i, c := range next.Counters {
 		if cur, ok := current[c.Name]; ok {
 			next.Counters[i] = cur
 		}
 	}
-	f.table = &next
+	f.table, f.foreign = &next, false
 	return nil
 }
 
@@ -62,8 +83,21 @@ func (f *Fake) Delete() error {
 	if err := f.takeFailure(); err != nil {
 		return fmt.Errorf("delete table inet ctguard: %w", err)
 	}
-	f.table = nil
+	f.table, f.foreign = nil, false
 	return nil
+}
+
+// AddForeign adds objects ctguard never creates (described) to the table,
+// as an operator's nft command would. It reports whether the table exists.
+func (f *Fake) AddForeign(descriptions ...string) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.table == nil {
+		return false
+	}
+	f.table.Foreign = append(f.table.Foreign, descriptions...)
+	slices.Sort(f.table.Foreign)
+	return true
 }
 
 // Counters returns the named counters; empty when the table is absent.
@@ -102,6 +136,14 @@ func (f *Fake) FailNext(err error) {
 	f.failErr = err
 }
 
+// RefuseQueue makes every Replace of a table with gate rules fail with
+// ErrNoQueue, as a kernel without NFQUEUE support does.
+func (f *Fake) RefuseQueue() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.noQueue = true
+}
+
 func (f *Fake) takeFailure() error {
 	err := f.failErr
 	f.failErr = nil
@@ -120,7 +162,7 @@ func (f *Fake) counters() map[string]ruleset.Counter {
 
 // clone deep-copies a table.
 func clone(t ruleset.Table) ruleset.Table {
-	out := ruleset.Table{Counters: slices.Clone(t.Counters)}
+	out := ruleset.Table{Counters: slices.Clone(t.Counters), Foreign: slices.Clone(t.Foreign)}
 	for _, s := range t.Sets {
 		s.Elements = slices.Clone(s.Elements)
 		out.Sets = append(out.Sets, s)

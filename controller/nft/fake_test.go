@@ -31,7 +31,7 @@ func TestFakeRejectsInvalidTables(t *testing.T) {
 		{"v6 element in v4 set", ruleset.Table{Sets: []ruleset.Set{{Name: "s", Type: ruleset.SetIPv4Addr, Interval: true, Elements: []string{"2001:db8::/32"}}}}},
 		{"interface name too long", ruleset.Table{Sets: []ruleset.Set{{Name: "s", Type: ruleset.SetIfname, Elements: []string{"a-very-long-ifname"}}}}},
 		{"interval ifname set", ruleset.Table{Sets: []ruleset.Set{{Name: "s", Type: ruleset.SetIfname, Interval: true}}}},
-		{"unknown hook", ruleset.Table{Chains: []ruleset.Chain{{Hook: "prerouting"}}}},
+		{"unknown hook", ruleset.Table{Chains: []ruleset.Chain{{Hook: "postrouting"}}}},
 		{"iifname on output", ruleset.Table{Counters: counter,
 			Sets:   []ruleset.Set{{Name: "i", Type: ruleset.SetIfname, Elements: []string{"wan0"}}},
 			Chains: []ruleset.Chain{{Hook: ruleset.HookOutput, Rules: []ruleset.Rule{{Policy: "p", Purpose: ruleset.PurposeCountInvalidRST, RSTOnly: true, IifnameSet: "i", Counter: "c"}}}}}},
@@ -40,7 +40,7 @@ func TestFakeRejectsInvalidTables(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			f := NewFake()
-			good := ruleset.Build(mixedPolicies())
+			good := ruleset.Build(mixedPolicies(), testOpts)
 			if err := f.Replace(good); err != nil {
 				t.Fatal(err)
 			}
@@ -59,7 +59,7 @@ func TestFakeLifecycle(t *testing.T) {
 	if got, err := f.Read(); got != nil || err != nil {
 		t.Fatalf("new Fake Read = %v, %v", got, err)
 	}
-	want := ruleset.Build(mixedPolicies())
+	want := ruleset.Build(mixedPolicies(), testOpts)
 	if err := f.Replace(want); err != nil {
 		t.Fatal(err)
 	}

@@ -12,6 +12,9 @@ import (
 // it back, and returns a deep copy with set elements as Read renders them.
 func canonical(t ruleset.Table) (ruleset.Table, error) {
 	var out ruleset.Table
+	if len(t.Foreign) > 0 {
+		return ruleset.Table{}, fmt.Errorf("a table to write describes objects ctguard never creates (%s): %w", summarise(t.Foreign), ErrInvalidTable)
+	}
 	counters := map[string]bool{}
 	for _, c := range t.Counters {
 		if c.Name == "" || counters[c.Name] {
@@ -68,6 +71,19 @@ func checkRule(r ruleset.Rule, hook ruleset.Hook, counters map[string]bool, sets
 	}
 	if !counters[r.Counter] {
 		return fmt.Errorf("counter %q does not exist", r.Counter)
+	}
+	gate := r.Purpose == ruleset.PurposeGate
+	switch {
+	case gate != (hook == ruleset.HookPrerouting):
+		return fmt.Errorf("gate rules go on the prerouting chain, and nothing else does")
+	case !gate && (r.NATStatus != 0 || r.MarkBit != 0 || r.Queue != 0):
+		return fmt.Errorf("only a gate rule has a NAT status, mark bit or queue")
+	case gate && (r.RSTOnly || r.Drop || r.IifnameSet != "" || r.AddrSet != "" || r.PortSet != "" || r.AddrIsDest || r.PortIsDest):
+		return fmt.Errorf("a gate rule has no rst, drop, iifname, address or port match")
+	case gate && r.MarkBit == 0:
+		return fmt.Errorf("a gate rule needs the mark bit")
+	case gate && r.NATStatus&^(ruleset.StatusSrcNAT|ruleset.StatusDstNAT) != 0:
+		return fmt.Errorf("a gate rule tests the NAT status bits only")
 	}
 	if r.IifnameSet != "" && hook == ruleset.HookOutput {
 		return fmt.Errorf("iifname does not exist on the output hook")

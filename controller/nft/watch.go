@@ -3,6 +3,7 @@ package nft
 import (
 	"context"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/ctguard/ctguard/controller/ruleset"
@@ -94,7 +95,8 @@ func watch(ctx context.Context, events <-chan *nftables.MonitorEvents, stop func
 }
 
 // concernsTable reports whether a batch of monitor events may touch table
-// inet ctguard. Events it cannot attribute count as touching it.
+// inet ctguard (or ip/ip6 ctguard, see gateFamilies). Events it cannot
+// attribute count as touching it.
 func concernsTable(batch *nftables.MonitorEvents) bool {
 	for _, ev := range batch.Changes {
 		if ev.Error != nil {
@@ -113,7 +115,7 @@ func concernsTable(batch *nftables.MonitorEvents) bool {
 		default:
 			return true
 		}
-		if t == nil || t.Name == ruleset.TableName && t.Family == nftables.TableFamilyINet {
+		if t == nil || t.Name == ruleset.TableName && slices.Contains([]nftables.TableFamily{nftables.TableFamilyINet, nftables.TableFamilyIPv4, nftables.TableFamilyIPv6}, t.Family) {
 			return true
 		}
 	}

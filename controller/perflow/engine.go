@@ -80,7 +80,11 @@ type Engine struct {
 
 	gen     atomic.Pointer[generation]
 	swapped chan struct{} // a policy swap waits for a resync
-	global  counters
+	// gateActive is set while the gate listens on its queue: new flows of
+	// gated policies are then the gate's to flag. gateChanged wakes Run.
+	gateActive  atomic.Bool
+	gateChanged chan struct{}
+	global      counters
 
 	mu       sync.Mutex // guards counters and serializes installs
 	counters map[string]*counters
@@ -94,7 +98,8 @@ type Engine struct {
 // generation is one compiled policy set with its counters.
 type generation struct {
 	sel      *selector.Selector
-	counters []*counters // by selector index
+	gated    selector.Mask // policies with handshake gate
+	counters []*counters   // by selector index
 	// owned is the union of the directions of this and every earlier
 	// generation, and Config.OwnedDirections: what ctguard may have set.
 	owned flows.Directions
@@ -112,7 +117,9 @@ func New(cfg Config) (*Engine, error) {
 		onReady:  cfg.OnReady,
 		owned:    cfg.OwnedDirections & flows.Both,
 		swapped:  make(chan struct{}, 1),
-		counters: map[string]*counters{},
+
+		gateChanged: make(chan struct{}, 1),
+		counters:    map[string]*counters{},
 	}
 	if e.mark == 0 {
 		e.mark = flows.DefaultMarkBit
@@ -157,7 +164,7 @@ func (e *Engine) install(ps []policy.Policy) error {
 	if err != nil {
 		return fmt.Errorf("compile per-flow policies: %w", err)
 	}
-	g := &generation{sel: sel, counters: make([]*counters, sel.Len()), owned: e.owned}
+	g := &generation{sel: sel, gated: sel.Gated(), counters: make([]*counters, sel.Len()), owned: e.owned}
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	g.owned |= selector.Directions(ps)
@@ -176,6 +183,32 @@ func (e *Engine) install(ps []policy.Policy) error {
 	return nil
 }
 
+// SetGateActive tells the engine whether the gate listens on its queue.
+// While it does, the engine leaves the new flows of policies with handshake
+// gate to it (it flags them before their SYN-ACK passes); dumps at start
+// and periodically still flag whatever the gate missed (flows set up while
+// ctguard was down, a queue overflow). When every per-flow policy is gated,
+// the engine then stays off conntrack's event stream altogether: the kernel
+// builds no events for it and it reads none (the event stream costs more
+// CPU per new flow than the gate). When the gate stops, the engine
+// subscribes again and resyncs.
+func (e *Engine) SetGateActive(on bool) {
+	if e.gateActive.Swap(on) != on {
+		select {
+		case e.gateChanged <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// eventsWanted reports whether the engine needs conntrack events: some
+// per-flow policy's new flows are not left to an active gate.
+func (e *Engine) eventsWanted() bool {
+	g := e.gen.Load()
+	all := selector.Mask(1)<<uint(g.sel.Len()) - 1
+	return g.sel.Len() > 0 && !(e.gateActive.Load() && g.gated == all)
+}
+
 // Stats returns the engine's counters for the current policies.
 func (e *Engine) Stats() Snapshot {
 	s := Snapshot{
@@ -191,14 +224,18 @@ func (e *Engine) Stats() Snapshot {
 	return s
 }
 
-// start subscribes to events, then dumps and flags the existing flows.
-// A policy swap already pending (SetPolicies before Run) still runs its
-// own resync afterwards: it also releases flows an earlier ctguard
-// flagged that no policy selects any more.
+// start subscribes to events (unless the gate handles every new flow),
+// then dumps and flags the existing flows. A policy swap already pending
+// (SetPolicies before Run) still runs its own resync afterwards: it also
+// releases flows an earlier ctguard flagged that no policy selects any
+// more.
 func (e *Engine) start(ctx context.Context) (*subscription, error) {
-	sub, err := subscribe(ctx, e.conn, e.eventBuf)
-	if err != nil {
-		return nil, err
+	var sub *subscription
+	if e.eventsWanted() {
+		var err error
+		if sub, err = subscribe(ctx, e.conn, e.eventBuf); err != nil {
+			return nil, err
+		}
 	}
 	e.tracked = map[flows.Key]*track{}
 	e.preexisting = map[flows.Key]preexistingFlow{}
@@ -283,11 +320,16 @@ func (e *Engine) Run(ctx context.Context) error {
 			return nil
 		case <-e.swapped:
 			kind, due = resyncSwap, true
+		case <-e.gateChanged:
 		case <-tick:
 			kind, due = resyncPeriodic, true
 		case <-retry:
 			due = true
 		case <-resubscribe:
+			if !e.eventsWanted() {
+				resubscribe = nil
+				continue
+			}
 			if sub, err = subscribe(ctx, e.conn, e.eventBuf); err != nil {
 				e.log.Error("subscribing to conntrack events failed, retrying in a second", "err", err)
 				resubscribe = time.After(time.Second)
@@ -314,6 +356,21 @@ func (e *Engine) Run(ctx context.Context) error {
 				}
 				due = true
 			}
+		}
+		// Follow the gate: off the event stream while it handles every
+		// new flow; back on (and a resync for what happened meanwhile)
+		// when it stops or a policy it does not gate arrives.
+		switch want := e.eventsWanted(); {
+		case want && sub == nil && resubscribe == nil:
+			if sub, err = subscribe(ctx, e.conn, e.eventBuf); err != nil {
+				e.log.Error("subscribing to conntrack events failed, retrying in a second", "err", err)
+				resubscribe = time.After(time.Second)
+			} else {
+				due = true
+			}
+		case !want && sub != nil:
+			sub.close()
+			sub, resubscribe = nil, nil
 		}
 		if !due {
 			continue

@@ -14,7 +14,12 @@ import (
 	"github.com/ctguard/ctguard/policy"
 )
 
+// perFlow is a per-flow policy; without nat or natOnly it selects any flow
+// (flows made through ctnetlink carry no NAT status).
 func perFlow(name string, m policy.Match, existing bool) policy.Policy {
+	if m.NAT == nil && m.NATOnly == nil {
+		m.NAT = []policy.NATKind{policy.NATAny}
+	}
 	return policy.Policy{
 		Metadata: policy.Metadata{Name: name},
 		Spec: policy.Spec{
@@ -544,4 +549,37 @@ func (c *fakeConn) subscriptions() int {
 		}
 	}
 	return n
+}
+
+// TestGateTakesTheEventStream checks that while the gate handles every
+// per-flow policy's new flows the engine does not subscribe to events, and
+// that it subscribes (and resyncs) when the gate stops.
+func TestGateTakesTheEventStream(t *testing.T) {
+	c := newFakeConn()
+	e, err := New(Config{Policies: []policy.Policy{web}, Conn: c, ResyncInterval: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.SetGateActive(true)
+	ready := make(chan struct{})
+	e.onReady = func() { close(ready) }
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- e.Run(ctx) }()
+	<-ready
+	if n := c.subscriptions(); n != 0 {
+		t.Fatalf("%d subscriptions with the gate active, want none", n)
+	}
+	e.SetGateActive(false)
+	deadline := time.Now().Add(5 * time.Second)
+	for c.subscriptions() == 0 && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
+	}
+	if n := c.subscriptions(); n != 1 {
+		t.Fatalf("%d subscriptions after the gate stopped, want 1", n)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
 }

@@ -52,7 +52,11 @@ func (e *Engine) handle(ev *flows.Event, now time.Time) {
 		e.retire(key)
 		delete(e.preexisting, key)
 		g := e.gen.Load()
-		e.startTracking(f, g, g.sel.Match(f), now)
+		r := g.sel.Match(f)
+		if g.gated != 0 && e.gateActive.Load() {
+			r = g.sel.Without(r, g.gated)
+		}
+		e.startTracking(f, g, r, now)
 	case flows.EventUpdate:
 		if t := e.lookup(f); t != nil {
 			t.fromDump = false

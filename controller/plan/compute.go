@@ -14,11 +14,15 @@ import (
 // (rules) and compared whole; counter values, MatchingFlows and Sample never
 // make a change. Compute(x, x) is empty.
 func Compute(desired, observed State) Plan {
-	return Plan{
+	p := Plan{
 		Table:   diffTable(desired.Table, observed.Table),
 		Sysctls: diffSysctls(desired.Sysctls, observed.Sysctls),
 		PerFlow: diffPerFlow(desired.PerFlow, observed.PerFlow),
 	}
+	if stale := observed.StaleFlags; stale.Flows > 0 {
+		p.StaleFlags = &StaleFlags{Flows: stale.Flows, Sample: slices.Clone(stale.Sample)}
+	}
+	return p
 }
 
 // diffTable compares the tables; nil means no change.
@@ -42,8 +46,9 @@ func diffTable(desired, observed *ruleset.Table) *TableChange {
 		Counters: diffCounters(d.Counters, o.Counters),
 		Sets:     diffSets(d.Sets, o.Sets),
 		Chains:   diffChains(d.Chains, o.Chains),
+		Foreign:  slices.Clone(o.Foreign),
 	}
-	if action == ActionUpdate && len(tc.Counters)+len(tc.Sets)+len(tc.Chains) == 0 {
+	if action == ActionUpdate && len(tc.Counters)+len(tc.Sets)+len(tc.Chains)+len(tc.Foreign) == 0 {
 		return nil
 	}
 	return tc
@@ -209,7 +214,8 @@ func diffPerFlow(desired, observed []PerFlowPolicy) []PerFlowChange {
 			c.Action = ActionCreate
 		case c.Desired == nil:
 			c.Action = ActionDelete
-		case c.Desired.ExistingFlows != c.Observed.ExistingFlows || !sameDirections(c.Desired.Directions, c.Observed.Directions):
+		case c.Desired.ExistingFlows != c.Observed.ExistingFlows || !sameDirections(c.Desired.Directions, c.Observed.Directions) ||
+			c.Desired.Handshake != c.Observed.Handshake || !slices.Equal(c.Desired.NAT, c.Observed.NAT):
 			c.Action = ActionUpdate
 		}
 		out = append(out, c)

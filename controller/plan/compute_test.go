@@ -268,11 +268,15 @@ func TestFromPolicies(t *testing.T) {
 	off := egress("198.18.0.0/24")
 	off.Metadata.Name = "no-existing"
 	off.Spec.Liberal.ExistingFlows = ptr(false)
+	off.Spec.Liberal.Handshake = policy.HandshakeGuard
+	off.Spec.Match.NAT = []policy.NATKind{policy.NATDest, policy.NATSource}
 	got := FromPolicies([]policy.Policy{egress("198.18.0.0/24"), wanDrop(), global(), unset, off})
+	snat := []policy.NATKind{policy.NATSource}
 	want := []PerFlowPolicy{
-		{Name: "egress", Directions: []policy.Direction{policy.DirectionReply}, ExistingFlows: true},
-		{Name: "defaults", Directions: []policy.Direction{policy.DirectionReply}, ExistingFlows: true},
-		{Name: "no-existing", Directions: []policy.Direction{policy.DirectionReply}, ExistingFlows: false},
+		{Name: "egress", Directions: []policy.Direction{policy.DirectionReply}, ExistingFlows: true, Handshake: policy.HandshakeGate, NAT: snat},
+		{Name: "defaults", Directions: []policy.Direction{policy.DirectionReply}, ExistingFlows: true, Handshake: policy.HandshakeGate, NAT: snat},
+		{Name: "no-existing", Directions: []policy.Direction{policy.DirectionReply}, ExistingFlows: false, Handshake: policy.HandshakeGuard,
+			NAT: []policy.NATKind{policy.NATSource, policy.NATDest}},
 	}
 	if !reflect.DeepEqual(got, want) {
 		t.Fatalf("FromPolicies =\n%+v\nwant\n%+v", got, want)

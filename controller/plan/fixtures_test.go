@@ -62,7 +62,7 @@ func global() policy.Policy {
 }
 
 func table(ps ...policy.Policy) *ruleset.Table {
-	t := ruleset.Build(ps)
+	t := ruleset.Build(ps, testOpts)
 	return &t
 }
 
@@ -120,3 +120,6 @@ func editChain(t *ruleset.Table, hook ruleset.Hook, edit func([]ruleset.Rule) []
 func unrecognised(detail string) ruleset.Rule {
 	return ruleset.Rule{Purpose: ruleset.PurposeUnrecognised, Detail: detail}
 }
+
+// testOpts are the ruleset.Build options of the tests.
+var testOpts = ruleset.Options{MarkBit: 0x00800000, Queue: 7301}

@@ -35,16 +35,19 @@ const JSONFormatVersion = 1
 //	                "reordered": false,
 //	                "rules": [{"id": "<comment>", "action": "...",
 //	                           "nft": "<rule in nft syntax>",  // desired (observed on delete)
-//	                           "oldNft": "..."}]}]},           // optional: update only
+//	                           "oldNft": "..."}]}],            // optional: update only
+//	    "foreign": ["chain mine (...)"]},  // optional: objects ctguard never creates, removed
 //	  "sysctls": [{"name": "net.netfilter.nf_conntrack_tcp_be_liberal",
 //	               "old": "0" | null,                      // null: absent
 //	               "new": "1"}],
 //	  "perFlow": [{"name": "...", "action": "...",
 //	               "directions": ["reply"], "existingFlows": true,           // desired (observed on delete)
+//	               "handshake": "gate", "nat": ["snat"],
 //	               "oldDirections": [...], "oldExistingFlows": false,        // optional: update only
 //	               "matchingFlows": 12,                    // unflagged matching flows (desired side; 0 on delete)
 //	               "flowsToFlag": 12,                      // PerFlowChange.FlowsToFlag
-//	               "sample": ["..."]}]
+//	               "sample": ["..."]}],
+//	  "staleFlags": {"flows": 3, "sample": ["..."]}  // optional: flows whose ctguard flag no policy wants
 //	}
 func WriteJSON(w io.Writer, p Plan) error {
 	s := p.Summary()
@@ -64,6 +67,9 @@ func WriteJSON(w io.Writer, p Plan) error {
 	for _, c := range p.PerFlow {
 		doc.PerFlow = append(doc.PerFlow, toJSONPerFlow(c))
 	}
+	if st := p.StaleFlags; st != nil {
+		doc.StaleFlags = &jsonStale{Flows: st.Flows, Sample: nonNil(st.Sample)}
+	}
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
 	enc.SetEscapeHTML(false)
@@ -77,6 +83,12 @@ type jsonPlan struct {
 	Table         *jsonTable    `json:"table"`
 	Sysctls       []jsonSysctl  `json:"sysctls"`
 	PerFlow       []jsonPerFlow `json:"perFlow"`
+	StaleFlags    *jsonStale    `json:"staleFlags,omitempty"`
+}
+
+type jsonStale struct {
+	Flows  int      `json:"flows"`
+	Sample []string `json:"sample"`
 }
 
 type jsonSummary struct {
@@ -92,6 +104,7 @@ type jsonTable struct {
 	Counters []jsonCounter `json:"counters"`
 	Sets     []jsonSet     `json:"sets"`
 	Chains   []jsonChain   `json:"chains"`
+	Foreign  []string      `json:"foreign,omitempty"`
 }
 
 type jsonCounter struct {
@@ -138,6 +151,8 @@ type jsonPerFlow struct {
 	Action           Action             `json:"action"`
 	Directions       []policy.Direction `json:"directions"`
 	ExistingFlows    bool               `json:"existingFlows"`
+	Handshake        policy.Handshake   `json:"handshake,omitempty"`
+	NAT              []policy.NATKind   `json:"nat,omitempty"`
 	OldDirections    []policy.Direction `json:"oldDirections,omitempty"`
 	OldExistingFlows *bool              `json:"oldExistingFlows,omitempty"`
 	MatchingFlows    int                `json:"matchingFlows"`
@@ -157,6 +172,7 @@ func toJSONTable(t TableChange) *jsonTable {
 	for _, c := range t.Counters {
 		jt.Counters = append(jt.Counters, jsonCounter{Name: c.Name, Action: c.Action})
 	}
+	jt.Foreign = t.Foreign
 	for _, c := range t.Sets {
 		s := jsonSet{
 			Name:            c.Name,
@@ -204,6 +220,8 @@ func toJSONPerFlow(c PerFlowChange) jsonPerFlow {
 		Action:        c.Action,
 		Directions:    nonNil(cur.Directions),
 		ExistingFlows: cur.ExistingFlows,
+		Handshake:     cur.Handshake,
+		NAT:           cur.NAT,
 		FlowsToFlag:   c.FlowsToFlag(),
 		Sample:        []string{},
 	}

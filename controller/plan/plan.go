@@ -9,8 +9,10 @@
 // existing flows a perFlow policy matches is informational: it never makes
 // a plan non-empty on its own. It is a moving observation (flows come and
 // go every second, and the running per-flow engine flags new ones itself),
-// so a plan built on it would never be stably empty on a busy NAT box, and
-// Compute(x, x) is empty for every x.
+// so a plan built on it would never be stably empty on a busy NAT box.
+// Flows carrying ctguard's flag in a direction no policy wants any more
+// (StaleFlags, observed side) do make a plan non-empty: only ctguard sets
+// them, and applying clears them for good.
 package plan
 
 import (
@@ -31,6 +33,18 @@ type State struct {
 	Sysctls map[string]string
 	// PerFlow lists the perFlow liberal policies desired or in force.
 	PerFlow []PerFlowPolicy
+	// StaleFlags, on the observed side, are the flows carrying ctguard's
+	// flag in a direction no desired policy wants. Ignored on the desired
+	// side.
+	StaleFlags StaleFlags
+}
+
+// StaleFlags counts flows whose per-flow flag, set by ctguard, no policy
+// wants any more.
+type StaleFlags struct {
+	// Flows is how many flows; Sample describes a few of them.
+	Flows  int
+	Sample []string
 }
 
 // PerFlowPolicy is a perFlow liberal policy as the per-flow engine runs it.
@@ -42,6 +56,10 @@ type PerFlowPolicy struct {
 	// ExistingFlows says whether flows already in the conntrack table are
 	// flagged too, not only new ones.
 	ExistingFlows bool
+	// Handshake is how new flows are protected before their flag lands
+	// (policy.Policy.Handshake); NAT the NAT kinds selected (match.nat).
+	Handshake policy.Handshake
+	NAT       []policy.NATKind
 	// MatchingFlows is, on the desired side, the number of existing flows
 	// the policy matches that are not flagged yet. Informational; ignored
 	// on the observed side.
@@ -62,8 +80,25 @@ func FromPolicies(ps []policy.Policy) []PerFlowPolicy {
 				Name:          p.Metadata.Name,
 				Directions:    slices.Clone(p.Directions()),
 				ExistingFlows: p.ExistingFlows(),
+				Handshake:     p.Handshake(),
+				NAT:           natKinds(p.NATMatch()),
 			})
 		}
+	}
+	return out
+}
+
+// natKinds renders a NAT selection as match.nat's values.
+func natKinds(m policy.NATMatch) []policy.NATKind {
+	var out []policy.NATKind
+	if m&policy.NATMatchSource != 0 {
+		out = append(out, policy.NATSource)
+	}
+	if m&policy.NATMatchDest != 0 {
+		out = append(out, policy.NATDest)
+	}
+	if m == 0 {
+		out = []policy.NATKind{policy.NATAny}
 	}
 	return out
 }
@@ -96,6 +131,9 @@ type Plan struct {
 	// by name; unchanged policies have ActionNone and are listed for their
 	// flow counts.
 	PerFlow []PerFlowChange
+	// StaleFlags are the flows whose ctguard flag applying clears; nil
+	// when there are none.
+	StaleFlags *StaleFlags
 }
 
 // TableChange is the change to table inet ctguard, object by object.
@@ -112,6 +150,9 @@ type TableChange struct {
 	// Chains are the chains added, removed or changed: desired order first,
 	// then chains only observed.
 	Chains []ChainChange
+	// Foreign describes what the observed table holds that ctguard never
+	// creates (ruleset.Table.Foreign): applying removes it with the table.
+	Foreign []string
 }
 
 // CounterChange is a named counter added or removed. Counter values never
@@ -233,10 +274,14 @@ func (p Plan) Summary() Summary {
 				s.count(r.Action)
 			}
 		}
+		s.Remove += len(t.Foreign)
 	}
 	s.Change += len(p.Sysctls)
 	for _, c := range p.PerFlow {
 		s.count(c.Action)
+	}
+	if p.StaleFlags != nil {
+		s.Change++ // the flags of all those flows, as one change
 	}
 	return s
 }

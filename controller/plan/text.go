@@ -33,6 +33,10 @@ func WriteText(w io.Writer, p Plan) error {
 		}
 	}
 	tw.perFlow(p.PerFlow)
+	if st := p.StaleFlags; st != nil {
+		tw.section()
+		tw.printf("~ per-flow flags: clear ctguard's flag on %s, in directions no policy wants any more%s\n", count(st.Flows, "flow"), sample(st.Sample))
+	}
 	s := p.Summary()
 	tw.section()
 	if s == (Summary{}) {
@@ -87,6 +91,9 @@ func (tw *textWriter) table(t TableChange) {
 	}
 	for _, c := range t.Sets {
 		tw.printf("    %s set %s%s\n", mark(c.Action), c.Name, setDetail(c))
+	}
+	for _, f := range t.Foreign {
+		tw.printf("    - %s (not created by ctguard)\n", f)
 	}
 	for _, c := range t.Chains {
 		if d := chainDetail(c); d != "" || c.Action != ActionUpdate {
@@ -207,7 +214,18 @@ func perFlowKind(p PerFlowPolicy) string {
 	for i, d := range p.Directions {
 		dirs[i] = string(d)
 	}
-	return fmt.Sprintf("directions %s, existingFlows %t", strings.Join(dirs, "+"), p.ExistingFlows)
+	s := fmt.Sprintf("directions %s, existingFlows %t", strings.Join(dirs, "+"), p.ExistingFlows)
+	if p.Handshake != "" {
+		s += ", handshake " + string(p.Handshake)
+	}
+	if len(p.NAT) > 0 {
+		nat := make([]string, len(p.NAT))
+		for i, k := range p.NAT {
+			nat[i] = string(k)
+		}
+		s += ", nat " + strings.Join(nat, "+")
+	}
+	return s
 }
 
 // sample renders a flow sample as a parenthesised suffix.

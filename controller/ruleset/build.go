@@ -15,9 +15,15 @@ import (
 //     dropping invalid TCP packets, scoped by iifname, by the packet's SOURCE
 //     address (match.destinations: the invalid packet comes from the server)
 //     and SOURCE port (match.destinationPorts);
-//   - perFlow liberal: the same scoping without the drop, on input, counting
-//     invalid packets the per-flow flag did not save (sources and natOnly
-//     cannot be used: an invalid packet has no conntrack entry);
+//   - perFlow liberal: the same scoping without the drop, on input (the
+//     policy selects source-NATed or any flows) and forward (destination-
+//     NATed flows), counting invalid packets the per-flow flag did not save
+//     (sources and nat cannot be used: an invalid packet has no conntrack
+//     entry); with handshake guard (or gate while opts.NoQueue) the rule
+//     drops them (PurposeGuard);
+//   - perFlow liberal with handshake gate: on prerouting, a gate rule
+//     queueing the SYN-ACK of every flow of the policy's family and NAT
+//     kinds not yet carrying opts.MarkBit (see addGate);
 //   - every policy: an output rule counting the RSTs the box itself sends
 //     with ct state invalid TO the policy's destinations and ports.
 //
@@ -25,8 +31,9 @@ import (
 // a family without a matching destination gets no rule, so a rule is never
 // wider than its policy. Names of sets and counters derive from the policy
 // name (see ObjectName). The result is in canonical order.
-func Build(policies []policy.Policy) Table {
+func Build(policies []policy.Policy, opts Options) Table {
 	b := builder{
+		opts:     opts,
 		defs:     map[string]Set{},
 		counters: map[string]bool{},
 		rules:    map[Hook][]Rule{},
@@ -78,6 +85,7 @@ func CounterName(policyName string, hook Hook, purpose Purpose, proto NFProto) s
 
 // builder accumulates the table while Build walks the policies.
 type builder struct {
+	opts     Options
 	defs     map[string]Set // candidate sets; only referenced ones are kept
 	counters map[string]bool
 	rules    map[Hook][]Rule
@@ -113,7 +121,24 @@ func (b *builder) add(p policy.Policy) {
 			b.addRules(Hook(h), name, PurposeDropInvalid, sc)
 		}
 	case p.IsPerFlow():
-		b.addRules(HookInput, name, PurposeCountInvalid, sc)
+		mode := p.Handshake()
+		if mode == policy.HandshakeGate && b.opts.NoQueue {
+			mode = policy.HandshakeGuard
+		}
+		purpose := PurposeCountInvalid
+		if mode == policy.HandshakeGuard {
+			purpose = PurposeGuard
+		}
+		nat := p.NATMatch()
+		if nat == 0 || nat&policy.NATMatchSource != 0 {
+			b.addRules(HookInput, name, purpose, sc)
+		}
+		if nat&policy.NATMatchDest != 0 {
+			b.addRules(HookForward, name, purpose, sc)
+		}
+		if mode == policy.HandshakeGate {
+			b.addGate(&p)
+		}
 	}
 	b.addRules(HookOutput, name, PurposeCountInvalidRST, sc)
 }
@@ -175,7 +200,7 @@ func (b *builder) addRules(hook Hook, name string, purpose Purpose, sc scope) {
 			PortSet:    sc.portSet,
 			PortIsDest: out && sc.portSet != "",
 			Counter:    CounterName(name, hook, purpose, v.proto),
-			Drop:       purpose == PurposeDropInvalid,
+			Drop:       purpose == PurposeDropInvalid || purpose == PurposeGuard,
 		}
 		if !out {
 			r.IifnameSet = sc.ifaceSet
@@ -185,12 +210,41 @@ func (b *builder) addRules(hook Hook, name string, purpose Purpose, sc scope) {
 	}
 }
 
+// addGate adds the gate rule of a perFlow policy: its family (one rule for
+// both when it has none) and NAT kinds. Sources, destinations and ports are
+// matched by the gate on the entry (a gate rule cannot: the packet is the
+// reply and nft's ct address matches need what google/nftables v0.3.0 cannot
+// encode), so a scoped policy queues the SYN-ACKs of every flow of its NAT
+// kinds, and the gate flags only those the policy selects.
+func (b *builder) addGate(p *policy.Policy) {
+	var status uint32
+	nat := p.NATMatch()
+	if nat&policy.NATMatchSource != 0 {
+		status |= StatusSrcNAT
+	}
+	if nat&policy.NATMatchDest != 0 {
+		status |= StatusDstNAT
+	}
+	proto := map[policy.Family]NFProto{policy.FamilyIPv4: NFProtoIPv4, policy.FamilyIPv6: NFProtoIPv6}[p.Spec.Match.Family]
+	r := Rule{
+		Policy:    p.Metadata.Name,
+		Purpose:   PurposeGate,
+		NFProto:   proto,
+		NATStatus: status,
+		MarkBit:   b.opts.MarkBit,
+		Queue:     b.opts.Queue,
+		Counter:   CounterName(p.Metadata.Name, HookPrerouting, PurposeGate, proto),
+	}
+	b.counters[r.Counter] = true
+	b.rules[HookPrerouting] = append(b.rules[HookPrerouting], r)
+}
+
 // table assembles the canonical Table: referenced sets only, sorted names,
 // chains in hook order with rules by policy, purpose and protocol.
 func (b *builder) table() Table {
 	var t Table
 	used := map[string]bool{}
-	for _, hook := range []Hook{HookInput, HookForward, HookOutput} {
+	for _, hook := range []Hook{HookPrerouting, HookInput, HookForward, HookOutput} {
 		rules := b.rules[hook]
 		if len(rules) == 0 {
 			continue
@@ -205,7 +259,11 @@ func (b *builder) table() Table {
 				}
 			}
 		}
-		t.Chains = append(t.Chains, Chain{Hook: hook, Priority: Priority, Rules: rules})
+		prio := Priority
+		if hook == HookPrerouting {
+			prio = GatePriority
+		}
+		t.Chains = append(t.Chains, Chain{Hook: hook, Priority: prio, Rules: rules})
 	}
 	for name := range used {
 		t.Sets = append(t.Sets, b.defs[name])

@@ -51,7 +51,7 @@ func TestBuild(t *testing.T) {
 		},
 		{
 			name:     "perFlow with both families splits per family",
-			policies: []policy.Policy{liberal("web", policy.ScopePerFlow, policy.Match{Family: policy.FamilyAny, Sources: prefixes("198.19.0.0/16"), Destinations: prefixes("2001:db8::/32", "198.18.0.0/16")})},
+			policies: []policy.Policy{handshake(liberal("web", policy.ScopePerFlow, policy.Match{Family: policy.FamilyAny, Sources: prefixes("198.19.0.0/16"), Destinations: prefixes("2001:db8::/32", "198.18.0.0/16")}), policy.HandshakeNone)},
 			want: Table{
 				Counters: []Counter{{Name: "web_count-invalid-rst_ipv4"}, {Name: "web_count-invalid-rst_ipv6"}, {Name: "web_count-invalid_ipv4"}, {Name: "web_count-invalid_ipv6"}},
 				Sets: []Set{
@@ -67,6 +67,56 @@ func TestBuild(t *testing.T) {
 						{Policy: "web", Purpose: PurposeCountInvalidRST, NFProto: NFProtoIPv4, RSTOnly: true, AddrSet: "web-dst4", AddrIsDest: true, Counter: "web_count-invalid-rst_ipv4"},
 						{Policy: "web", Purpose: PurposeCountInvalidRST, NFProto: NFProtoIPv6, RSTOnly: true, AddrSet: "web-dst6", AddrIsDest: true, Counter: "web_count-invalid-rst_ipv6"},
 					}},
+				},
+			},
+		},
+		{
+			name: "perFlow gate, snat and dnat, scoped: one gate rule per policy, count on input and forward",
+			policies: []policy.Policy{liberal("web", policy.ScopePerFlow, policy.Match{Family: policy.FamilyIPv4,
+				Sources: prefixes("198.19.0.0/16"), Destinations: prefixes("198.18.0.0/16"), DestinationPorts: []policy.PortRange{{From: 443, To: 443}},
+				NAT: []policy.NATKind{policy.NATSource, policy.NATDest}})},
+			want: Table{
+				Counters: []Counter{{Name: "web_count-invalid-rst_ipv4"}, {Name: "web_count-invalid_forward_ipv4"}, {Name: "web_count-invalid_ipv4"}, {Name: "web_gate_ipv4"}},
+				Sets: []Set{
+					{Name: "web-dst4", Type: SetIPv4Addr, Interval: true, Elements: []string{"198.18.0.0/16"}},
+					{Name: "web-ports", Type: SetInetService, Interval: true, Elements: []string{"443"}},
+				},
+				Chains: []Chain{
+					{Hook: HookPrerouting, Priority: GatePriority, Rules: []Rule{
+						{Policy: "web", Purpose: PurposeGate, NFProto: NFProtoIPv4, NATStatus: StatusSrcNAT | StatusDstNAT, MarkBit: 0x00800000, Queue: 7301, Counter: "web_gate_ipv4"},
+					}},
+					{Hook: HookInput, Priority: Priority, Rules: []Rule{
+						{Policy: "web", Purpose: PurposeCountInvalid, NFProto: NFProtoIPv4, AddrSet: "web-dst4", PortSet: "web-ports", Counter: "web_count-invalid_ipv4"},
+					}},
+					{Hook: HookForward, Priority: Priority, Rules: []Rule{
+						{Policy: "web", Purpose: PurposeCountInvalid, NFProto: NFProtoIPv4, AddrSet: "web-dst4", PortSet: "web-ports", Counter: "web_count-invalid_forward_ipv4"},
+					}},
+					{Hook: HookOutput, Priority: Priority, Rules: []Rule{
+						{Policy: "web", Purpose: PurposeCountInvalidRST, NFProto: NFProtoIPv4, RSTOnly: true, AddrSet: "web-dst4", AddrIsDest: true, PortSet: "web-ports", PortIsDest: true, Counter: "web_count-invalid-rst_ipv4"},
+					}},
+				},
+			},
+		},
+		{
+			name:     "perFlow gate unscoped, both directions: one rule for both families",
+			policies: []policy.Policy{directions(liberal("all", policy.ScopePerFlow, policy.Match{Family: policy.FamilyAny}), policy.DirectionOriginal, policy.DirectionReply)},
+			want: Table{
+				Counters: []Counter{{Name: "all_count-invalid"}, {Name: "all_count-invalid-rst"}, {Name: "all_gate"}},
+				Chains: []Chain{
+					{Hook: HookPrerouting, Priority: GatePriority, Rules: []Rule{{Policy: "all", Purpose: PurposeGate, NATStatus: StatusSrcNAT, MarkBit: 0x00800000, Queue: 7301, Counter: "all_gate"}}},
+					{Hook: HookInput, Priority: Priority, Rules: []Rule{{Policy: "all", Purpose: PurposeCountInvalid, Counter: "all_count-invalid"}}},
+					{Hook: HookOutput, Priority: Priority, Rules: []Rule{{Policy: "all", Purpose: PurposeCountInvalidRST, RSTOnly: true, Counter: "all_count-invalid-rst"}}},
+				},
+			},
+		},
+		{
+			name:     "perFlow guard on dnat: a dropping rule on forward, no gate",
+			policies: []policy.Policy{handshake(liberal("svc", policy.ScopePerFlow, policy.Match{Family: policy.FamilyAny, NAT: []policy.NATKind{policy.NATDest}}), policy.HandshakeGuard)},
+			want: Table{
+				Counters: []Counter{{Name: "svc_count-invalid-rst"}, {Name: "svc_guard_forward"}},
+				Chains: []Chain{
+					{Hook: HookForward, Priority: Priority, Rules: []Rule{{Policy: "svc", Purpose: PurposeGuard, Counter: "svc_guard_forward", Drop: true}}},
+					{Hook: HookOutput, Priority: Priority, Rules: []Rule{{Policy: "svc", Purpose: PurposeCountInvalidRST, RSTOnly: true, Counter: "svc_count-invalid-rst"}}},
 				},
 			},
 		},
@@ -99,7 +149,7 @@ func TestBuild(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got := Build(tt.policies)
+			got := Build(tt.policies, testOpts)
 			if !reflect.DeepEqual(got, tt.want) {
 				t.Fatalf("Build:\n got %#v\nwant %#v\n%s", got, tt.want, got)
 			}
@@ -107,14 +157,28 @@ func TestBuild(t *testing.T) {
 	}
 }
 
+func TestBuildGateWithoutQueueIsGuard(t *testing.T) {
+	p := []policy.Policy{liberal("web", policy.ScopePerFlow, policy.Match{Family: policy.FamilyIPv6, NAT: []policy.NATKind{policy.NATAny}})}
+	noQueue := testOpts
+	noQueue.NoQueue = true
+	got := Build(p, noQueue)
+	want := Build([]policy.Policy{handshake(p[0], policy.HandshakeGuard)}, testOpts)
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("gate without a queue:\n%s\nwant guard:\n%s", got, want)
+	}
+	if got.Chains[0].Hook != HookInput || got.Chains[0].Rules[0].Purpose != PurposeGuard || !got.Chains[0].Rules[0].Drop {
+		t.Fatalf("want a dropping guard rule on input, got %s", got)
+	}
+}
+
 func TestBuildOrderIndependent(t *testing.T) {
 	a := dropInvalid("b-drop", policy.Match{Family: policy.FamilyAny}, nil, policy.HookInput)
 	b := liberal("a-flow", policy.ScopePerFlow, policy.Match{Family: policy.FamilyAny})
-	x, y := Build([]policy.Policy{a, b}), Build([]policy.Policy{b, a})
+	x, y := Build([]policy.Policy{a, b}, testOpts), Build([]policy.Policy{b, a}, testOpts)
 	if !reflect.DeepEqual(x, y) {
 		t.Fatalf("Build depends on policy order:\n%s\n%s", x, y)
 	}
-	in := x.Chains[0].Rules
+	in := x.Chains[1].Rules
 	if in[0].Policy != "a-flow" || in[1].Policy != "b-drop" {
 		t.Fatalf("input rules not ordered by policy name: %v", in)
 	}
@@ -150,7 +214,7 @@ func BenchmarkBuild10kCIDRs(b *testing.B) {
 	p := []policy.Policy{dropInvalid("big", policy.Match{Family: policy.FamilyIPv4, Destinations: hosts(10000)}, []string{"wan0"}, policy.HookInput)}
 	b.ReportAllocs()
 	for b.Loop() {
-		t := Build(p)
+		t := Build(p, testOpts)
 		if len(t.Sets[0].Elements) != 10000 {
 			b.Fatalf("got %d elements", len(t.Sets[0].Elements))
 		}

@@ -10,7 +10,8 @@ func Equal(a, b *Table) bool {
 	}
 	return slices.EqualFunc(a.Counters, b.Counters, func(x, y Counter) bool { return x.Name == y.Name }) &&
 		slices.EqualFunc(a.Sets, b.Sets, equalSet) &&
-		slices.EqualFunc(a.Chains, b.Chains, equalChain)
+		slices.EqualFunc(a.Chains, b.Chains, equalChain) &&
+		slices.Equal(a.Foreign, b.Foreign)
 }
 
 func equalSet(x, y Set) bool {

@@ -8,7 +8,7 @@ import (
 
 func TestEqual(t *testing.T) {
 	base := func() *Table {
-		tb := Build([]policy.Policy{dropInvalid("p", policy.Match{Family: policy.FamilyIPv4, Destinations: prefixes("198.18.0.0/15")}, []string{"wan0"}, policy.HookInput)})
+		tb := Build([]policy.Policy{dropInvalid("p", policy.Match{Family: policy.FamilyIPv4, Destinations: prefixes("198.18.0.0/15")}, []string{"wan0"}, policy.HookInput)}, testOpts)
 		return &tb
 	}
 	tests := []struct {

@@ -39,3 +39,17 @@ func liberal(name string, scope policy.Scope, m policy.Match) policy.Policy {
 		},
 	}
 }
+
+// testOpts are the Build options of the tests: the default mark bit and a
+// queue base.
+var testOpts = Options{MarkBit: 0x00800000, Queue: 7301}
+
+func handshake(p policy.Policy, h policy.Handshake) policy.Policy {
+	p.Spec.Liberal.Handshake = h
+	return p
+}
+
+func directions(p policy.Policy, ds ...policy.Direction) policy.Policy {
+	p.Spec.Liberal.Directions = ds
+	return p
+}

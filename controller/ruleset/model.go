@@ -9,9 +9,37 @@ const (
 	TableName   = "ctguard"
 )
 
-// Priority of every ctguard base chain: after conntrack (-200), ahead of the
-// usual filter chains (0), so a local reject rule never sees the packet.
+// Priority of every ctguard base chain but the gate's: after conntrack
+// (-200), ahead of the usual filter chains (0), so a local reject rule never
+// sees the packet.
 const Priority = -10
+
+// GatePriority is the priority of the gate's prerouting chain: after
+// conntrack (-200) has seen the SYN-ACK, before NAT (-100) rewrites it, so
+// the queued packet's own addresses and ports are its entry's REPLY tuple,
+// source-NATed or destination-NATed alike.
+const GatePriority = -150
+
+// DefaultQueue is the gate's NFQUEUE number unless configured.
+const DefaultQueue uint16 = 7301
+
+// Options are what Build needs besides the policies.
+type Options struct {
+	// MarkBit is ctguard's ownership mark bit: a flow carrying it is
+	// flagged and not gated again.
+	MarkBit uint32
+	// Queue is the gate's NFQUEUE number.
+	Queue uint16
+	// NoQueue says the gate cannot run (the kernel has no NFQUEUE, or the
+	// queue cannot be bound): gate policies get guard rules instead.
+	NoQueue bool
+}
+
+// IPS_* conntrack status bits the gate tests.
+const (
+	StatusSrcNAT uint32 = 1 << 4
+	StatusDstNAT uint32 = 1 << 5
+)
 
 // Table is the whole desired (or observed) content of inet ctguard.
 // Slices are kept in a canonical order so two equal tables compare equal
@@ -19,7 +47,12 @@ const Priority = -10
 type Table struct {
 	Counters []Counter // named counter objects, sorted by Name
 	Sets     []Set     // named sets, sorted by Name
-	Chains   []Chain   // base chains, in the order input, forward, output
+	Chains   []Chain   // base chains, in the order prerouting, input, forward, output
+	// Foreign describes, one entry each, what the kernel's table holds
+	// that ctguard never creates (another chain, a set of another kind, a
+	// stateful object other than a counter, table flags). Only a read
+	// fills it; a table to write has none.
+	Foreign []string
 }
 
 // Counter is a named nft counter object. Values are observations only; they
@@ -56,9 +89,10 @@ type Hook string
 
 // The hooks ctguard installs base chains on.
 const (
-	HookInput   Hook = "input"
-	HookForward Hook = "forward"
-	HookOutput  Hook = "output"
+	HookPrerouting Hook = "prerouting"
+	HookInput      Hook = "input"
+	HookForward    Hook = "forward"
+	HookOutput     Hook = "output"
 )
 
 // Chain is a filter base chain with policy accept.
@@ -84,6 +118,12 @@ const (
 	// PurposeCountInvalidRST counts TCP RSTs the box itself emits with
 	// ct state invalid: exactly the incident's RST.
 	PurposeCountInvalidRST Purpose = "count-invalid-rst"
+	// PurposeGuard drops invalid TCP packets from a perFlow policy's
+	// servers (handshake guard, or gate without a queue).
+	PurposeGuard Purpose = "guard"
+	// PurposeGate queues the SYN-ACK of a flow a perFlow policy selects
+	// that does not carry ctguard's mark yet, until ctguard flagged it.
+	PurposeGate Purpose = "gate"
 	// PurposeUnrecognised marks an observed rule in inet ctguard that
 	// controller/nft could not map back to a ctguard rule (Build never
 	// makes one); Detail says what it was.
@@ -101,7 +141,9 @@ const (
 )
 
 // Rule matches "meta l4proto tcp ct state invalid" plus the optional scoping
-// below, counts into a named counter, and drops when Drop is set.
+// below, counts into a named counter, and drops when Drop is set. A gate
+// rule (PurposeGate) matches instead the SYN-ACK of a flow without the mark
+// bit, by the flow's conntrack entry (see the Gate fields), and queues it.
 // Every rule carries the comment Comment() in its user data.
 type Rule struct {
 	Policy  string
@@ -120,6 +162,20 @@ type Rule struct {
 	PortIsDest bool
 	Counter    string
 	Drop       bool
+
+	// Gate rules only. A gate rule selects by the entry's NAT status and
+	// the family; the gate itself matches the rest of the policy (sources,
+	// destinations, ports) on the entry it reads.
+	//
+	// NATStatus is the IPS_SRC_NAT/IPS_DST_NAT bits of which the entry
+	// must carry one (0: any flow).
+	NATStatus uint32
+	// MarkBit is the ownership mark bit the entry must not carry yet.
+	MarkBit uint32
+	// Queue is the NFQUEUE number; the rule always bypasses the queue
+	// when nobody listens on it.
+	Queue uint16
+
 	// Detail describes an observed PurposeUnrecognised rule (its handle and
 	// comment); empty for every other rule.
 	Detail string

@@ -34,6 +34,10 @@ func (t Table) String() string {
 		sb.WriteString("\t}\n")
 		sep = "\n"
 	}
+	for _, f := range t.Foreign {
+		fmt.Fprintf(&sb, "%s\t# not ctguard's: %s\n", sep, f)
+		sep = ""
+	}
 	sb.WriteString("}\n")
 	return sb.String()
 }
@@ -68,6 +72,8 @@ func (s Set) render(sb *strings.Builder) {
 // priority renders a chain priority relative to "filter" as nft lists it.
 func priority(p int) string {
 	switch {
+	case p == GatePriority:
+		return "mangle"
 	case p < 0:
 		return fmt.Sprintf("filter - %d", -p)
 	case p > 0:
@@ -81,6 +87,9 @@ func priority(p int) string {
 func (r Rule) String() string {
 	if r.Purpose == PurposeUnrecognised {
 		return "# unrecognised rule: " + r.Detail
+	}
+	if r.Purpose == PurposeGate {
+		return r.gateString()
 	}
 	parts := []string{"meta l4proto tcp"}
 	if r.RSTOnly {
@@ -116,4 +125,27 @@ func direction(dest bool) string {
 		return "d"
 	}
 	return "s"
+}
+
+// gateString renders a gate rule as nft lists it (the queue as the nft
+// queue statement, whichever encoding the kernel took).
+func (r Rule) gateString() string {
+	parts := []string{"meta l4proto tcp", "tcp flags syn,ack / syn,ack", "ct direction reply",
+		fmt.Sprintf("ct mark & 0x%08x == 0x00000000", r.MarkBit)}
+	var status []string
+	if r.NATStatus&StatusSrcNAT != 0 {
+		status = append(status, "snat")
+	}
+	if r.NATStatus&StatusDstNAT != 0 {
+		status = append(status, "dnat")
+	}
+	if len(status) > 0 {
+		parts = append(parts, "ct status "+strings.Join(status, ","))
+	}
+	if r.NFProto != NFProtoAny {
+		parts = append(parts, "meta nfproto "+string(r.NFProto))
+	}
+	parts = append(parts, "counter name "+strconv.Quote(r.Counter), fmt.Sprintf("queue num %d bypass", r.Queue),
+		"comment "+strconv.Quote(r.Comment()))
+	return strings.Join(parts, " ")
 }

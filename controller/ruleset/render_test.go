@@ -25,6 +25,12 @@ func goldenMixes() map[string][]policy.Policy {
 				DestinationPorts: []policy.PortRange{{From: 443, To: 443}, {From: 8000, To: 8100}, {From: 8050, To: 8200}},
 			}, []string{"wan0", "wan1"}, policy.HookInput, policy.HookForward),
 		},
+		"perflow-guard-and-gate": {
+			handshake(liberal("guarded", policy.ScopePerFlow, policy.Match{Family: policy.FamilyAny, Destinations: prefixes("198.18.0.0/15", "fd00:c7::/64"),
+				NAT: []policy.NATKind{policy.NATDest}}), policy.HandshakeGuard),
+			directions(liberal("gated", policy.ScopePerFlow, policy.Match{Family: policy.FamilyIPv6, NAT: []policy.NATKind{policy.NATAny}}),
+				policy.DirectionOriginal, policy.DirectionReply),
+		},
 		"mixed": {
 			liberal("zz-global", policy.ScopeGlobal, policy.Match{Family: policy.FamilyAny}),
 			liberal("flows", policy.ScopePerFlow, policy.Match{
@@ -32,7 +38,7 @@ func goldenMixes() map[string][]policy.Policy {
 				Sources:          prefixes("198.19.0.0/16"),
 				Destinations:     prefixes("198.18.0.0/15"),
 				DestinationPorts: []policy.PortRange{{From: 443, To: 443}},
-				NATOnly:          boolPtr(true),
+				NAT:              []policy.NATKind{policy.NATSource, policy.NATDest},
 			}),
 			dropInvalid("box", policy.Match{Family: policy.FamilyIPv6}, []string{"wan0"}, policy.HookInput),
 		},
@@ -42,7 +48,7 @@ func goldenMixes() map[string][]policy.Policy {
 func TestStringGolden(t *testing.T) {
 	for name, policies := range goldenMixes() {
 		t.Run(name, func(t *testing.T) {
-			got := Build(policies).String()
+			got := Build(policies, testOpts).String()
 			path := filepath.Join("testdata", name+".golden")
 			if *update {
 				if err := os.WriteFile(path, []byte(got), 0o644); err != nil {

@@ -37,15 +37,17 @@ type compiled struct {
 	name     string
 	dirs     flows.Directions
 	existing bool
+	gated    bool // handshake gate: the gate flags its new flows
 	family   policy.Family
-	natOnly  bool
+	status   uint32 // IPS_SRC_NAT/IPS_DST_NAT bits of which one must be set; 0: any flow
 	src, dst addrSet
 	ports    portSet
 }
 
 // Compile keeps the per-flow liberal policies (p.IsPerFlow()), in order, and
-// compiles their matches. Directions default to reply and existingFlows to
-// true when the policy leaves them unset. It fails beyond MaxPolicies.
+// compiles their matches. Directions default to reply, existingFlows to
+// true, nat to [snat] and handshake to gate when the policy leaves them
+// unset. It fails beyond MaxPolicies.
 func Compile(policies []policy.Policy) (*Selector, error) {
 	s := &Selector{}
 	for i := range policies {
@@ -57,12 +59,21 @@ func Compile(policies []policy.Policy) (*Selector, error) {
 			return nil, fmt.Errorf("more than %d per-flow policies", MaxPolicies)
 		}
 		m := &p.Spec.Match
+		var status uint32
+		nat := p.NATMatch()
+		if nat&policy.NATMatchSource != 0 {
+			status |= flows.StatusSrcNAT
+		}
+		if nat&policy.NATMatchDest != 0 {
+			status |= flows.StatusDstNAT
+		}
 		c := compiled{
 			name:     p.Metadata.Name,
 			dirs:     FlowDirections(p.Spec.Liberal.Directions),
 			existing: p.Spec.Liberal.ExistingFlows == nil || *p.Spec.Liberal.ExistingFlows,
+			gated:    p.Handshake() == policy.HandshakeGate,
 			family:   m.Family,
-			natOnly:  m.NATOnly != nil && *m.NATOnly,
+			status:   status,
 			src:      newAddrSet(m.Sources),
 			dst:      newAddrSet(m.Destinations),
 			ports:    newPortSet(m.DestinationPorts),
@@ -117,6 +128,30 @@ func (s *Selector) Directions(i int) flows.Directions { return s.policies[i].dir
 // engine starts.
 func (s *Selector) ExistingFlows(i int) bool { return s.policies[i].existing }
 
+// Gated returns the policies with handshake gate: while the gate runs, it
+// flags their new flows, not the event engine.
+func (s *Selector) Gated() Mask {
+	var m Mask
+	for i := range s.policies {
+		if s.policies[i].gated {
+			m |= 1 << uint(i)
+		}
+	}
+	return m
+}
+
+// Without returns r without the policies of m, and their directions.
+func (s *Selector) Without(r Result, m Mask) Result {
+	var out Result
+	for i := range s.policies {
+		if r.Policies.Has(i) && !m.Has(i) {
+			out.Policies |= 1 << uint(i)
+			out.Dirs |= s.policies[i].dirs
+		}
+	}
+	return out
+}
+
 // Restrict returns the subset of r's policies that flag existing flows, and
 // their directions.
 func (s *Selector) Restrict(r Result) Result {
@@ -130,8 +165,11 @@ func (s *Selector) Restrict(r Result) Result {
 	return out
 }
 
-// Match returns the policies selecting f on its original tuple. Only TCP
-// flows match. It does not allocate.
+// Match returns the policies selecting f. Sources match the original
+// source; destinations and ports the original destination (the server, or
+// the service address and port a DNATed client dialled) or, for a
+// destination-NATed flow, the reply source (the backend). Only TCP flows
+// match. It does not allocate.
 func (s *Selector) Match(f *flows.Flow) Result {
 	var r Result
 	if f.Proto != flows.ProtoTCP {
@@ -158,8 +196,11 @@ func (c *compiled) matches(f *flows.Flow) bool {
 			return false
 		}
 	}
-	if c.natOnly && !f.SrcNAT() {
+	if c.status != 0 && f.Status&c.status == 0 {
 		return false
 	}
-	return c.ports.contains(f.Orig.DstPort) && c.src.contains(f.Orig.Src) && c.dst.contains(f.Orig.Dst)
+	dnat := f.Status&flows.StatusDstNAT != 0
+	return c.src.contains(f.Orig.Src) &&
+		(c.ports.contains(f.Orig.DstPort) || dnat && c.ports.contains(f.Reply.SrcPort)) &&
+		(c.dst.contains(f.Orig.Dst) || dnat && c.dst.contains(f.Reply.Src))
 }

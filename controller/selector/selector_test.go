@@ -9,7 +9,11 @@ import (
 	"github.com/ctguard/ctguard/policy"
 )
 
+// perFlow is a per-flow policy; without nat or natOnly it selects any flow.
 func perFlow(name string, m policy.Match, dirs ...policy.Direction) policy.Policy {
+	if m.NAT == nil && m.NATOnly == nil {
+		m.NAT = []policy.NATKind{policy.NATAny}
+	}
 	return policy.Policy{
 		Metadata: policy.Metadata{Name: name},
 		Spec: policy.Spec{
@@ -35,6 +39,20 @@ func flow(src string, sport uint16, dst string, dport uint16, snat bool) *flows.
 	if snat {
 		f.Status |= flows.StatusSrcNAT
 	}
+	return f
+}
+
+// dnatFlow is a client dialling service 198.18.100.1:80, DNATed to
+// backend 198.19.5.5:8080.
+func dnatFlow() *flows.Flow {
+	f := withReply(flow("198.18.1.2", 40000, "198.18.100.1", 80, false), "198.19.5.5", 8080)
+	f.Status |= flows.StatusDstNAT
+	return f
+}
+
+// withReply sets the reply tuple's source (the server the reply comes from).
+func withReply(f *flows.Flow, src string, sport uint16) *flows.Flow {
+	f.Reply = flows.Tuple{Src: netip.MustParseAddr(src), SrcPort: sport, Dst: f.Orig.Src, DstPort: f.Orig.SrcPort}
 	return f
 }
 
@@ -72,6 +90,16 @@ func TestMatch(t *testing.T) {
 		{"port between ranges", policy.Match{DestinationPorts: []policy.PortRange{{From: 80, To: 80}, {From: 8000, To: 8443}}}, flow("198.18.1.2", 40000, "198.19.0.10", 443, false), false},
 		{"natOnly rejects plain", policy.Match{NATOnly: &yes}, flow("198.18.1.2", 40000, "198.19.0.10", 443, false), false},
 		{"natOnly accepts snat", policy.Match{NATOnly: &yes}, flow("198.18.1.2", 40000, "198.19.0.10", 443, true), true},
+		{"nat snat rejects dnat", policy.Match{NAT: []policy.NATKind{policy.NATSource}}, dnatFlow(), false},
+		{"nat dnat accepts dnat", policy.Match{NAT: []policy.NATKind{policy.NATDest}}, dnatFlow(), true},
+		{"nat dnat rejects snat", policy.Match{NAT: []policy.NATKind{policy.NATDest}}, flow("198.18.1.2", 40000, "198.19.0.10", 443, true), false},
+		{"nat snat,dnat accepts both", policy.Match{NAT: []policy.NATKind{policy.NATSource, policy.NATDest}}, dnatFlow(), true},
+		{"unset nat defaults to snat", policy.Match{NAT: []policy.NATKind{}}, flow("198.18.1.2", 40000, "198.19.0.10", 443, false), false},
+		{"natOnly false is any", policy.Match{NATOnly: new(bool)}, flow("198.18.1.2", 40000, "198.19.0.10", 443, false), true},
+		{"dnat: destination is the service address", policy.Match{Destinations: prefixes("198.18.100.1/32"), DestinationPorts: []policy.PortRange{{From: 80, To: 80}}}, dnatFlow(), true},
+		{"dnat: destination is the backend", policy.Match{Destinations: prefixes("198.19.5.0/24"), DestinationPorts: []policy.PortRange{{From: 8080, To: 8080}}}, dnatFlow(), true},
+		{"dnat: neither", policy.Match{Destinations: prefixes("198.19.6.0/24")}, dnatFlow(), false},
+		{"snat: reply source is not looked at", policy.Match{Destinations: prefixes("198.19.5.0/24")}, withReply(flow("198.18.1.2", 40000, "198.19.0.10", 443, true), "198.19.5.5", 443), false},
 		{"fields are AND-ed", policy.Match{Sources: prefixes("198.18.1.0/24"), DestinationPorts: []policy.PortRange{{From: 80, To: 80}}}, flow("198.18.1.2", 40000, "198.19.0.10", 443, false), false},
 	}
 	for _, tt := range tests {

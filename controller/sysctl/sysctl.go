@@ -22,6 +22,10 @@ import (
 // window checking for every flow of the namespace.
 const BeLiberal = "net.netfilter.nf_conntrack_tcp_be_liberal"
 
+// ErrNotOwned reports a write to a sysctl other than BeLiberal: the one
+// sysctl ctguard owns, whatever a journal or caller names.
+var ErrNotOwned = errors.New("ctguard writes no sysctl but " + BeLiberal)
+
 // ErrInvalidName reports a sysctl name that is not a dotted name of plain
 // components (letters, digits, '_' and '-').
 var ErrInvalidName = errors.New("invalid sysctl name")
@@ -55,8 +59,12 @@ func (s *Sysctl) Get(name string) (string, error) {
 	return strings.TrimRight(string(b), "\n"), nil
 }
 
-// Set writes value to the dotted sysctl name in a single write.
+// Set writes value to the dotted sysctl name in a single write. name must
+// be BeLiberal (ErrNotOwned otherwise).
 func (s *Sysctl) Set(name, value string) error {
+	if name != BeLiberal {
+		return fmt.Errorf("set sysctl %.64q: %w", name, ErrNotOwned)
+	}
 	f, err := s.open(name, os.O_WRONLY)
 	if err != nil {
 		return err

@@ -61,7 +61,15 @@ func TestInvalidNameNeverTouchesProc(t *testing.T) {
 	if _, err := s.Get("../../etc/passwd"); !errors.Is(err, ErrInvalidName) {
 		t.Fatalf("Get error = %v, want ErrInvalidName", err)
 	}
-	if err := s.Set("net/ipv4/ip_forward", "1"); !errors.Is(err, ErrInvalidName) {
-		t.Fatalf("Set error = %v, want ErrInvalidName", err)
+}
+
+// TestSetWritesOnlyBeLiberal: ctguard owns one sysctl; a write to any other
+// name (here one a forged journal could name) fails before /proc is opened.
+func TestSetWritesOnlyBeLiberal(t *testing.T) {
+	s := Open(-1)
+	for _, name := range []string{"net.ipv4.ip_forward", "net/ipv4/ip_forward", "kernel.core_pattern", ""} {
+		if err := s.Set(name, "1"); !errors.Is(err, ErrNotOwned) {
+			t.Errorf("Set(%q) error = %v, want ErrNotOwned", name, err)
+		}
 	}
 }

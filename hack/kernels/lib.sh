@@ -233,7 +233,7 @@ build_payload() {
 			-o "$dir/usr/local/lib/ctguard-tests/$name" "./$p") || die "go test -c ./$p failed"
 		echo "$name $p" >>"$dir/usr/local/lib/ctguard-tests/index"
 	done < <(test_packages)
-	install -m 0755 "$KERNELS_DIR/guest/ctguard-kernel-tests" "$dir/usr/local/bin/"
+	install -m 0755 "$KERNELS_DIR/guest/ctguard-kernel-tests" "$KERNELS_DIR/guest/go" "$dir/usr/local/bin/"
 	# The tests read files beside them (testdata, examples): the sources,
 	# without the VCS data, are the test binaries' working directories.
 	mkdir -p "$dir/src"

@@ -39,6 +39,14 @@ func TestAddressesFor(t *testing.T) {
 				t.Errorf("%s %s address %s outside %s", tc.family, p.name, p.prefix, p.within)
 			}
 		}
+		for _, p := range []netip.Prefix{a.Client, a.NATInside, a.NATOutside, a.Server} {
+			if p.Contains(a.Service) {
+				t.Errorf("%s: service address %s is on the link %s: it must be on no link", tc.family, a.Service, p)
+			}
+		}
+		if !a.Service.IsValid() || a.Service.Is4() != a.Client.Addr().Is4() {
+			t.Errorf("%s: service address %s", tc.family, a.Service)
+		}
 		if a.Client.Masked() != a.NATInside.Masked() || a.Server.Masked() != a.NATOutside.Masked() || a.Client.Masked() == a.Server.Masked() {
 			t.Errorf("%s: inside %s/%s and outside %s/%s must be two distinct links", tc.family, a.Client, a.NATInside, a.Server, a.NATOutside)
 		}

@@ -59,6 +59,40 @@ func TestPrivilegedTopology(t *testing.T) {
 	}
 }
 
+// TestPrivilegedDNATTopology downloads from the service address through a
+// DNAT topology on both families and cross-checks with conntrack -L that
+// the NAT namespace rewrote the service address to the backend's.
+func TestPrivilegedDNATTopology(t *testing.T) {
+	netnstest.RequirePrivileged(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	topo, err := Build(ctx, DNAT)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer topo.Close()
+	body := NewBody(64 << 10)
+	for _, f := range topo.Families {
+		srv, err := topo.StartServer(f, body, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if d := topo.Fetch(ctx, srv.URL, ""); !d.OK(body) {
+			t.Errorf("%s download from %s: %d bytes, err %v", f, srv.URL, d.Bytes, d.Err)
+		}
+		if err := srv.Close(); err != nil {
+			t.Error(err)
+		}
+		a := topo.Addrs(f)
+		out := mustRun(t, "ip", "netns", "exec", topo.NAT.Name, "conntrack", "-L", "-p", "tcp", "-f", string(f), "--dst-nat")
+		for _, want := range []string{"dst=" + a.Service.String(), "dport=80 ", "src=" + a.Server.Addr().String(), "sport=8080 "} {
+			if !strings.Contains(out, want) {
+				t.Errorf("%s: no %q in the DNATed flow of conntrack -L:\n%s", f, want, out)
+			}
+		}
+	}
+}
+
 // TestPrivilegedNewCancelled checks a cancelled build leaves nothing behind.
 func TestPrivilegedNewCancelled(t *testing.T) {
 	netnstest.RequirePrivileged(t)

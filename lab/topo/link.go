@@ -68,16 +68,29 @@ func (t *Topology) wire() error {
 	if err := t.waitOperUp(); err != nil {
 		return err
 	}
-	return configure(t.Client, func(h *netlink.Handle) error {
+	return t.defaultRoutes(t.Client, func(a Addresses) netip.Addr { return a.NATInside.Addr() })
+}
+
+// routeServerViaNAT gives the server default routes through the NAT's
+// outside address (DNAT topology: the server answers the client's own
+// address, which only the NAT can reach).
+func (t *Topology) routeServerViaNAT() error {
+	return t.defaultRoutes(t.Server, func(a Addresses) netip.Addr { return a.NATOutside.Addr() })
+}
+
+// defaultRoutes adds a default route per family on ns's HostLink through
+// the gateway address gw picks.
+func (t *Topology) defaultRoutes(ns Namespace, gw func(Addresses) netip.Addr) error {
+	return configure(ns, func(h *netlink.Handle) error {
 		link, err := h.LinkByName(HostLink)
 		if err != nil {
 			return fmt.Errorf("find %s: %w", HostLink, err)
 		}
 		for _, f := range t.Families {
-			gw := t.addrs[f].NATInside.Addr()
-			route := &netlink.Route{LinkIndex: link.Attrs().Index, Gw: net.IP(gw.AsSlice())}
+			via := gw(t.addrs[f])
+			route := &netlink.Route{LinkIndex: link.Attrs().Index, Gw: net.IP(via.AsSlice())}
 			if err := h.RouteAdd(route); err != nil {
-				return fmt.Errorf("add %s default route via %s: %w", f, gw, err)
+				return fmt.Errorf("add %s default route via %s: %w", f, via, err)
 			}
 		}
 		return nil

@@ -1,6 +1,7 @@
 package topo
 
 import (
+	"encoding/binary"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -8,6 +9,7 @@ import (
 
 	"github.com/google/nftables"
 	"github.com/google/nftables/expr"
+	"golang.org/x/sys/unix"
 )
 
 // LabTable is the nftables table (family inet) holding the lab's own
@@ -42,6 +44,56 @@ func installMasquerade(nat Namespace) error {
 	})
 	if err := c.Flush(); err != nil {
 		return fmt.Errorf("install masquerade in %s: %w", nat.Name, err)
+	}
+	return nil
+}
+
+// installServiceDNAT adds, in the NAT namespace, "table inet ctguardlab {
+// chain prerouting { type nat hook prerouting priority dstnat; ip daddr
+// SERVICE tcp dport 80 dnat ip to SERVER:8080; ip6 daddr SERVICE6 tcp dport
+// 80 dnat ip6 to [SERVER6]:8080 } }" for the given families: kube-proxy's
+// service rule, so the flow is forwarded and its replies are un-DNATed on
+// the way back.
+func installServiceDNAT(nat Namespace, families []Family, addrs map[Family]Addresses) error {
+	c, err := nftables.New(nftables.WithNetNSFd(nat.Fd()))
+	if err != nil {
+		return fmt.Errorf("nftables in %s: %w", nat.Name, err)
+	}
+	table := c.AddTable(&nftables.Table{Family: nftables.TableFamilyINet, Name: LabTable})
+	chain := c.AddChain(&nftables.Chain{
+		Name:     "prerouting",
+		Table:    table,
+		Type:     nftables.ChainTypeNAT,
+		Hooknum:  nftables.ChainHookPrerouting,
+		Priority: nftables.ChainPriorityNATDest,
+	})
+	port := func(p uint16) []byte { return binary.BigEndian.AppendUint16(nil, p) }
+	for _, f := range families {
+		a := addrs[f]
+		nfproto, daddrOffset, daddrLen := uint32(unix.NFPROTO_IPV4), uint32(16), uint32(4)
+		if f == IPv6 {
+			nfproto, daddrOffset, daddrLen = unix.NFPROTO_IPV6, 24, 16
+		}
+		c.AddRule(&nftables.Rule{
+			Table: table,
+			Chain: chain,
+			Exprs: []expr.Any{
+				&expr.Meta{Key: expr.MetaKeyNFPROTO, Register: 1},
+				&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{byte(nfproto)}},
+				&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: daddrOffset, Len: daddrLen},
+				&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: a.Service.AsSlice()},
+				&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
+				&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.IPPROTO_TCP}},
+				&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2},
+				&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: port(ServicePort)},
+				&expr.Immediate{Register: 1, Data: a.Server.Addr().AsSlice()},
+				&expr.Immediate{Register: 2, Data: port(BackendPort)},
+				&expr.NAT{Type: expr.NATTypeDestNAT, Family: nfproto, RegAddrMin: 1, RegProtoMin: 2, Specified: true},
+			},
+		})
+	}
+	if err := c.Flush(); err != nil {
+		return fmt.Errorf("install service DNAT in %s: %w", nat.Name, err)
 	}
 	return nil
 }

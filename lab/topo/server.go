@@ -7,7 +7,6 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/http"
-	"net/netip"
 	"strconv"
 	"time"
 )
@@ -28,8 +27,15 @@ func NewBody(size int) Body {
 	return Body{Data: data, SHA256: sha256.Sum256(data)}
 }
 
-// ServerPort is the lab server's TCP port.
-const ServerPort = 80
+// Ports of the lab's server: ServerPort in an SNAT topology; in a DNAT
+// topology the client dials ServicePort on the service address and the
+// server listens on BackendPort, as a kube-proxy service maps a port to a
+// backend's target port.
+const (
+	ServerPort  = 80
+	ServicePort = 80
+	BackendPort = 8080
+)
 
 // Server is an HTTP server in the server namespace that sends its body to
 // every GET, paced to a byte rate so a download lasts long enough to be
@@ -46,9 +52,10 @@ const chunkSize = 16 << 10
 
 // StartServer serves body on the server's address of family f at about
 // rate bytes per second (unpaced when rate <= 0). The listening socket is
-// created on a thread inside the server namespace, so it belongs there.
+// created on a thread inside the server namespace, so it belongs there. Its
+// URL is the address the client dials (ServiceAddr).
 func (t *Topology) StartServer(f Family, body Body, rate int) (*Server, error) {
-	addr := netip.AddrPortFrom(t.addrs[f].Server.Addr(), ServerPort)
+	addr := t.ListenAddr(f)
 	if !addr.Addr().IsValid() {
 		return nil, fmt.Errorf("server for %s: %w", f, ErrUnknownFamily)
 	}
@@ -61,7 +68,7 @@ func (t *Topology) StartServer(f Family, body Body, rate int) (*Server, error) {
 		return nil, fmt.Errorf("listen on %s in %s: %w", addr, t.Server.Name, err)
 	}
 	s := &Server{
-		URL:    "http://" + addr.String() + "/",
+		URL:    "http://" + t.ServiceAddr(f).String() + "/",
 		srv:    &http.Server{Handler: pacedHandler(body, rate), ReadHeaderTimeout: 5 * time.Second},
 		served: make(chan error, 1),
 	}

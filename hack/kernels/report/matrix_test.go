@@ -93,7 +93,7 @@ func TestJudgeLab(t *testing.T) {
 		{name: "6.1 reproducing it contradicts the README", line: "6.1", rep: report(true, ""), wantProblems: 2},
 		{name: "an unprotected workaround", line: "6.1", rep: report(false, "liberal"), wantProblems: 1,
 			wantSubstring: "FAILED"},
-		{name: "no runs", line: "6.1", rep: lab.Report{}, wantProblems: 1, wantSubstring: "no baseline"},
+		{name: "no runs", line: "6.1", rep: lab.Report{}, wantProblems: 2, wantSubstring: "no baseline"},
 		{name: "an error is never a kernel verdict", line: "6.1", rep: lab.Report{Results: []lab.Result{
 			{Family: lab.IPv4, Case: lab.BeyondWindow, Workaround: lab.Baseline, Error: "netlink: protocol not supported"}}},
 			wantProblems: 3, wantSubstring: "protocol not supported"},

@@ -1,0 +1,619 @@
+// Package gate is ctguard's synchronous handshake gate. A gate rule (see
+// controller/ruleset) queues the SYN-ACK of every flow a gated perFlow
+// policy may select that does not carry ctguard's mark bit yet, on hook
+// prerouting after conntrack and before NAT, with the queue's bypass flag.
+// The gate reads each queued packet's headers (its entry's REPLY tuple),
+// sets BE_LIBERAL and the mark bit on the entry with a flags-only ctnetlink
+// update addressed by that reply tuple, and only then accepts the packet:
+// the server cannot send data before the client has seen the SYN-ACK, so
+// nothing from the server can beat the flag.
+//
+// Nothing is ever dropped: any error accepts the packet unflagged (and is
+// counted); when ctguard is not listening the kernel bypasses the queue, and
+// a full queue fails open. Packets are read in batches; the updates of a
+// batch go in one send and their acks are read in bulk; one batch verdict
+// accepts the whole batch. One goroutine does all the I/O, without
+// allocating per packet.
+//
+// Policies that scope by sources, destinations or ports (or several gated
+// policies wanting different directions) need the entry's original tuple,
+// which a queued packet does not carry on kernels without
+// CONFIG_NETFILTER_NETLINK_GLUE_CT: the gate then reads the entry first
+// (a ctnetlink GET by the reply tuple, pipelined the same way) and flags
+// only what the policies select, in the directions they want that the entry
+// lacks.
+package gate
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/ctguard/ctguard/controller/flows"
+	"github.com/ctguard/ctguard/controller/selector"
+	"github.com/ctguard/ctguard/policy"
+	"github.com/mdlayher/netlink"
+	"golang.org/x/sys/unix"
+)
+
+// Defaults of Config.
+const (
+	DefaultMaxBatch = 64
+	// copyRange is how much of each packet the kernel copies to the gate:
+	// the network and TCP headers with room for IPv6 extension headers.
+	copyRange = 128
+	// queueMaxLen bounds the packets waiting in the kernel; beyond it
+	// the queue fails open (accepts).
+	queueMaxLen = 4096
+	// ackTimeout bounds the wait for the kernel's answers to a batch; on
+	// expiry the batch is accepted unflagged.
+	ackTimeout = time.Second
+	slotSize   = 512
+	socketBuf  = 4 << 20
+)
+
+// Counter names one of the gate's counters.
+type Counter int
+
+// The gate's counters. Every queued packet ends in exactly one of Flagged,
+// AlreadyLiberal, NotSelected, Gone or Errors, and is accepted.
+const (
+	// Queued counts packets the gate received.
+	Queued Counter = iota
+	// Flagged counts entries the gate flagged (update acknowledged).
+	Flagged
+	// AlreadyLiberal counts selected entries that already had the flag in
+	// every wanted direction.
+	AlreadyLiberal
+	// NotSelected counts entries the rule queued that no policy selects
+	// (a scoped policy's rule queues every flow of its NAT kinds).
+	NotSelected
+	// Gone counts entries that vanished before their update (ENOENT).
+	Gone
+	// Errors counts packets accepted unflagged because something failed
+	// (a packet that did not parse, a refused update, a timeout).
+	Errors
+	// ReceiveErrors counts receive errors of the queue socket (ENOBUFS:
+	// the kernel could not deliver packets and accepted them unflagged).
+	ReceiveErrors
+	numCounters
+)
+
+var counterNames = [numCounters]string{"queued", "flagged", "already_liberal", "not_selected", "gone", "errors", "receive_errors"}
+
+// String returns the counter's snake_case name.
+func (c Counter) String() string {
+	if c < 0 || c >= numCounters {
+		return "unknown"
+	}
+	return counterNames[c]
+}
+
+// Observer receives the gate's measurements as they happen (from its I/O
+// goroutine: it must be fast and never block).
+type Observer interface {
+	// Count adds n to counter c.
+	Count(c Counter, n int)
+	// Batch reports a batch of packets handled and, per packet, the time
+	// from reading it to its verdict being sent.
+	Batch(packets int, latencies []time.Duration)
+}
+
+// Config configures a Gate.
+type Config struct {
+	// NetNSFd is the network namespace (< 0: the caller's).
+	NetNSFd int
+	// Queue is the NFQUEUE number the gate rules use.
+	Queue uint16
+	// MarkBit is ctguard's ownership mark bit (flows.DefaultMarkBit when 0).
+	MarkBit flows.MarkBit
+	// MaxBatch bounds the packets handled together (DefaultMaxBatch when 0).
+	MaxBatch int
+	// Logger and Observer are optional.
+	Logger   *slog.Logger
+	Observer Observer
+}
+
+// Snapshot is a copy of the gate's counters.
+type Snapshot struct {
+	Queue          uint16 `json:"queue"`
+	Queued         uint64 `json:"queued"`
+	Flagged        uint64 `json:"flagged"`
+	AlreadyLiberal uint64 `json:"alreadyLiberal"`
+	NotSelected    uint64 `json:"notSelected"`
+	Gone           uint64 `json:"gone"`
+	Errors         uint64 `json:"errors"`
+	ReceiveErrors  uint64 `json:"receiveErrors"`
+}
+
+// policies is the compiled set of gated policies.
+type policies struct {
+	sel *selector.Selector
+	// fast: no policy needs the entry (no scoping, one set of
+	// directions): every queued flow is flagged in dirs without a GET.
+	fast bool
+	dirs flows.Directions
+}
+
+// slot is one queued packet of a batch.
+type slot struct {
+	buf   [slotSize]byte
+	id    uint32
+	queue uint16
+	t     Tuple
+	at    time.Time
+	dirs  flows.Directions // to set; 0: nothing to do
+	done  bool             // answered (GET or update), or nothing to ask
+	skip  bool             // failed and counted: accept unflagged
+	entry Entry
+	found bool
+	errno unix.Errno
+}
+
+// Gate is the handshake gate of one network namespace.
+type Gate struct {
+	cfg      Config
+	log      *slog.Logger
+	obs      Observer
+	q, ct    *netlink.Conn
+	qraw     syscall.RawConn
+	ctraw    syscall.RawConn
+	pols     atomic.Pointer[policies]
+	counters [numCounters]atomic.Uint64
+
+	// Run's state, touched only by the Run goroutine.
+	slots     []slot
+	w         writer
+	seq       uint32
+	rbuf      []byte // receive buffer of the current read
+	rn        int
+	rerr      error
+	wbuf      []byte
+	werr      error
+	readWait  func(fd uintptr) bool
+	readNow   func(fd uintptr) bool
+	write     func(fd uintptr) bool
+	latencies []time.Duration
+	ctbuf     []byte
+}
+
+// Open binds the queue in the namespace: from now on the gate rules'
+// packets come to this process (until Close, or its death, after which the
+// kernel bypasses the queue). It fails when the kernel has no NFQUEUE or
+// another process holds the queue.
+func Open(cfg Config) (*Gate, error) {
+	if cfg.MarkBit == 0 {
+		cfg.MarkBit = flows.DefaultMarkBit
+	}
+	if cfg.MaxBatch <= 0 {
+		cfg.MaxBatch = DefaultMaxBatch
+	}
+	g := &Gate{cfg: cfg, log: cfg.Logger, obs: cfg.Observer}
+	if g.log == nil {
+		g.log = slog.New(slog.DiscardHandler)
+	}
+	if g.obs == nil {
+		g.obs = noObserver{}
+	}
+	g.slots = make([]slot, cfg.MaxBatch)
+	g.latencies = make([]time.Duration, 0, cfg.MaxBatch)
+	g.w.b = make([]byte, 0, cfg.MaxBatch*160)
+	g.ctbuf = make([]byte, 64<<10)
+	g.readWait = func(fd uintptr) bool {
+		g.rn, _, g.rerr = unix.Recvfrom(int(fd), g.rbuf, unix.MSG_DONTWAIT|unix.MSG_TRUNC)
+		return g.rerr != unix.EAGAIN
+	}
+	g.readNow = func(fd uintptr) bool {
+		g.rn, _, g.rerr = unix.Recvfrom(int(fd), g.rbuf, unix.MSG_DONTWAIT|unix.MSG_TRUNC)
+		return true
+	}
+	g.write = func(fd uintptr) bool {
+		_, g.werr = unix.Write(int(fd), g.wbuf)
+		return g.werr != unix.EAGAIN
+	}
+	g.pols.Store(&policies{sel: &selector.Selector{}})
+	var err error
+	if g.q, g.qraw, err = dial(cfg.NetNSFd); err != nil {
+		return nil, fmt.Errorf("open the queue socket: %w", err)
+	}
+	if g.ct, g.ctraw, err = dial(cfg.NetNSFd); err != nil {
+		g.q.Close()
+		return nil, fmt.Errorf("open the ctnetlink socket: %w", err)
+	}
+	if err := g.bind(); err != nil {
+		g.Close()
+		return nil, fmt.Errorf("bind NFQUEUE %d: %w", cfg.Queue, err)
+	}
+	return g, nil
+}
+
+// dial opens a NETLINK_NETFILTER socket in the namespace with a large
+// receive buffer.
+func dial(netnsFd int) (*netlink.Conn, syscall.RawConn, error) {
+	cfg := &netlink.Config{}
+	if netnsFd >= 0 {
+		cfg.NetNS = netnsFd
+	}
+	nl, err := netlink.Dial(unix.NETLINK_NETFILTER, cfg)
+	if err != nil {
+		return nil, nil, err
+	}
+	raw, err := nl.SyscallConn()
+	if err != nil {
+		nl.Close()
+		return nil, nil, err
+	}
+	_ = raw.Control(func(fd uintptr) {
+		if unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, socketBuf) != nil {
+			_ = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUF, socketBuf)
+		}
+	})
+	return nl, raw, nil
+}
+
+// bind sends the queue configuration and waits for its ack.
+func (g *Gate) bind() error {
+	g.w.b = g.w.b[:0]
+	g.seq++
+	g.w.bind(g.seq, g.cfg.Queue, copyRange, queueMaxLen)
+	g.wbuf = g.w.b
+	if err := g.qraw.Write(g.write); err != nil {
+		return err
+	}
+	if g.werr != nil {
+		return g.werr
+	}
+	if err := g.q.SetReadDeadline(time.Now().Add(ackTimeout)); err != nil {
+		return err
+	}
+	defer g.q.SetReadDeadline(time.Time{})
+	for {
+		g.rbuf = g.ctbuf
+		if err := g.qraw.Read(g.readWait); err != nil {
+			return err
+		}
+		if g.rerr != nil {
+			return g.rerr
+		}
+		for b := g.rbuf[:min(g.rn, len(g.rbuf))]; ; {
+			m, rest, ok := nextMessage(b)
+			if !ok {
+				break
+			}
+			b = rest
+			if m.typ == unix.NLMSG_ERROR && m.seq == g.seq {
+				if e := errno(m.data); e != 0 {
+					return e
+				}
+				return nil
+			}
+		}
+	}
+}
+
+// SetPolicies sets the gated policies (perFlow with handshake gate; the
+// others are ignored). New packets use them at once.
+func (g *Gate) SetPolicies(ps []policy.Policy) error {
+	var gated []policy.Policy
+	for _, p := range ps {
+		if p.IsPerFlow() && p.Handshake() == policy.HandshakeGate {
+			gated = append(gated, p)
+		}
+	}
+	sel, err := selector.Compile(gated)
+	if err != nil {
+		return err
+	}
+	pl := &policies{sel: sel, fast: true}
+	for i, p := range gated {
+		m := p.Spec.Match
+		d := selector.FlowDirections(p.Spec.Liberal.Directions)
+		if len(m.Sources) > 0 || len(m.Destinations) > 0 || len(m.DestinationPorts) > 0 || (i > 0 && d != pl.dirs) {
+			pl.fast = false
+		}
+		pl.dirs = d
+	}
+	g.pols.Store(pl)
+	return nil
+}
+
+// Stats returns the gate's counters.
+func (g *Gate) Stats() Snapshot {
+	return Snapshot{
+		Queue:          g.cfg.Queue,
+		Queued:         g.counters[Queued].Load(),
+		Flagged:        g.counters[Flagged].Load(),
+		AlreadyLiberal: g.counters[AlreadyLiberal].Load(),
+		NotSelected:    g.counters[NotSelected].Load(),
+		Gone:           g.counters[Gone].Load(),
+		Errors:         g.counters[Errors].Load(),
+		ReceiveErrors:  g.counters[ReceiveErrors].Load(),
+	}
+}
+
+// Close unbinds the queue (the kernel bypasses it from then on) and closes
+// the sockets.
+func (g *Gate) Close() error {
+	return errors.Join(g.q.Close(), g.ct.Close())
+}
+
+func (g *Gate) count(c Counter, n int) {
+	if n == 0 {
+		return
+	}
+	g.counters[c].Add(uint64(n))
+	g.obs.Count(c, n)
+}
+
+// Run handles queued packets until ctx ends (nil) or the queue socket
+// fails. Only one Run may be active.
+func (g *Gate) Run(ctx context.Context) error {
+	stop := context.AfterFunc(ctx, func() { g.q.SetReadDeadline(time.Unix(1, 0)) })
+	defer stop()
+	for {
+		n, err := g.read()
+		if n > 0 {
+			g.handle(g.slots[:n])
+		}
+		switch {
+		case err == nil:
+		case ctx.Err() != nil:
+			return nil
+		case errors.Is(err, unix.ENOBUFS):
+			// The kernel could not deliver packets: it accepted them
+			// (fail open). Count and go on.
+			g.count(ReceiveErrors, 1)
+			g.log.Warn("the gate's queue overflowed: packets were accepted unflagged (the resync flags their flows)")
+		default:
+			return fmt.Errorf("read NFQUEUE %d: %w", g.cfg.Queue, err)
+		}
+	}
+}
+
+// read waits for a packet, then takes whatever else is queued, up to
+// MaxBatch; it returns how many slots it filled.
+func (g *Gate) read() (int, error) {
+	n := 0
+	for n < len(g.slots) {
+		s := &g.slots[n]
+		g.rbuf = s.buf[:]
+		fn := g.readNow
+		if n == 0 {
+			fn = g.readWait
+		}
+		if err := g.qraw.Read(fn); err != nil {
+			return n, err
+		}
+		if g.rerr == unix.EAGAIN {
+			return n, nil
+		}
+		if g.rerr != nil {
+			return n, g.rerr
+		}
+		truncated := g.rn > len(s.buf) // cannot happen with copyRange
+		if truncated {
+			// Keep the packet id (the first attribute) for the verdict.
+			g.rn = len(s.buf)
+			binary.NativeEndian.PutUint32(s.buf[:], uint32(g.rn))
+		}
+		m, _, ok := nextMessage(s.buf[:g.rn])
+		if !ok || m.typ != subsysQueue<<8|nfqnlMsgPacket {
+			continue // e.g. a late ack
+		}
+		id, payload, ok := packetInfo(m.data)
+		if !ok {
+			continue
+		}
+		s.id, s.queue, s.at = id, m.resID, time.Now()
+		s.t, s.dirs, s.done, s.skip, s.entry, s.found, s.errno = Tuple{}, 0, false, false, Entry{}, false, 0
+		if s.t, ok = replyTuple(payload); !ok || truncated {
+			s.done, s.skip = true, true // accepted unflagged
+			g.count(Errors, 1)
+		}
+		n++
+	}
+	return n, nil
+}
+
+// handle flags the batch's flows and accepts its packets.
+func (g *Gate) handle(batch []slot) {
+	g.count(Queued, len(batch))
+	pl := g.pols.Load()
+	if pl.fast {
+		for i := range batch {
+			switch {
+			case batch[i].done:
+			case pl.dirs == 0: // no gated policy (yet): a rule of an older table
+				g.count(NotSelected, 1)
+			default:
+				batch[i].dirs = pl.dirs
+			}
+		}
+	} else {
+		g.exchange(batch, false)
+		for i := range batch {
+			g.decide(&batch[i], pl)
+		}
+	}
+	g.exchange(batch, true)
+	g.verdicts(batch)
+}
+
+// decide sets what to flag on a slot whose entry the GET returned.
+func (g *Gate) decide(s *slot, pl *policies) {
+	switch {
+	case s.skip:
+		return
+	case s.errno == unix.ENOENT:
+		g.count(Gone, 1)
+		return
+	case !s.found:
+		g.count(Errors, 1)
+		return
+	}
+	f := flows.Flow{
+		Orig:   flows.Tuple(s.entry.Orig),
+		Reply:  flows.Tuple(s.entry.Reply),
+		Proto:  flows.ProtoTCP,
+		Status: s.entry.Status,
+	}
+	f.HasFlags, f.OrigFlags, f.ReplyFlags = s.entry.HasFlags, s.entry.OrigFlags, s.entry.ReplyFlags
+	r := pl.sel.Match(&f)
+	want := r.Dirs
+	if f.HasFlags {
+		want &^= f.Liberal()
+	}
+	switch {
+	case r.Policies == 0:
+		g.count(NotSelected, 1)
+	case want == 0:
+		g.count(AlreadyLiberal, 1)
+	default:
+		s.dirs = want
+	}
+}
+
+// exchange sends, in one write, a GET (update false) or a liberal update
+// (true) for every slot that needs one, then reads the answers until each
+// has one or the timeout passes. Answers are recorded in the slots and, for
+// updates, counted.
+func (g *Gate) exchange(batch []slot, update bool) {
+	g.w.b = g.w.b[:0]
+	base := g.seq + 1
+	pending := 0
+	for i := range batch {
+		s := &batch[i]
+		if update {
+			s.done = s.dirs == 0
+		}
+		if s.done {
+			continue
+		}
+		seq := base + uint32(i)
+		if update {
+			g.w.liberalUpdate(seq, &s.t, uint8(s.dirs), uint32(g.cfg.MarkBit))
+		} else {
+			g.w.get(seq, &s.t)
+		}
+		pending++
+	}
+	g.seq = base + uint32(len(batch))
+	if pending == 0 {
+		return
+	}
+	g.wbuf = g.w.b
+	err := g.ctraw.Write(g.write)
+	if err == nil {
+		err = g.werr
+	}
+	if err == nil {
+		err = g.ct.SetReadDeadline(time.Now().Add(ackTimeout))
+	}
+	for err == nil && pending > 0 {
+		g.rbuf = g.ctbuf
+		if err = g.ctraw.Read(g.readWait); err != nil {
+			break
+		}
+		if err = g.rerr; err != nil {
+			break
+		}
+		for b := g.ctbuf[:min(g.rn, len(g.ctbuf))]; ; {
+			m, rest, ok := nextMessage(b)
+			if !ok {
+				break
+			}
+			b = rest
+			i := int(m.seq - base)
+			if m.seq < base || i >= len(batch) || batch[i].done {
+				continue
+			}
+			s := &batch[i]
+			switch {
+			case m.typ == unix.NLMSG_ERROR:
+				s.done, s.errno = true, errno(m.data)
+				pending--
+				if update {
+					g.countUpdate(s.errno)
+				}
+			case m.typ == subsysCtnetlink<<8|ipctnlMsgCtNew && !update:
+				s.entry, s.found = decodeEntry(m.data)
+			}
+		}
+	}
+	if err != nil {
+		// Accept the rest unflagged; a timed-out answer may still come:
+		// its sequence number is then stale and ignored.
+		g.log.Warn("the gate's ctnetlink exchange failed; packets accepted unflagged", "err", err)
+		for i := range batch {
+			if !batch[i].done {
+				batch[i].done, batch[i].skip, batch[i].dirs = true, true, 0
+				g.count(Errors, 1)
+			}
+		}
+	}
+}
+
+// countUpdate counts the answer to a liberal update.
+func (g *Gate) countUpdate(e unix.Errno) {
+	switch e {
+	case 0:
+		g.count(Flagged, 1)
+	case unix.ENOENT:
+		g.count(Gone, 1)
+	default:
+		g.count(Errors, 1)
+	}
+}
+
+// verdicts accepts every packet of the batch: one batch verdict per queue
+// with the highest id (packet ids of a queue grow).
+func (g *Gate) verdicts(batch []slot) {
+	g.w.b = g.w.b[:0]
+	g.w.verdicts(batch)
+	g.wbuf = g.w.b
+	err := g.qraw.Write(g.write)
+	if err == nil {
+		err = g.werr
+	}
+	now := time.Now()
+	g.latencies = g.latencies[:0]
+	for i := range batch {
+		g.latencies = append(g.latencies, now.Sub(batch[i].at))
+	}
+	if err != nil {
+		// The packets wait in the kernel until the socket closes (then the
+		// kernel accepts them): nothing better to do than say so.
+		g.log.Error("sending the gate's verdicts failed", "err", err)
+		g.count(Errors, len(batch))
+	}
+	g.obs.Batch(len(batch), g.latencies)
+}
+
+// verdicts appends the batch verdicts accepting every packet of batch: one
+// per run of packets from one queue, with the run's highest id (the ids of
+// a queue grow, and a batch verdict covers every id up to its own).
+func (w *writer) verdicts(batch []slot) {
+	var queue uint16
+	var maxID uint32
+	for i := range batch {
+		if i > 0 && batch[i].queue != queue {
+			w.acceptUpTo(queue, maxID)
+			maxID = 0
+		}
+		queue, maxID = batch[i].queue, max(maxID, batch[i].id)
+	}
+	if len(batch) > 0 {
+		w.acceptUpTo(queue, maxID)
+	}
+}
+
+// noObserver is the Observer of a gate configured without one.
+type noObserver struct{}
+
+func (noObserver) Count(Counter, int)         {}
+func (noObserver) Batch(int, []time.Duration) {}

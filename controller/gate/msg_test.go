@@ -1,0 +1,295 @@
+package gate
+
+import (
+	"encoding/binary"
+	"net/netip"
+	"testing"
+
+	"github.com/ctguard/ctguard/controller/flows"
+	"github.com/ctguard/ctguard/policy"
+	"golang.org/x/sys/unix"
+)
+
+func ap(s string) netip.AddrPort { return netip.MustParseAddrPort(s) }
+
+func tuple(src, dst string) Tuple {
+	s, d := ap(src), ap(dst)
+	return Tuple{Src: s.Addr(), Dst: d.Addr(), SrcPort: s.Port(), DstPort: d.Port()}
+}
+
+// ipv4 returns an IPv4 header of ihl words (options zeroed) and a TCP header.
+func ipv4(ihl int, proto byte, src, dst string) []byte {
+	s, d := ap(src), ap(dst)
+	p := make([]byte, ihl*4+20)
+	p[0] = 0x40 | byte(ihl)
+	p[9] = proto
+	copy(p[12:], s.Addr().AsSlice())
+	copy(p[16:], d.Addr().AsSlice())
+	binary.BigEndian.PutUint16(p[ihl*4:], s.Port())
+	binary.BigEndian.PutUint16(p[ihl*4+2:], d.Port())
+	return p
+}
+
+// ipv6 returns an IPv6 header, the extension headers (next header, length
+// in 8-byte units beyond the first 8) and a TCP header.
+func ipv6(src, dst string, ext ...byte) []byte {
+	s, d := ap(src), ap(dst)
+	p := make([]byte, 40)
+	p[0] = 0x60
+	copy(p[8:], s.Addr().AsSlice())
+	copy(p[24:], d.Addr().AsSlice())
+	next := byte(protoTCP)
+	if len(ext) > 0 {
+		next = ext[0]
+	}
+	p[6] = next
+	for i := 0; i < len(ext); i++ {
+		after := byte(protoTCP)
+		if i+1 < len(ext) {
+			after = ext[i+1]
+		}
+		h := make([]byte, 8)
+		h[0] = after
+		p = append(p, h...)
+	}
+	tcp := make([]byte, 20)
+	binary.BigEndian.PutUint16(tcp, s.Port())
+	binary.BigEndian.PutUint16(tcp[2:], d.Port())
+	return append(p, tcp...)
+}
+
+func TestReplyTuple(t *testing.T) {
+	frag := ipv4(5, protoTCP, "198.19.8.2:8080", "198.18.8.2:40000")
+	binary.BigEndian.PutUint16(frag[6:], 10) // fragment offset 10
+	tests := []struct {
+		name string
+		p    []byte
+		want Tuple
+		ok   bool
+	}{
+		{"ipv4", ipv4(5, protoTCP, "198.19.8.2:443", "198.19.8.1:40000"), tuple("198.19.8.2:443", "198.19.8.1:40000"), true},
+		{"ipv4 with options", ipv4(7, protoTCP, "198.19.8.2:443", "198.19.8.1:40000"), tuple("198.19.8.2:443", "198.19.8.1:40000"), true},
+		{"ipv4 udp", ipv4(5, 17, "198.19.8.2:443", "198.19.8.1:40000"), Tuple{}, false},
+		{"ipv4 later fragment", frag, Tuple{}, false},
+		{"ipv4 truncated", ipv4(5, protoTCP, "198.19.8.2:443", "198.19.8.1:40000")[:22], Tuple{}, false},
+		{"ipv6", ipv6("[fd00:c7:8:2::2]:8080", "[fd00:c7:8:1::2]:40000"), tuple("[fd00:c7:8:2::2]:8080", "[fd00:c7:8:1::2]:40000"), true},
+		{"ipv6 hop-by-hop and destination options", ipv6("[fd00:c7:8:2::2]:8080", "[fd00:c7:8:1::2]:40000", ipv6HopByHop, ipv6DestOpts),
+			tuple("[fd00:c7:8:2::2]:8080", "[fd00:c7:8:1::2]:40000"), true},
+		{"ipv6 fragment header", ipv6("[fd00:c7:8:2::2]:8080", "[fd00:c7:8:1::2]:40000", 44), Tuple{}, false},
+		{"ipv6 truncated", ipv6("[fd00:c7:8:2::2]:8080", "[fd00:c7:8:1::2]:40000")[:42], Tuple{}, false},
+		{"empty", nil, Tuple{}, false},
+		{"version 5", []byte{0x50, 0, 0, 0}, Tuple{}, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, ok := replyTuple(tt.p)
+			if ok != tt.ok || (ok && got != tt.want) {
+				t.Errorf("replyTuple = %+v, %v; want %+v, %v", got, ok, tt.want, tt.ok)
+			}
+		})
+	}
+}
+
+// parse returns the messages of b.
+func parse(t *testing.T, b []byte) []message {
+	t.Helper()
+	var out []message
+	for len(b) > 0 {
+		m, rest, ok := nextMessage(b)
+		if !ok {
+			t.Fatalf("%d bytes left that are no message", len(b))
+		}
+		out = append(out, m)
+		b = rest
+	}
+	return out
+}
+
+// find returns the data of the first attribute of type typ in b.
+func find(b []byte, typ uint16) []byte {
+	a := attrs{b}
+	for {
+		at, v, ok := a.next()
+		if !ok {
+			return nil
+		}
+		if at == typ {
+			return v
+		}
+	}
+}
+
+func TestLiberalUpdateMessage(t *testing.T) {
+	var w writer
+	reply := tuple("[fd00:c7:8:2::2]:8080", "[fd00:c7:8:1::2]:40000")
+	w.liberalUpdate(7, &reply, uint8(flows.Reply), 0x00800000)
+	ms := parse(t, w.b)
+	if len(ms) != 1 || ms[0].typ != subsysCtnetlink<<8|ipctnlMsgCtNew || ms[0].seq != 7 {
+		t.Fatalf("messages %+v", ms)
+	}
+	flags := binary.NativeEndian.Uint16(w.b[6:])
+	if flags != nlmFRequestAck || w.b[16] != afInet6 {
+		t.Errorf("flags %#x family %d: want request|ack (no create, no excl: update only), AF_INET6", flags, w.b[16])
+	}
+	m := ms[0].data
+	if find(m, ctaTupleOrig) != nil {
+		t.Error("the update must address the entry by its reply tuple only")
+	}
+	var got Tuple
+	if !decodeTuple(find(m, ctaTupleReply), &got) || got != reply {
+		t.Errorf("reply tuple %+v, want %+v", got, reply)
+	}
+	tcp := find(find(m, ctaProtoinfo), ctaProtoinfoTCP)
+	if r := find(tcp, ctaTCPFlagsReply); len(r) != 2 || r[0] != beLiberal || r[1] != beLiberal {
+		t.Errorf("reply flags %v, want {BE_LIBERAL, mask BE_LIBERAL}", r)
+	}
+	if o := find(tcp, ctaTCPFlagsOrig); o != nil {
+		t.Errorf("original flags %v sent, want none", o)
+	}
+	if mark, mask := find(m, ctaMark), find(m, ctaMarkMask); binary.BigEndian.Uint32(mark) != 0x00800000 || binary.BigEndian.Uint32(mask) != 0x00800000 {
+		t.Errorf("mark %x mask %x", mark, mask)
+	}
+}
+
+func TestDecodeEntry(t *testing.T) {
+	var w writer
+	orig := tuple("198.18.8.2:40000", "198.18.9.1:80")
+	reply := tuple("198.19.8.2:8080", "198.18.8.2:40000")
+	m := w.begin(subsysCtnetlink<<8|ipctnlMsgCtNew, 0, 1, afInet, 0)
+	w.tuple(ctaTupleOrig, &orig)
+	w.tuple(ctaTupleReply, &reply)
+	w.be32(ctaStatus, flows.StatusDstNAT|0x8)
+	pi := w.nest(ctaProtoinfo)
+	tcp := w.nest(ctaProtoinfoTCP)
+	w.attr(ctaTCPFlagsOrig, 0x03, 0)
+	w.attr(ctaTCPFlagsReply, beLiberal|0x01, 0)
+	w.unnest(tcp)
+	w.unnest(pi)
+	w.end(m)
+	ms := parse(t, w.b)
+	e, ok := decodeEntry(ms[0].data)
+	want := Entry{Orig: orig, Reply: reply, Status: flows.StatusDstNAT | 0x8, OrigFlags: 0x03, ReplyFlags: beLiberal | 0x01, HasFlags: true}
+	if !ok || e != want {
+		t.Errorf("decodeEntry = %+v, %v; want %+v", e, ok, want)
+	}
+	if _, ok := decodeEntry(ms[0].data[:20]); ok {
+		t.Error("a truncated entry decoded")
+	}
+}
+
+func TestVerdictsCoverEachQueueRun(t *testing.T) {
+	var w writer
+	w.verdicts([]slot{{queue: 5, id: 3}, {queue: 5, id: 9}, {queue: 5, id: 4}, {queue: 6, id: 1}, {queue: 5, id: 10}})
+	ms := parse(t, w.b)
+	type verdict struct {
+		queue uint16
+		id    uint32
+	}
+	var got []verdict
+	for _, m := range ms {
+		if m.typ != subsysQueue<<8|nfqnlMsgVerdictBatch {
+			t.Fatalf("message type %#x", m.typ)
+		}
+		h := find(m.data, nfqaVerdictHdr)
+		if binary.BigEndian.Uint32(h) != nfAccept {
+			t.Errorf("verdict %d, want NF_ACCEPT", binary.BigEndian.Uint32(h))
+		}
+		got = append(got, verdict{m.resID, binary.BigEndian.Uint32(h[4:])})
+	}
+	want := []verdict{{5, 9}, {6, 1}, {5, 10}}
+	if len(got) != len(want) {
+		t.Fatalf("verdicts %v, want %v", got, want)
+	}
+	for i := range want {
+		if got[i] != want[i] {
+			t.Errorf("verdicts %v, want %v", got, want)
+		}
+	}
+}
+
+func TestBindMessage(t *testing.T) {
+	var w writer
+	w.bind(1, 7301, copyRange, queueMaxLen)
+	ms := parse(t, w.b)
+	if len(ms) != 1 || ms[0].resID != 7301 {
+		t.Fatalf("messages %+v", ms)
+	}
+	m := ms[0].data
+	if cmd := find(m, nfqaCfgCmd); len(cmd) != 4 || cmd[0] != nfqnlCfgCmdBind {
+		t.Errorf("command %v", cmd)
+	}
+	if p := find(m, nfqaCfgParams); len(p) != 5 || binary.BigEndian.Uint32(p) != copyRange || p[4] != nfqnlCopyPacket {
+		t.Errorf("params %v: want copy range %d, copy packet", p, copyRange)
+	}
+	if f := find(m, nfqaCfgFlags); binary.BigEndian.Uint32(f) != nfqaCfgFFailOpen {
+		t.Errorf("flags %v: want fail-open", f)
+	}
+}
+
+func TestErrno(t *testing.T) {
+	code := -int32(unix.ENOENT)
+	b := binary.NativeEndian.AppendUint32(nil, uint32(code))
+	if errno(b) != unix.ENOENT || errno(make([]byte, 4)) != 0 || errno(nil) != unix.EPROTO {
+		t.Error("errno decodes wrongly")
+	}
+}
+
+func TestSetPoliciesFastPath(t *testing.T) {
+	perFlow := func(name string, m policy.Match, h policy.Handshake, dirs ...policy.Direction) policy.Policy {
+		return policy.Policy{Metadata: policy.Metadata{Name: name}, Spec: policy.Spec{Workaround: policy.WorkaroundLiberal,
+			Liberal: &policy.Liberal{Scope: policy.ScopePerFlow, Handshake: h, Directions: dirs}, Match: m}}
+	}
+	scoped := policy.Match{DestinationPorts: []policy.PortRange{{From: 443, To: 443}}}
+	tests := []struct {
+		name string
+		ps   []policy.Policy
+		fast bool
+		dirs flows.Directions
+	}{
+		{"unscoped", []policy.Policy{perFlow("a", policy.Match{}, "")}, true, flows.Reply},
+		{"same directions", []policy.Policy{perFlow("a", policy.Match{Family: policy.FamilyIPv4}, policy.HandshakeGate), perFlow("b", policy.Match{NAT: []policy.NATKind{policy.NATDest}}, "")}, true, flows.Reply},
+		{"scoped", []policy.Policy{perFlow("a", scoped, "")}, false, flows.Reply},
+		{"guard policies are not the gate's", []policy.Policy{perFlow("a", scoped, policy.HandshakeGuard), perFlow("b", policy.Match{}, "", policy.DirectionOriginal)}, true, flows.Original},
+		{"different directions", []policy.Policy{perFlow("a", policy.Match{}, ""), perFlow("b", policy.Match{}, "", policy.DirectionOriginal, policy.DirectionReply)}, false, flows.Both},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			g := &Gate{}
+			if err := g.SetPolicies(tt.ps); err != nil {
+				t.Fatal(err)
+			}
+			pl := g.pols.Load()
+			if pl.fast != tt.fast || (tt.fast && pl.dirs != tt.dirs) {
+				t.Errorf("fast %v dirs %v, want %v %v", pl.fast, pl.dirs, tt.fast, tt.dirs)
+			}
+		})
+	}
+}
+
+// TestPerPacketPathDoesNotAllocate covers what the gate does per packet:
+// parse the headers, append the update and the verdict.
+func TestPerPacketPathDoesNotAllocate(t *testing.T) {
+	p4 := ipv4(5, protoTCP, "198.19.8.2:443", "198.19.8.1:40000")
+	p6 := ipv6("[fd00:c7:8:2::2]:8080", "[fd00:c7:8:1::2]:40000", ipv6HopByHop)
+	w := writer{b: make([]byte, 0, 4096)}
+	batch := []slot{{queue: 1, id: 1}}
+	allocs := testing.AllocsPerRun(100, func() {
+		w.b = w.b[:0]
+		for _, p := range [][]byte{p4, p6} {
+			tp, ok := replyTuple(p)
+			if !ok {
+				t.Fatal("parse failed")
+			}
+			w.liberalUpdate(1, &tp, 2, 0x00800000)
+			w.get(2, &tp)
+		}
+		w.verdicts(batch)
+		for b := w.b; len(b) > 0; {
+			_, rest, _ := nextMessage(b)
+			b = rest
+		}
+	})
+	if allocs != 0 {
+		t.Errorf("%v allocations per packet pair, want 0", allocs)
+	}
+}

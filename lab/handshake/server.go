@@ -1,0 +1,202 @@
+// Package handshake is the lab's adversarial server and its client. The
+// server sends one crafted segment beyond the client's receive window the
+// instant each TCP handshake completes (accept returns), then a short
+// response: the shape of kubernetes' regression test for issue 74839, with
+// a sequence number beyond the window so the segment is invalid to
+// conntrack on every kernel. Unmitigated, a NAT box between the two resets
+// the connection (SNAT: the box's own RST; DNAT: the client's RST to the
+// un-DNATed segment). The client opens connections at a given rate and
+// counts how many did not get the whole response.
+package handshake
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/ctguard/ctguard/lab/topo"
+	"golang.org/x/sys/unix"
+)
+
+// Response is what the server sends on every connection after the crafted
+// segment; the client checks it byte for byte.
+var Response = bytes.Repeat([]byte("ctguard handshake lab response\n"), 16)
+
+// serverLinger bounds how long the server waits for the client to close
+// after the response (the client's deadline ends it first).
+const serverLinger = 5 * time.Second
+
+// Server is the adversarial server. Its counters may be read while it runs.
+type Server struct {
+	ln   net.Listener
+	raw  *rawSender
+	wg   sync.WaitGroup
+	done chan struct{}
+
+	accepted, injected, resets atomic.Int64
+	mu                         sync.Mutex
+	injectErr                  error // the first failed injection
+}
+
+// Stats are a server's counters.
+type Stats struct {
+	Accepted int64 // connections accepted
+	Injected int64 // crafted segments sent, one per accepted connection
+	// Resets counts connections whose server socket was reset (write or
+	// read failed with ECONNRESET or EPIPE): a cross-check of the client's
+	// count from the other end.
+	Resets int64
+	// InjectErr is the first injection that failed; nil when all worked.
+	InjectErr error
+}
+
+// Listen starts the server on addr in namespace ns: the listening socket
+// and the raw socket that sends the crafted segments are created there.
+func Listen(ns topo.Namespace, addr netip.AddrPort) (*Server, error) {
+	s := &Server{done: make(chan struct{})}
+	err := ns.Do(func() (err error) {
+		if s.raw, err = newRawSender(addr.Addr().Is6()); err != nil {
+			return err
+		}
+		s.ln, err = net.Listen("tcp", addr.String())
+		if err != nil {
+			s.raw.Close()
+		}
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("adversarial server on %s in %s: %w", addr, ns.Name, err)
+	}
+	go s.serve()
+	return s, nil
+}
+
+// serve accepts connections until the listener is closed.
+func (s *Server) serve() {
+	defer close(s.done)
+	for {
+		c, err := s.ln.Accept()
+		if err != nil {
+			return
+		}
+		s.accepted.Add(1)
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			s.handle(c.(*net.TCPConn))
+		}()
+	}
+}
+
+// handle sends the crafted segment at once, then the response, then waits
+// for the client to close.
+func (s *Server) handle(c *net.TCPConn) {
+	defer c.Close()
+	if err := s.inject(c); err != nil {
+		s.mu.Lock()
+		if s.injectErr == nil {
+			s.injectErr = err
+		}
+		s.mu.Unlock()
+	} else {
+		s.injected.Add(1)
+	}
+	_ = c.SetDeadline(time.Now().Add(serverLinger))
+	_, err := c.Write(Response)
+	if err == nil {
+		err = c.CloseWrite()
+	}
+	if err == nil {
+		_, err = io.Copy(io.Discard, c)
+	}
+	if errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) {
+		s.resets.Add(1)
+	}
+}
+
+// inject reads the connection's sequence numbers and sends the segment
+// beyond the client's window from the server's address and port.
+func (s *Server) inject(c *net.TCPConn) error {
+	snd, rcv, err := sequences(c)
+	if err != nil {
+		return err
+	}
+	local := c.LocalAddr().(*net.TCPAddr).AddrPort()
+	remote := c.RemoteAddr().(*net.TCPAddr).AddrPort()
+	pkt, err := craft(local, remote, snd+BeyondWindowOffset, rcv)
+	if err != nil {
+		return err
+	}
+	return s.raw.send(pkt, remote.Addr())
+}
+
+// Stats returns the server's counters.
+func (s *Server) Stats() Stats {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return Stats{Accepted: s.accepted.Load(), Injected: s.injected.Load(), Resets: s.resets.Load(), InjectErr: s.injectErr}
+}
+
+// Close stops accepting, waits for the open connections to end and closes
+// the raw socket.
+func (s *Server) Close() error {
+	err := s.ln.Close()
+	<-s.done
+	s.wg.Wait()
+	return errors.Join(err, s.raw.Close())
+}
+
+// The kernel's TCP_REPAIR_QUEUE values (include/uapi/linux/tcp.h).
+const (
+	tcpRecvQueue = 1
+	tcpSendQueue = 2
+)
+
+// sequences returns the connection's next send sequence number (the
+// server's snd_nxt: nothing is sent yet) and next expected receive sequence
+// number, read with TCP_REPAIR (CAP_NET_ADMIN). Repair mode is left without
+// the window probe the kernel would otherwise send, where the kernel knows
+// how (Linux 4.19+).
+func sequences(c *net.TCPConn) (snd, rcv uint32, err error) {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return 0, 0, err
+	}
+	cerr := rc.Control(func(fd uintptr) {
+		snd, rcv, err = repairSequences(int(fd))
+	})
+	if err = errors.Join(cerr, err); err != nil {
+		return 0, 0, fmt.Errorf("read sequence numbers (TCP_REPAIR): %w", err)
+	}
+	return snd, rcv, nil
+}
+
+func repairSequences(fd int) (snd, rcv uint32, err error) {
+	if err := unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_REPAIR, unix.TCP_REPAIR_ON); err != nil {
+		return 0, 0, err
+	}
+	defer func() {
+		if unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_REPAIR, unix.TCP_REPAIR_OFF_NO_WP) != nil {
+			err = errors.Join(err, unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_REPAIR, unix.TCP_REPAIR_OFF))
+		}
+	}()
+	read := func(queue int) (uint32, error) {
+		if err := unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_REPAIR_QUEUE, queue); err != nil {
+			return 0, err
+		}
+		v, err := unix.GetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_QUEUE_SEQ)
+		return uint32(v), err
+	}
+	if snd, err = read(tcpSendQueue); err != nil {
+		return 0, 0, err
+	}
+	rcv, err = read(tcpRecvQueue)
+	return snd, rcv, err
+}
