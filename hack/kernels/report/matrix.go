@@ -163,6 +163,9 @@ func oldRetransmissionReproduces(line string) bool {
 // workaround protected every case that reproduced.
 func judgeLab(line string, rep lab.Report) []string {
 	var problems []string
+	if rep.Error != "" {
+		problems = append(problems, "the lab stopped: "+rep.Error)
+	}
 	if !rep.OK() {
 		problems = append(problems, "the lab's own verdict is FAILED")
 	}
@@ -198,6 +201,13 @@ func judgeLab(line string, rep lab.Report) []string {
 
 // cell is the short text of one result for the table.
 func cell(r lab.Result) string {
+	if h := r.Handshake; h != nil && r.Error == "" && !r.Skipped {
+		resets := fmt.Sprintf("%d/%d reset", h.Reset, h.Conns)
+		if r.Workaround == lab.Baseline {
+			return resets
+		}
+		return fmt.Sprintf("%s, %s", r.Verdict, resets)
+	}
 	switch {
 	case r.Error != "":
 		return "error"
@@ -211,18 +221,28 @@ func cell(r lab.Result) string {
 	return r.Verdict
 }
 
-// labRows returns the cases and workarounds in the order the lab ran them
-// and, per case and workaround, the cell text with both families folded in.
-func labRows(rep lab.Report) (cases []lab.Case, workarounds []string, cells map[string]string) {
+// rowName is the table row of a result: its case, and the NAT box's kind
+// when the lab reports one.
+func rowName(r lab.Result) string {
+	if r.Topology == "" {
+		return string(r.Case)
+	}
+	return fmt.Sprintf("%s (%s)", r.Case, r.Topology)
+}
+
+// labRows returns the rows (case and topology) and workarounds in the
+// order the lab ran them and, per row and workaround, the cell text with
+// both families folded in.
+func labRows(rep lab.Report) (rows []string, workarounds []string, cells map[string]string) {
 	byKey := map[string][]lab.Result{}
 	for _, r := range rep.Results {
-		if !slices.Contains(cases, r.Case) {
-			cases = append(cases, r.Case)
+		if !slices.Contains(rows, rowName(r)) {
+			rows = append(rows, rowName(r))
 		}
 		if !slices.Contains(workarounds, r.Workaround) {
 			workarounds = append(workarounds, r.Workaround)
 		}
-		k := string(r.Case) + "\x00" + r.Workaround
+		k := rowName(r) + "\x00" + r.Workaround
 		byKey[k] = append(byKey[k], r)
 	}
 	cells = map[string]string{}
@@ -245,7 +265,7 @@ func labRows(rep lab.Report) (cases []lab.Case, workarounds []string, cells map[
 		}
 		cells[k] = strings.Join(parts, "; ")
 	}
-	return cases, workarounds, cells
+	return rows, workarounds, cells
 }
 
 func familyName(f lab.Family) string {
@@ -319,11 +339,11 @@ func (m *matrix) write(w io.Writer) error {
 			fmt.Fprintf(b, "| %s | lab | **%s** (exit %d)%s\n", k.name(), k.labErr, k.labRC, strings.Repeat(" |", len(workarounds)))
 			continue
 		}
-		cases, _, cells := labRows(k.lab)
-		for _, c := range cases {
-			fmt.Fprintf(b, "| %s | %s |", k.name(), c)
+		rows, _, cells := labRows(k.lab)
+		for _, row := range rows {
+			fmt.Fprintf(b, "| %s | %s |", k.name(), row)
 			for _, x := range workarounds {
-				v := cells[string(c)+"\x00"+x]
+				v := cells[row+"\x00"+x]
 				if v == "" {
 					v = "-"
 				}

@@ -114,10 +114,10 @@ func TestLabRowsFoldFamilies(t *testing.T) {
 	rep := report(true, "")
 	rep.Results[len(rep.Results)-1].Protected = false
 	rep.Results[len(rep.Results)-1].Verdict = lab.VerdictNotProtected
-	cases, workarounds, cells := labRows(rep)
-	if !slices.Equal(cases, []lab.Case{lab.OldRetransmission, lab.BeyondWindow}) ||
+	rows, workarounds, cells := labRows(rep)
+	if !slices.Equal(rows, []string{"old-retransmission", "beyond-window"}) ||
 		!slices.Equal(workarounds, []string{lab.Baseline, "liberal", "dropInvalid"}) {
-		t.Fatalf("cases %v, workarounds %v", cases, workarounds)
+		t.Fatalf("rows %v, workarounds %v", rows, workarounds)
 	}
 	if got := cells["old-retransmission\x00none"]; got != "RST from NAT, download dies (IPv4, IPv6)" {
 		t.Errorf("baseline cell %q", got)
@@ -184,5 +184,35 @@ func TestLoadAndWrite(t *testing.T) {
 	}
 	if k := m.kernels[2]; !k.testsOK() || !k.labOK() {
 		t.Errorf("lab-only kernel judged failed: tests %v lab %v %q", k.testsOK(), k.labOK(), k.labProblems)
+	}
+}
+
+func TestHandshakeCellsPerTopology(t *testing.T) {
+	hs := func(f lab.Family, nat lab.NAT, w string, reset int) lab.Result {
+		r := result(f, lab.Handshake, w, true, reset == 0)
+		r.Topology = nat
+		r.Handshake = &lab.HandshakeResult{Injected: 40}
+		r.Handshake.Conns, r.Handshake.Reset = 40, reset
+		return r
+	}
+	rep := lab.Report{Results: []lab.Result{
+		hs(lab.IPv4, lab.SNAT, lab.Baseline, 40), hs(lab.IPv6, lab.SNAT, lab.Baseline, 40),
+		hs(lab.IPv4, lab.DNAT, lab.Baseline, 39), hs(lab.IPv4, lab.DNAT, "dropInvalid", 0),
+	}}
+	rows, _, cells := labRows(rep)
+	if !slices.Equal(rows, []string{"handshake (snat)", "handshake (dnat)"}) {
+		t.Fatalf("rows %v", rows)
+	}
+	for k, want := range map[string]string{
+		"handshake (snat)\x00none":        "40/40 reset (IPv4, IPv6)",
+		"handshake (dnat)\x00none":        "39/40 reset (IPv4)",
+		"handshake (dnat)\x00dropInvalid": "protected, 0/40 reset (IPv4)",
+	} {
+		if cells[k] != want {
+			t.Errorf("%q: %q, want %q", k, cells[k], want)
+		}
+	}
+	if p := judgeLab("6.1", lab.Report{Error: "interrupted", Results: rep.Results}); !strings.Contains(strings.Join(p, "\n"), "the lab stopped: interrupted") {
+		t.Errorf("a stopped lab: %q", p)
 	}
 }
