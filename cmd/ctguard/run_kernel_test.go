@@ -80,7 +80,7 @@ func startRun(t testing.TB, ns *netnstest.NS, stateDir string, args ...string) *
 	p.cmd.Stdout, p.cmd.Stderr = p.logs, p.logs
 	p.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	lns := topo.Namespace{Name: ns.Name, Handle: ns.Handle}
-	p.http = &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{
+	p.http = &http.Client{Timeout: slow(2 * time.Second), Transport: &http.Transport{
 		DisableKeepAlives: true,
 		DialContext: func(ctx context.Context, network, addr string) (conn net.Conn, err error) {
 			err = lns.Do(func() (err error) {
