@@ -109,6 +109,9 @@ func TestPrivilegedDetect(t *testing.T) {
 			t.Run(string(kind)+map[bool]string{false: "-ipv4", true: "-ipv6"}[v6], func(t *testing.T) {
 				tp := racetest.New(t, kind, v6)
 				a := tp.StartAdversary(t)
+				// One connection decides the test: give the box's RST time
+				// to arrive even on a loaded machine.
+				a.Settle = 300 * time.Millisecond
 				state := t.TempDir()
 				d := startDetect(t, tp.NAT, state)
 				if res := tp.Run(t, a, 1, 1); res.Reset != 1 {
