@@ -44,10 +44,16 @@ WORKDIR /src
 COPY go.mod go.sum ./
 RUN --mount=type=cache,target=/go/pkg/mod go mod download
 COPY . .
+# What "ctguard --version" and ctguard_build_info report. .git is not in the
+# build context (.dockerignore), so the toolchain cannot record the commit:
+#   docker build --build-arg VERSION=$(git describe --tags --always --dirty) \
+#     --build-arg COMMIT=$(git rev-parse HEAD) -t ctguard .
+ARG VERSION=devel
+ARG COMMIT=unknown
 # Static, reproducible, stripped: no libc needed at run time.
 RUN --mount=type=cache,target=/go/pkg/mod --mount=type=cache,target=/root/.cache/go-build \
     CGO_ENABLED=0 GOOS=$TARGETOS GOARCH=$TARGETARCH \
-    go build -trimpath -ldflags="-s -w" -o /out/ctguard ./cmd/ctguard
+    go build -trimpath -ldflags="-s -w -X github.com/ctguard/ctguard/internal/version.version=${VERSION} -X github.com/ctguard/ctguard/internal/version.commit=${COMMIT}" -o /out/ctguard ./cmd/ctguard
 
 # distroless/static: CA certificates, tzdata, /etc/passwd; no shell.
 FROM gcr.io/distroless/static-debian12

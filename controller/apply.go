@@ -24,10 +24,7 @@ import (
 // It takes no lock (the journal is replaced atomically), so it works on a
 // read-only state directory.
 func (c *Controller) Plan(ctx context.Context, set PolicySet) (plan.Plan, error) {
-	j, err := c.store.Load()
-	if err == nil {
-		err = j.CheckNetNS(c.netns)
-	}
+	j, err := c.readJournal(false)
 	if err != nil {
 		return plan.Plan{}, err
 	}
@@ -148,7 +145,7 @@ type applyOptions struct {
 
 // apply is Apply with options; it takes the state lock.
 func (c *Controller) apply(ctx context.Context, set PolicySet, opts applyOptions) (ApplyResult, error) {
-	j, unlock, err := c.loadJournal()
+	j, unlock, err := c.loadJournal(true)
 	if err != nil {
 		return ApplyResult{}, err
 	}
@@ -183,7 +180,7 @@ func (c *Controller) applyLocked(ctx context.Context, j *journal.Journal, set Po
 		return res, err
 	}
 	if j.Baseline == nil {
-		j.NetNS = c.netns
+		j.Stamp(c.identity())
 		j.Baseline = &journal.Baseline{RecordedAt: time.Now().UTC(), Sysctls: map[string]string{}}
 	}
 	for name, want := range desired.Sysctls {

@@ -60,6 +60,7 @@ type Controller struct {
 	store   *journal.Store
 	nsLock  NamespaceLock
 	netns   string
+	boot    journal.Identity // BootID and BootTime of Config
 	log     *slog.Logger
 	// rules are the ruleset options; rules.NoQueue turns on for good once
 	// the kernel refused the gate's queue.
@@ -77,8 +78,13 @@ type Config struct {
 	Lock NamespaceLock
 	// NetNS identifies the namespace (journal.CurrentNetNS) so a journal of
 	// another namespace is never used.
-	NetNS  string
-	Logger *slog.Logger
+	NetNS string
+	// BootID and BootTime identify the current boot (journal.CurrentIdentity)
+	// so a journal of an earlier boot is archived, not used. Empty: no
+	// boot check.
+	BootID   string
+	BootTime time.Time
+	Logger   *slog.Logger
 	// Rules are the options the table is built with (mark bit, the gate's
 	// queue, whether the gate can run; see also SetGate); a zero mark bit
 	// or queue means the default.
@@ -104,6 +110,7 @@ func New(cfg Config) *Controller {
 		store:   cfg.Store,
 		nsLock:  cfg.Lock,
 		netns:   cfg.NetNS,
+		boot:    journal.Identity{BootID: cfg.BootID, BootTime: cfg.BootTime},
 		log:     log,
 		rules:   cfg.Rules,
 	}
@@ -142,21 +149,58 @@ func (c *Controller) hold(role string) (release func(), err error) {
 	return func() { releaseDir(); releaseNS() }, nil
 }
 
-// loadJournal takes the state lock and loads the journal of this namespace.
-func (c *Controller) loadJournal() (*journal.Journal, func(), error) {
+// identity is what this controller's journal must belong to.
+func (c *Controller) identity() journal.Identity {
+	id := c.boot
+	id.NetNS = c.netns
+	return id
+}
+
+// loadJournal takes the state lock and loads the journal of this
+// namespace and boot. A journal of an earlier boot describes nothing in
+// the kernel any more: when write is set it is archived (kept, renamed,
+// for the operator) and a fresh journal returned; otherwise the fresh
+// journal is returned and the file left alone. A journal of another
+// namespace of this boot is refused. When write is set, a journal that
+// lacks the boot id (written by an older ctguard) gets it.
+func (c *Controller) loadJournal(write bool) (*journal.Journal, func(), error) {
 	unlock, err := c.store.Lock()
 	if err != nil {
 		return nil, nil, err
 	}
-	j, err := c.store.Load()
-	if err == nil {
-		err = j.CheckNetNS(c.netns)
-	}
+	j, err := c.readJournal(write)
 	if err != nil {
 		unlock()
 		return nil, nil, err
 	}
 	return j, unlock, nil
+}
+
+// readJournal is loadJournal for a caller holding the state lock, or
+// (write unset) for one that only reads.
+func (c *Controller) readJournal(write bool) (*journal.Journal, error) {
+	id := c.identity()
+	j, err := c.store.LoadFor(id)
+	switch {
+	case errors.Is(err, journal.ErrEarlierBoot) && !write:
+		return &journal.Journal{Version: journal.CurrentVersion}, nil
+	case errors.Is(err, journal.ErrEarlierBoot):
+		path, aerr := c.store.Archive(time.Now())
+		if aerr != nil && path == "" {
+			return nil, fmt.Errorf("%w; %w", err, aerr)
+		}
+		c.log.Warn("journal of an earlier boot archived; starting fresh", "reason", err, "archive", path, "pruneErr", aerr)
+		return &journal.Journal{Version: journal.CurrentVersion}, nil
+	case err != nil:
+		return nil, err
+	}
+	if write && j.BootID == "" && j.NetNS != "" && id.BootID != "" {
+		j.BootID = id.BootID
+		if err := c.store.Save(j); err != nil {
+			return nil, wrap("record the boot id in the journal", err)
+		}
+	}
+	return j, nil
 }
 
 func wrap(what string, err error) error {

@@ -34,6 +34,10 @@ func Open(netnsFd int, stateDir string, mark flows.MarkBit, log *slog.Logger) (*
 	if err != nil {
 		return nil, err
 	}
+	id, err := journal.CurrentIdentity(ns)
+	if err != nil {
+		return nil, err
+	}
 	store, err := journal.Open(stateDir)
 	if err != nil {
 		return nil, err
@@ -48,14 +52,16 @@ func Open(netnsFd int, stateDir string, mark flows.MarkBit, log *slog.Logger) (*
 		return nil, err
 	}
 	c := New(Config{
-		Tables:  tables,
-		Sysctls: sysctl.Open(netnsFd),
-		Flows:   conntrackTable{conn: conn, mark: mark, log: log},
-		Store:   store,
-		Lock:    nslock.New(netnsFd, stateDir),
-		NetNS:   ns,
-		Logger:  log,
-		Rules:   ruleset.Options{MarkBit: uint32(mark), Queue: ruleset.DefaultQueue},
+		Tables:   tables,
+		Sysctls:  sysctl.Open(netnsFd),
+		Flows:    conntrackTable{conn: conn, mark: mark, log: log},
+		Store:    store,
+		Lock:     nslock.New(netnsFd, stateDir),
+		NetNS:    ns,
+		BootID:   id.BootID,
+		BootTime: id.BootTime,
+		Logger:   log,
+		Rules:    ruleset.Options{MarkBit: uint32(mark), Queue: ruleset.DefaultQueue},
 	})
 	return &Kernel{Controller: c, Tables: tables, Conntrack: conn, Store: store}, nil
 }
@@ -80,3 +86,7 @@ func (c *Controller) SetGate(queue uint16, available bool, onNoQueue func(error)
 	c.rules.NoQueue = !available
 	c.onNoQueue = onNoQueue
 }
+
+// SetEvidenceGroup sets the nfnetlink_log group of the evidence rules every
+// table gets (0: none). Call it before the first apply.
+func (c *Controller) SetEvidenceGroup(group uint16) { c.rules.EvidenceGroup = group }

@@ -37,7 +37,7 @@ func (c *Controller) Rollback(ctx context.Context, all bool) (RollbackResult, er
 
 // rollback is Rollback for a caller that holds the controller lock.
 func (c *Controller) rollback(ctx context.Context, all bool) (RollbackResult, error) {
-	j, unlock, err := c.loadJournal()
+	j, unlock, err := c.loadJournal(true)
 	if err != nil {
 		return RollbackResult{}, err
 	}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strconv"
 	"sync"
 	"time"
 
@@ -13,6 +14,7 @@ import (
 	"github.com/ctguard/ctguard/controller/nslock"
 	"github.com/ctguard/ctguard/controller/perflow"
 	"github.com/ctguard/ctguard/controller/ruleset"
+	"github.com/ctguard/ctguard/controller/sysctl"
 	"github.com/ctguard/ctguard/policy"
 )
 
@@ -38,8 +40,16 @@ type RunConfig struct {
 	Engine Engine
 	// Metrics receives the loop's metrics.
 	Metrics *metrics.Metrics
-	// Publish receives a live status after every reconcile (optional).
+	// Publish receives a live status after every reconcile and every
+	// PublishEvery (optional).
 	Publish func(LiveStatus)
+	// PublishEvery is the period of the live status (DefaultPublishEvery
+	// when 0): "ctguard status" shows the per-flow counters that old.
+	PublishEvery time.Duration
+	// Beat is called each time the loop waits for work, at least every
+	// PublishEvery (optional): a beat that stops means the loop is stuck
+	// in a reconcile.
+	Beat func()
 	// CleanupOnExit removes everything ctguard applied when ctx ends;
 	// otherwise the mitigation stays in force while ctguard is down.
 	CleanupOnExit bool
@@ -66,6 +76,9 @@ type GateStatus struct {
 	Counters gate.Snapshot `json:"counters"`
 }
 
+// DefaultPublishEvery is RunConfig.PublishEvery's default.
+const DefaultPublishEvery = 2 * time.Second
+
 // LiveStatus is what a running controller publishes for "ctguard status".
 type LiveStatus struct {
 	UpdatedAt  time.Time `json:"updatedAt"`
@@ -78,6 +91,9 @@ type LiveStatus struct {
 	ReconcileFailing bool             `json:"reconcileFailing,omitempty"`
 	Engine           perflow.Snapshot `json:"engine"`
 	Gate             *GateStatus      `json:"gate,omitempty"`
+	// Incidents are the connections reset lately (nil when the incident
+	// ring does not run).
+	Incidents *IncidentStatus `json:"incidents,omitempty"`
 }
 
 // HoldForRun takes the namespace and state-directory locks a controller
@@ -125,14 +141,24 @@ func (c *Controller) Run(ctx context.Context, cfg RunConfig) error {
 	l.generation = 1
 	cfg.Metrics.PolicyGeneration.Set(1)
 	cfg.Metrics.LastReloadSuccess.SetToCurrentTime()
-	cfg.Metrics.SetPolicies(policyNames(set.Policies))
+	setPolicyMetrics(cfg.Metrics, set.Policies)
 	l.publish()
 
 	tick := time.NewTicker(cfg.Resync)
 	defer tick.Stop()
+	every := cfg.PublishEvery
+	if every <= 0 {
+		every = DefaultPublishEvery
+	}
+	pub := time.NewTicker(every)
+	defer pub.Stop()
 	tableChanged := cfg.TableChanged
 	for {
+		if cfg.Beat != nil {
+			cfg.Beat()
+		}
 		select {
+		case <-pub.C:
 		case <-ctx.Done():
 			stopEngine() // before a cleanup, so nothing flags flows again
 			return l.shutdown()
@@ -229,11 +255,13 @@ func (l *loop) reload(ctx context.Context) {
 	set, err := l.cfg.Load()
 	if err != nil {
 		l.cfg.Metrics.PolicyLoadErrors.Inc()
+		l.cfg.Metrics.PolicySourceRejected.Set(1)
 		l.loadErr = err
 		l.c.log.Error("policy rejected; the last good policy stays in force", "err", err)
 		return
 	}
 	l.loadErr = nil
+	l.cfg.Metrics.PolicySourceRejected.Set(0)
 	l.good = set
 	l.engineBehind = true
 	if err := l.reconcile(ctx, "reload"); err != nil {
@@ -257,7 +285,7 @@ func (l *loop) adopt() {
 	l.generation++
 	l.cfg.Metrics.PolicyGeneration.Set(float64(l.generation))
 	l.cfg.Metrics.LastReloadSuccess.SetToCurrentTime()
-	l.cfg.Metrics.SetPolicies(policyNames(set.Policies))
+	setPolicyMetrics(l.cfg.Metrics, set.Policies)
 	l.c.log.Info("policy reloaded", "source", set.Source, "generation", l.generation, "revision", l.revision)
 }
 
@@ -299,12 +327,53 @@ func (l *loop) publish() {
 	l.cfg.Publish(st)
 }
 
-func policyNames(ps []policy.Policy) []string {
-	names := make([]string, len(ps))
-	for i, p := range ps {
-		names[i] = p.Metadata.Name
+// setPolicyMetrics exports the policies in force: ctguard_policy_info for
+// each, and the per-flow series for the perFlow ones only (the others flag
+// no flow).
+func setPolicyMetrics(m *metrics.Metrics, ps []policy.Policy) {
+	var perFlow []string
+	info := make([]metrics.PolicyInForce, 0, len(ps))
+	for _, p := range ps {
+		scope := ""
+		if p.Spec.Liberal != nil {
+			scope = string(p.Spec.Liberal.Scope)
+		}
+		info = append(info, metrics.PolicyInForce{Name: p.Metadata.Name, Workaround: string(p.Spec.Workaround), Scope: scope})
+		if p.IsPerFlow() {
+			perFlow = append(perFlow, p.Metadata.Name)
+		}
 	}
-	return names
+	m.SetPolicies(perFlow)
+	m.SetPoliciesInForce(info)
+}
+
+// KernelState reads what the metrics show at scrape time: the rule
+// counters, whether the table exists and has drifted from the revision in
+// force, and the global sysctl (metrics.Metrics.ReadKernelAtScrape). It
+// takes no lock and changes nothing.
+func (c *Controller) KernelState() (metrics.KernelState, error) {
+	var ks metrics.KernelState
+	j, err := c.readJournal(false)
+	if err != nil {
+		return ks, err
+	}
+	table, err := c.readTable(j)
+	if err != nil {
+		return ks, err
+	}
+	liberal, err := c.sysctls.Get(sysctl.BeLiberal)
+	if err != nil {
+		return ks, wrap("read sysctl", err)
+	}
+	if ks.BeLiberal, err = strconv.Atoi(liberal); err != nil {
+		return ks, wrap("read sysctl "+sysctl.BeLiberal, err)
+	}
+	ks.TablePresent = table != nil
+	ks.Drift, _ = c.drifted(j.Latest(), table, liberal)
+	if table != nil {
+		ks.Rules = ruleCounters(*table)
+	}
+	return ks, nil
 }
 
 // ruleCounters turns the table's rules and counters into metric samples.

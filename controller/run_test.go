@@ -209,3 +209,74 @@ func TestRunRetriesRefusedReload(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// countingEngine is an idle Engine whose Stats count their calls.
+type countingEngine struct {
+	idleEngine
+	mu    sync.Mutex
+	stats uint64
+}
+
+func (e *countingEngine) Stats() perflow.Snapshot {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.stats++
+	return perflow.Snapshot{FlowsSeen: e.stats}
+}
+
+// TestRunPublishesBetweenReconciles: with the resync an hour away, the
+// live status still goes out every PublishEvery with fresh engine counters,
+// and the loop beats.
+func TestRunPublishesBetweenReconciles(t *testing.T) {
+	f := newFixture(t)
+	set := mustParse(t, dropDoc)
+	var mu sync.Mutex
+	var seen []uint64
+	var beats int
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() {
+		done <- f.c.Run(ctx, RunConfig{
+			Load:         func() (PolicySet, error) { return set, nil },
+			Resync:       time.Hour,
+			Engine:       &countingEngine{},
+			Metrics:      metrics.New(),
+			PublishEvery: 5 * time.Millisecond,
+			Beat: func() {
+				mu.Lock()
+				beats++
+				mu.Unlock()
+			},
+			Publish: func(st LiveStatus) {
+				mu.Lock()
+				seen = append(seen, st.Engine.FlowsSeen)
+				mu.Unlock()
+			},
+		})
+	}()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		mu.Lock()
+		n, b := len(seen), beats
+		mu.Unlock()
+		if n >= 5 && b >= 5 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d publishes and %d beats in 10s with a 5ms period", n, b)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	for i := 1; i < len(seen); i++ {
+		if seen[i] <= seen[i-1] {
+			t.Fatalf("published engine counters %v: not fresh each time", seen)
+		}
+	}
+}

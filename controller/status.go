@@ -3,6 +3,8 @@ package controller
 import (
 	"context"
 	"errors"
+	"fmt"
+	"strconv"
 	"time"
 
 	"github.com/ctguard/ctguard/controller/journal"
@@ -13,10 +15,45 @@ import (
 	"golang.org/x/sys/unix"
 )
 
+// StatusFormatVersion is the version of Status's JSON form
+// ("formatVersion"). It grows when a field changes meaning, type or goes
+// away; new fields do not change it.
+const StatusFormatVersion = 1
+
+// State sums a Status up; "ctguard status" exits with a code per state.
+type State string
+
+// The states, from worst to best.
+const (
+	// StateFailing: an apply was interrupted, or the running controller's
+	// last reconcile failed, its policy source is rejected, or it stopped
+	// publishing its status (stuck).
+	StateFailing State = "failing"
+	// StateDrifted: the table or the sysctl differs from the revision in
+	// force (nobody repairs it unless a controller runs).
+	StateDrifted State = "drifted"
+	// StateNotApplied: ctguard has nothing applied here.
+	StateNotApplied State = "notApplied"
+	// StateInForce: the revision in force is what the kernel has.
+	StateInForce State = "inForce"
+)
+
+// LiveStale is how old a running controller's live status may get before
+// status calls the controller stuck (it publishes every
+// DefaultPublishEvery).
+const LiveStale = 30 * time.Second
+
 // Status is what ctguard has applied in the namespace and what its
-// counters show. JSON field names are part of the CLI contract.
+// counters show. Its JSON form is "ctguard status -o json": camelCase
+// keys, versioned by FormatVersion.
 type Status struct {
-	Kernel string `json:"kernel"`
+	// FormatVersion is StatusFormatVersion.
+	FormatVersion int `json:"formatVersion"`
+	// State sums up the fields below; Problems say why it is failing or
+	// drifted, one line each.
+	State    State    `json:"state"`
+	Problems []string `json:"problems,omitempty"`
+	Kernel   string   `json:"kernel"`
 	// KernelNotes say how this kernel treats the incident's packets.
 	KernelNotes []string `json:"kernelNotes,omitempty"`
 	NetNS       string   `json:"netns"`
@@ -29,7 +66,7 @@ type Status struct {
 	// apply or rollback again.
 	Interrupted bool `json:"interrupted"`
 	// TablePresent says whether ctguard's table inet ctguard exists; Drift
-	// whether it differs from what the revision in force wants.
+	// whether it or the sysctl differs from what the revision in force wants.
 	TablePresent bool `json:"tablePresent"`
 	// ForeignTable says why a table inet ctguard ctguard did not create
 	// is left alone (empty when there is none).
@@ -39,15 +76,18 @@ type Status struct {
 	// ask for the gate: the kernel refused the gate's NFQUEUE.
 	GateFallback bool         `json:"gateFallback,omitempty"`
 	Rules        []RuleStatus `json:"rules"`
-	// BeLiberal is the global sysctl now and before ctguard's first apply.
-	BeLiberal         string `json:"beLiberal"`
-	BeLiberalBaseline string `json:"beLiberalBaseline,omitempty"`
+	// BeLiberal is the global sysctl now; BeLiberalBaseline its value
+	// before ctguard's first apply, when ctguard manages it.
+	BeLiberal         int  `json:"beLiberal"`
+	BeLiberalBaseline *int `json:"beLiberalBaseline,omitempty"`
 	// ConntrackInvalid is conntrack's per-CPU "invalid" statistic, summed.
 	ConntrackInvalid uint64 `json:"conntrackInvalid"`
-	// Live is the last status a "ctguard run" published (nil if none);
-	// LiveRunning says whether its process still exists.
-	Live        *LiveStatus `json:"live,omitempty"`
-	LiveRunning bool        `json:"liveRunning"`
+	// Live is the last status a "ctguard run" published (nil if none).
+	Live *LiveStatus `json:"live,omitempty"`
+	// ControllerRunning says whether a "ctguard run" manages the state
+	// directory: a process holds the controller lock (/proc/locks; where
+	// that cannot be read, whether Live is younger than LiveStale).
+	ControllerRunning bool `json:"controllerRunning"`
 }
 
 // RevisionStatus summarises a journaled revision.
@@ -71,15 +111,14 @@ type RuleStatus struct {
 // Status reads the journal and the kernel. It changes nothing.
 func (c *Controller) Status(ctx context.Context) (Status, error) {
 	// No lock: status only reads, and the journal is replaced atomically.
-	j, err := c.store.Load()
+	// A journal of an earlier boot reads as empty: it describes nothing in
+	// the kernel (the next apply or run archives it).
+	j, err := c.readJournal(false)
 	var journalErr string
 	if errors.Is(err, journal.ErrDamaged) {
 		// Report the kernel anyway: it is what matters in an incident.
 		journalErr = err.Error() + ": " + DamagedJournalHint
 		j, err = &journal.Journal{}, nil
-	}
-	if err == nil {
-		err = j.CheckNetNS(c.netns)
 	}
 	if err != nil {
 		return Status{}, err
@@ -100,37 +139,40 @@ func (c *Controller) Status(ctx context.Context) (Status, error) {
 			rs.Policies = append(rs.Policies, p.Metadata.Name)
 		}
 		st.Revision = rs
-		want := ruleset.Build(r.Policies, c.rules)
-		st.Drift = !ruleset.Equal(&want, table)
-		if st.Drift && !c.rules.NoQueue {
-			// A controller whose kernel refused the gate's queue runs
-			// guard rules instead.
-			guarded := c.rules
-			guarded.NoQueue = true
-			want = ruleset.Build(r.Policies, guarded)
-			st.Drift = !ruleset.Equal(&want, table)
-			st.GateFallback = !st.Drift && hasGateRules(r.Policies, c.rules)
-		}
-	} else {
-		st.Drift = table != nil
 	}
 	if table != nil {
 		st.Rules = ruleStatuses(*table)
 	}
-	if st.BeLiberal, err = c.sysctls.Get(sysctl.BeLiberal); err != nil {
+	liberal, err := c.sysctls.Get(sysctl.BeLiberal)
+	if err != nil {
 		return Status{}, wrap("read sysctl", err)
 	}
+	if st.BeLiberal, err = strconv.Atoi(liberal); err != nil {
+		return Status{}, wrap("read sysctl "+sysctl.BeLiberal, err)
+	}
+	st.Drift, st.GateFallback = c.drifted(j.Latest(), table, liberal)
 	if j.Baseline != nil {
-		st.BeLiberalBaseline = j.Baseline.Sysctls[sysctl.BeLiberal]
+		if v, ok := j.Baseline.Sysctls[sysctl.BeLiberal]; ok {
+			if n, err := strconv.Atoi(v); err == nil {
+				st.BeLiberalBaseline = &n
+			}
+		}
 	}
 	if st.ConntrackInvalid, err = c.flows.Invalid(ctx); err != nil {
 		return Status{}, wrap("read conntrack statistics", err)
 	}
+	held, err := c.store.ControllerHeld()
+	if err != nil {
+		c.log.Warn("cannot tell whether the controller lock is held", "err", err)
+	}
 	var live LiveStatus
 	if err := c.store.LoadLive(&live); err == nil {
 		st.Live = &live
-		st.LiveRunning = processExists(live.PID)
 	}
+	// Only when the lock table cannot be read does a fresh live status
+	// stand in for it (a controller killed with -9 leaves a fresh one).
+	st.ControllerRunning = held || err != nil && st.Live != nil && time.Since(st.Live.UpdatedAt) < LiveStale
+	st.summarize(time.Now())
 	return st, nil
 }
 
@@ -147,6 +189,68 @@ func hasGateRules(ps []policy.Policy, opts ruleset.Options) bool {
 		}
 	}
 	return false
+}
+
+// summarize sets FormatVersion, State and Problems from the other fields.
+func (st *Status) summarize(now time.Time) {
+	st.FormatVersion = StatusFormatVersion
+	var failing, drifted []string
+	if st.Interrupted {
+		failing = append(failing, "the last apply or rollback was interrupted: run it again")
+	}
+	if st.JournalError != "" {
+		failing = append(failing, "the journal is damaged: "+st.JournalError)
+	}
+	if st.ForeignTable != "" {
+		failing = append(failing, st.ForeignTable)
+	}
+	if live := st.Live; live != nil && st.ControllerRunning {
+		if age := now.Sub(live.UpdatedAt); age >= LiveStale {
+			failing = append(failing, fmt.Sprintf("the controller holds its lock but published no status for %s: it may be stuck", age.Round(time.Second)))
+		}
+		if live.ReconcileFailing || live.LastError != "" {
+			failing = append(failing, "the controller reports: "+live.LastError)
+		}
+	}
+	if st.Drift {
+		drifted = append(drifted, "the table or the sysctl differs from the revision in force")
+	}
+	st.Problems = append(failing, drifted...)
+	switch {
+	case len(failing) > 0:
+		st.State = StateFailing
+	case len(drifted) > 0:
+		st.State = StateDrifted
+	case st.Revision == nil && !st.TablePresent:
+		st.State = StateNotApplied
+	default:
+		st.State = StateInForce
+	}
+}
+
+// drifted says whether table (nil: absent) or the global sysctl's value
+// liberal differs from what the revision in force r wants; with nothing in
+// force, any table has drifted. gateFallback says the table holds guard
+// rules where r asks for the gate: a controller whose kernel refused the
+// gate's queue runs them, which is not drift.
+func (c *Controller) drifted(r *journal.Revision, table *ruleset.Table, liberal string) (drift, gateFallback bool) {
+	if r == nil {
+		return table != nil, false
+	}
+	want := ruleset.Build(r.Policies, c.rules)
+	if !ruleset.Equal(&want, table) {
+		if c.rules.NoQueue || !hasGateRules(r.Policies, c.rules) {
+			return true, false
+		}
+		guarded := c.rules
+		guarded.NoQueue = true
+		if want = ruleset.Build(r.Policies, guarded); !ruleset.Equal(&want, table) {
+			return true, false
+		}
+		gateFallback = true
+	}
+	v, ok := r.Sysctls[sysctl.BeLiberal]
+	return ok && v != liberal, gateFallback
 }
 
 // ruleStatuses pairs every rule with its named counter's values.
@@ -185,13 +289,4 @@ func kernelRelease() string {
 		return "unknown"
 	}
 	return unix.ByteSliceToString(u.Release[:])
-}
-
-// processExists reports whether a process with the pid exists.
-func processExists(pid int) bool {
-	if pid <= 0 {
-		return false
-	}
-	err := unix.Kill(pid, 0)
-	return err == nil || errors.Is(err, unix.EPERM)
 }

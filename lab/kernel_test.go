@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"os/exec"
 	"strings"
 	"sync"
@@ -223,9 +224,35 @@ func checkRun(t *testing.T, rep Report, f Family) {
 		if !r.Injected || r.RSTFromNAT != w.rst || r.DownloadOK != w.downloadOK || r.Protected != w.protected || r.InvalidDelta != w.invalid || r.Error != "" {
 			t.Errorf("%s: got %+v, want %+v", key, r, w)
 		}
+		checkIncidents(t, key, r, w.rst)
 	}
 	if seen != len(want) {
 		t.Errorf("%d beyond-window results, want %d", seen, len(want))
+	}
+}
+
+// checkIncidents checks what ctguard detect printed during a run: exactly
+// one incident naming the lab's client, server and the NAT's public
+// address when the NAT reset the download, none when protected.
+func checkIncidents(t *testing.T, key string, r Result, reset bool) {
+	t.Helper()
+	if !reset {
+		if len(r.Incidents) != 0 {
+			t.Errorf("%s: protected, but detect printed %d incidents: %+v", key, len(r.Incidents), r.Incidents)
+		}
+		return
+	}
+	if len(r.Incidents) != 1 {
+		t.Fatalf("%s: detect printed %d incidents, want 1: %+v", key, len(r.Incidents), r.Incidents)
+	}
+	a, err := topo.AddressesFor(r.Family)
+	if err != nil {
+		t.Fatal(err)
+	}
+	inc := r.Incidents[0]
+	if inc.Client.Addr() != a.Client.Addr() || inc.Client.Port() == 0 || inc.Server != netip.AddrPortFrom(a.Server.Addr(), topo.ServerPort) ||
+		inc.Box.Addr() != a.NATOutside.Addr() || inc.NAT != "snat" || inc.ResetBy != "box" || inc.Stray == nil {
+		t.Errorf("%s: incident %+v, want client %s, server %s, box %s", key, inc, a.Client.Addr(), a.Server.Addr(), a.NATOutside.Addr())
 	}
 }
 

@@ -7,6 +7,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/ctguard/ctguard/controller/incident"
 	"github.com/ctguard/ctguard/lab/handshake"
 )
 
@@ -27,6 +28,9 @@ type Result struct {
 	Tool          string `json:"tool,omitempty"` // "wget" or "go"
 	// Handshake is the handshake case's count of connections reset.
 	Handshake *HandshakeResult `json:"handshake,omitempty"`
+	// Incidents are what "ctguard detect" printed on the NAT box during
+	// the run: the connections reset, naming client and server.
+	Incidents []incident.Incident `json:"incidents"`
 
 	Reproducible bool    `json:"reproducible"` // the baseline of this family and case got the NAT's RST
 	Protected    bool    `json:"protected"`    // a mitigation run: no RST from the NAT and the download survived
@@ -191,7 +195,7 @@ func (rep Report) WriteText(w io.Writer) error {
 	}
 	for _, r := range rep.Results {
 		for _, d := range []struct{ label, text string }{
-			{"injected", r.Segment}, {"note", r.Note}, {"download", r.DownloadError}, {"error", r.Error},
+			{"injected", r.Segment}, {"note", r.Note}, {"download", r.DownloadError}, {"error", r.Error}, {"ctguard detect", detected(r)},
 		} {
 			if d.text != "" {
 				fmt.Fprintf(w, "%s/%s/%s/%s %s: %s\n", r.Family, r.Topology, r.Case, r.Workaround, d.label, d.text)
@@ -207,6 +211,20 @@ func (rep Report) WriteText(w io.Writer) error {
 	}
 	_, err := fmt.Fprintf(w, "kernel %s, %d runs in %.1fs: %s\n", rep.Kernel, len(rep.Results), rep.Seconds, verdict)
 	return err
+}
+
+// detected summarises the incidents of a run that ran: none, or how many
+// and the first.
+func detected(r Result) string {
+	switch {
+	case r.Skipped:
+		return ""
+	case len(r.Incidents) == 0:
+		return "no incident"
+	case len(r.Incidents) == 1:
+		return "1 incident: " + incident.Text(r.Incidents[0])
+	}
+	return fmt.Sprintf("%d incidents; first: %s", len(r.Incidents), incident.Text(r.Incidents[0]))
 }
 
 func yesNo(b bool) string {

@@ -120,6 +120,18 @@ func runCase(ctx context.Context, o Options, body topo.Body, f Family, c Case, k
 	if err := topo.WriteSysctl(t.Client, "net.ipv4.tcp_rmem", clientRmem); err != nil {
 		return r, err
 	}
+	// What "ctguard detect" would print on the NAT box during the run.
+	det, err := startDetector(t.NAT)
+	if err != nil {
+		return r, fmt.Errorf("ctguard detect: %w", err)
+	}
+	defer func() {
+		incs, derr := det.stop()
+		r.Incidents = incs
+		if derr != nil && err == nil && r.Error == "" {
+			r.Error = fmt.Sprintf("ctguard detect: %v", derr)
+		}
+	}()
 	if m != nil {
 		stop, err := apply(ctx, m, t)
 		if err != nil {

@@ -121,7 +121,7 @@ func TestLoadErrors(t *testing.T) {
 		{"problems of every file",
 			map[string]string{"a.yaml": named("a", "sysctl"), "b.yaml": "kind: [", "c.yaml": named("c", "liberal")}, "",
 			[]string{
-				`DIR/a.yaml:6: policy "a": spec.workaround: unknown workaround "sysctl", valid: liberal, dropInvalid`,
+				`DIR/a.yaml:6: policy "a": spec.workaround: unknown workaround "sysctl", valid: liberal, dropInvalid, observe`,
 				`DIR/b.yaml:1: invalid YAML: did not find expected node content`,
 			}, nil},
 		{"empty directory", nil, "",

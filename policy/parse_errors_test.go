@@ -100,11 +100,11 @@ func TestParseHeaderErrors(t *testing.T) {
 		{"spec missing", "apiVersion: ctguard.io/v1alpha1\nkind: MitigationPolicy\nmetadata:\n  name: t\n",
 			[]string{`p.yaml:1: policy "t": spec: required`}},
 		{"workaround missing", withSpec("match: {}"),
-			[]string{`p.yaml:5: policy "t": spec.workaround: required (one of liberal, dropInvalid)`}},
+			[]string{`p.yaml:5: policy "t": spec.workaround: required (one of liberal, dropInvalid, observe)`}},
 		{"workaround unknown", withSpec("workaround: sysctl"),
-			[]string{`p.yaml:6: policy "t": spec.workaround: unknown workaround "sysctl", valid: liberal, dropInvalid`}},
+			[]string{`p.yaml:6: policy "t": spec.workaround: unknown workaround "sysctl", valid: liberal, dropInvalid, observe`}},
 		{"workaround wrong case", withSpec("workaround: DropInvalid"),
-			[]string{`p.yaml:6: policy "t": spec.workaround: unknown workaround "DropInvalid", valid: liberal, dropInvalid (did you mean "dropInvalid"?)`}},
+			[]string{`p.yaml:6: policy "t": spec.workaround: unknown workaround "DropInvalid", valid: liberal, dropInvalid, observe (did you mean "dropInvalid"?)`}},
 		{"workaround not a string", withSpec("workaround: [liberal]"),
 			[]string{`p.yaml:6: policy "t": spec.workaround: expected a string, found list`}},
 	}
@@ -168,6 +168,38 @@ func TestParseLiberalErrors(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) { checkErrors(t, withSpec(tt.spec), tt.want...) })
+	}
+}
+
+func TestParseObserveErrors(t *testing.T) {
+	tests := []struct {
+		name string
+		spec string
+		want []string
+	}{
+		{"sources", "workaround: observe\nmatch:\n  sources: [198.18.1.0/24]",
+			[]string{`p.yaml:8: policy "t": spec.match.sources: not allowed with workaround observe: an invalid packet has lost its conntrack entry; on the input hook it carries the server as source and this box's own address as destination, so the client address is not in it`}},
+		{"nat", "workaround: observe\nmatch:\n  nat: [dnat]",
+			[]string{`p.yaml:8: policy "t": spec.match.nat: not allowed with workaround observe: an invalid packet has no conntrack entry, so there is no NAT status to test`}},
+		{"settings", "workaround: observe\nliberal: {scope: perFlow}\ndropInvalid: {hooks: [input]}",
+			[]string{
+				`p.yaml:7: policy "t": spec.liberal: not allowed with workaround observe (it mitigates nothing: it has no settings)`,
+				`p.yaml:8: policy "t": spec.dropInvalid: not allowed with workaround observe (it mitigates nothing: it has no settings)`,
+			}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) { checkErrors(t, withSpec(tt.spec), tt.want...) })
+	}
+}
+
+func TestParseObserve(t *testing.T) {
+	ps, err := Parse("p.yaml", []byte(withSpec("workaround: observe\nmatch:\n  destinations: [198.19.0.0/16]\n  destinationPorts: [443]")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := ps[0]
+	if p.Spec.Workaround != WorkaroundObserve || p.IsPerFlow() || p.Spec.Liberal != nil || p.Spec.DropInvalid != nil || p.Hooks() != nil || p.Spec.Match.Family != FamilyAny {
+		t.Errorf("observe policy: %+v", p)
 	}
 }
 

@@ -17,6 +17,10 @@ type Workaround string
 const (
 	WorkaroundLiberal     Workaround = "liberal"
 	WorkaroundDropInvalid Workaround = "dropInvalid"
+	// WorkaroundObserve mitigates nothing: it counts the invalid packets
+	// and the box's resets within its scope, so "ctguard detect" and the
+	// incident metrics can name what a mitigation would cover.
+	WorkaroundObserve Workaround = "observe"
 )
 
 // Scope says where the liberal workaround applies.

@@ -43,11 +43,13 @@ func (d *document) validate(p *Policy) {
 		d.checkLiberal(&p.Spec)
 	case p.Spec.Workaround == WorkaroundDropInvalid:
 		d.checkDropInvalid(&p.Spec)
+	case p.Spec.Workaround == WorkaroundObserve:
+		d.checkObserve(&p.Spec)
 	}
 }
 
 var (
-	workarounds = []Workaround{WorkaroundLiberal, WorkaroundDropInvalid}
+	workarounds = []Workaround{WorkaroundLiberal, WorkaroundDropInvalid, WorkaroundObserve}
 	scopes      = []Scope{ScopePerFlow, ScopeGlobal}
 	directions  = []Direction{DirectionOriginal, DirectionReply}
 	hooks       = []Hook{HookInput, HookForward}
@@ -139,22 +141,40 @@ func (d *document) checkNAT(m *Match) {
 	m.NATOnly = nil
 }
 
-// checkDropInvalid checks a dropInvalid policy and fills in its defaults.
-func (d *document) checkDropInvalid(s *Spec) {
-	if d.has("spec.liberal") {
-		d.errField("spec.liberal", "not allowed with workaround dropInvalid (it configures the liberal workaround)")
+// checkObserve checks an observe policy: a scope of packet headers only,
+// like dropInvalid's, and no workaround settings.
+func (d *document) checkObserve(s *Spec) {
+	for _, f := range []string{"spec.liberal", "spec.dropInvalid"} {
+		if d.has(f) {
+			d.errField(f, "not allowed with workaround observe (it mitigates nothing: it has no settings)")
+		}
 	}
+	d.checkHeaderScope("observe")
+	s.Liberal, s.DropInvalid = nil, nil
+}
+
+// checkHeaderScope rejects the match fields an invalid packet cannot be
+// scoped by (workarounds dropInvalid and observe).
+func (d *document) checkHeaderScope(workaround string) {
 	if d.has("spec.match.sources") {
-		d.errField("spec.match.sources", "not allowed with workaround dropInvalid: an invalid packet has lost its "+
+		d.errField("spec.match.sources", "not allowed with workaround "+workaround+": an invalid packet has lost its "+
 			"conntrack entry; on the input hook it carries the server as source and this box's own address as "+
 			"destination, so the client address is not in it")
 	}
 	for _, f := range []string{"spec.match.nat", "spec.match.natOnly"} {
 		if d.has(f) {
-			d.errField(f, "not allowed with workaround dropInvalid: an invalid packet has no "+
+			d.errField(f, "not allowed with workaround "+workaround+": an invalid packet has no "+
 				"conntrack entry, so there is no NAT status to test")
 		}
 	}
+}
+
+// checkDropInvalid checks a dropInvalid policy and fills in its defaults.
+func (d *document) checkDropInvalid(s *Spec) {
+	if d.has("spec.liberal") {
+		d.errField("spec.liberal", "not allowed with workaround dropInvalid (it configures the liberal workaround)")
+	}
+	d.checkHeaderScope("dropInvalid")
 	s.Liberal = nil
 	if s.DropInvalid == nil {
 		s.DropInvalid = &DropInvalid{}

@@ -111,10 +111,14 @@ func TestPrivilegedApplyPlanRollbackCycle(t *testing.T) {
 	c.mustRun(0, "apply", "-f", drop)
 
 	table := c.ns.NftJSON(t, "list", "table", "inet", "ctguard")
-	rules, sets := 0, 0
+	rules, sets, evidence := 0, 0, 0
 	for _, item := range table["nftables"].([]any) {
 		obj := item.(map[string]any)
 		if r, ok := obj["rule"].(map[string]any); ok && r["chain"] != nft.OwnerChainName {
+			if r["comment"] == "ctguard evidence" {
+				evidence++
+				continue
+			}
 			rules++
 			if !strings.HasPrefix(r["comment"].(string), "ctguard policy wan-drop-invalid") {
 				t.Errorf("rule without ctguard's comment: %v", r)
@@ -124,9 +128,10 @@ func TestPrivilegedApplyPlanRollbackCycle(t *testing.T) {
 			sets++
 		}
 	}
-	// drop-invalid and count-invalid-rst, each for IPv4 and IPv6.
-	if rules != 4 || sets != 4 {
-		t.Fatalf("nft -j shows %d rules and %d sets, want 4 and 4 (dst4, dst6, ports, ifaces)", rules, sets)
+	// drop-invalid and count-invalid-rst, each for IPv4 and IPv6, and the
+	// evidence rules of input, forward and output.
+	if rules != 4 || sets != 4 || evidence != 3 {
+		t.Fatalf("nft -j shows %d policy rules, %d evidence rules and %d sets, want 4, 3 and 4 (dst4, dst6, ports, ifaces)", rules, evidence, sets)
 	}
 
 	out := c.mustRun(0, "apply", "-f", drop)
@@ -150,7 +155,7 @@ func TestPrivilegedApplyPlanRollbackCycle(t *testing.T) {
 	if err := json.Unmarshal([]byte(c.mustRun(0, "status", "-o", "json")), &st); err != nil {
 		t.Fatalf("status -o json: %v", err)
 	}
-	if st["beLiberal"] != "1" || st["tablePresent"] != true || st["drift"] != false {
+	if st["beLiberal"] != 1.0 || st["tablePresent"] != true || st["drift"] != false || st["state"] != "inForce" {
 		t.Fatalf("status: %v", st)
 	}
 

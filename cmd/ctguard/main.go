@@ -10,10 +10,13 @@ import (
 	"github.com/ctguard/ctguard/policy"
 )
 
-// Exit codes: 0 success (plan: no changes), 1 error, 2 plan has changes.
+// Exit codes: 0 success (plan: no changes; status: in force), 1 error,
+// 2 plan has changes, 3 status drifted, 4 status failing.
 const (
 	exitError   = 1
 	exitChanges = 2
+	exitDrifted = 3
+	exitFailing = 4
 )
 
 // exitCodeError ends the process with its code after printing nothing more.

@@ -4,6 +4,7 @@ import (
 	"github.com/ctguard/ctguard/controller/flows"
 	"github.com/ctguard/ctguard/controller/journal"
 	"github.com/ctguard/ctguard/controller/ruleset"
+	"github.com/ctguard/ctguard/internal/version"
 	"github.com/spf13/cobra"
 )
 
@@ -13,6 +14,7 @@ type globals struct {
 	logLevel string
 	markBit  uint32
 	queue    uint16
+	evidence uint16
 }
 
 func newRootCommand() *cobra.Command {
@@ -26,10 +28,13 @@ from declarative policies, proves their effect with counters, and rolls them bac
 It acts on the network namespace it runs in.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
+		Version:       version.Get().String(),
 	}
+	root.SetVersionTemplate("{{.Version}}\n")
 	root.PersistentFlags().StringVar(&g.stateDir, "state-dir", journal.DefaultDir, "directory of the rollback journal")
 	root.PersistentFlags().Uint32Var(&g.markBit, "mark-bit", uint32(flows.DefaultMarkBit), "conntrack mark bit ctguard owns: set on the flows it flags, used by rollback to find them (use the same value for every command)")
 	root.PersistentFlags().Uint16Var(&g.queue, "gate-queue", ruleset.DefaultQueue, "NFQUEUE number of the handshake gate (perFlow policies with handshake gate; use the same value for every command)")
+	root.PersistentFlags().Uint16Var(&g.evidence, "evidence-group", DefaultEvidenceGroup, "nfnetlink_log group of the evidence rules (what detect and run's incident ring read; 0: no evidence rules; use the same value for every command)")
 	root.PersistentFlags().StringVar(&g.logLevel, "log-level", "", "log level: debug, info, warn, error (default: info for run and lab, warn otherwise)")
 	root.AddCommand(
 		newPlanCommand(g),
@@ -38,6 +43,8 @@ It acts on the network namespace it runs in.`,
 		newRollbackCommand(g),
 		newRunCommand(g),
 		newLabCommand(g),
+		newVersionCommand(),
+		newDetectCommand(g),
 	)
 	return root
 }

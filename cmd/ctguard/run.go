@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
+	"net"
 	"os"
 	"os/signal"
 	"sync/atomic"
@@ -15,6 +17,7 @@ import (
 	"github.com/ctguard/ctguard/controller/metrics"
 	"github.com/ctguard/ctguard/controller/perflow"
 	"github.com/ctguard/ctguard/controller/watch"
+	"github.com/ctguard/ctguard/internal/sdnotify"
 	"github.com/spf13/cobra"
 )
 
@@ -25,6 +28,8 @@ type runFlags struct {
 	resync        time.Duration
 	cleanupOnExit bool
 	eventBuffer   int
+	stuckAfter    time.Duration
+	webConfig     string
 }
 
 func newRunCommand(g *globals) *cobra.Command {
@@ -47,6 +52,8 @@ place (unless --cleanup-on-exit). Without -f the embedded default policy runs.`,
 	fl.DurationVar(&f.resync, "resync", 30*time.Second, "period of the drift check")
 	fl.BoolVar(&f.cleanupOnExit, "cleanup-on-exit", false, "remove everything ctguard applied when stopped")
 	fl.IntVar(&f.eventBuffer, "event-buffer", flows.DefaultEventBuffer, "receive buffer of the conntrack event socket, in bytes")
+	fl.StringVar(&f.webConfig, "web-config-file", "", "TLS and basic auth for --metrics-addr: a Prometheus exporter-toolkit web configuration file (empty: plain HTTP)")
+	fl.DurationVar(&f.stuckAfter, "stuck-after", time.Minute, "/healthz fails when the reconcile loop or the per-flow engine has been busy with one piece of work this long")
 	return cmd
 }
 
@@ -54,8 +61,34 @@ func runController(ctx context.Context, g *globals, f *runFlags) error {
 	if err := f.validate(); err != nil {
 		return err
 	}
+	if f.stuckAfter <= 0 {
+		return fmt.Errorf("--stuck-after: must be positive, got %s", f.stuckAfter)
+	}
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
+	// Bind the metrics address first: probes that can never answer must
+	// end the process at once, before anything is applied.
+	var metricsLn net.Listener
+	if f.webConfig != "" {
+		if f.metricsAddr == "" {
+			return errors.New("--web-config-file: needs --metrics-addr")
+		}
+		if err := metrics.CheckWebConfig(f.webConfig); err != nil {
+			return fmt.Errorf("--web-config-file: %w", err)
+		}
+	}
+	if f.metricsAddr != "" {
+		ln, err := metrics.Listen(f.metricsAddr)
+		if err != nil {
+			return fmt.Errorf("--metrics-addr: %w", err)
+		}
+		metricsLn = ln
+		defer ln.Close()
+	}
+	// A metrics server that fails later ends the controller too.
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	serveErr := make(chan error, 1)
 
 	s, err := openSession(g, "info")
 	if err != nil {
@@ -67,7 +100,15 @@ func runController(ctx context.Context, g *globals, f *runFlags) error {
 		return err
 	}
 	m := metrics.New()
+	// Rule counters, drift and the sysctl are read from the kernel at each
+	// scrape, not only at reconcile time.
+	m.ReadKernelAtScrape(s.KernelState)
 	var ready, failing atomic.Bool
+	var loopBeat atomic.Int64
+	sd, err := sdnotify.FromEnv()
+	if err != nil {
+		s.log.Warn("systemd notifications off", "err", err)
+	}
 	engine, err := perflow.New(perflow.Config{
 		Conn:        perflow.FromFlows(s.Conntrack),
 		MarkBit:     flows.MarkBit(g.markBit),
@@ -82,7 +123,10 @@ func runController(ctx context.Context, g *globals, f *runFlags) error {
 		Observer:       metricsObserver{m},
 		// Ready once the policies are applied (Run starts the engine
 		// after its first apply) and the engine listens to events.
-		OnReady: func() { ready.Store(true) },
+		OnReady: func() {
+			ready.Store(true)
+			notifySystemd(sd, s.log, sdnotify.Ready, sdnotify.Status("policies applied; per-flow engine listening"))
+		},
 	})
 	if err != nil {
 		return err
@@ -101,6 +145,15 @@ func runController(ctx context.Context, g *globals, f *runFlags) error {
 		return err
 	}
 	gated := startGate(s, g, engine, m, initial.Policies)
+	// The evidence group is bound before the first apply writes rules
+	// logging to it.
+	ring := startIncidents(ctx, s, g.evidence, m, initial.Policies)
+	health := func() error { return stuck(time.Now(), f.stuckAfter, loopBeat.Load(), engine.Heartbeat()) }
+	go feedWatchdog(ctx, sd, &ready, health, s.log)
+	go func() {
+		<-ctx.Done()
+		notifySystemd(sd, s.log, sdnotify.Stopping)
+	}()
 
 	reload := make(chan struct{}, 1)
 	hup := make(chan os.Signal, 1)
@@ -120,37 +173,69 @@ func runController(ctx context.Context, g *globals, f *runFlags) error {
 		s.log.Warn("nftables change notifications unavailable; drift is repaired on the resync tick only", "err", err)
 	}
 
-	if f.metricsAddr != "" {
-		h := m.Handler(func() error {
-			switch {
-			case !ready.Load():
-				return errors.New("first apply not done yet")
-			case failing.Load():
-				return errors.New("the last reconcile failed: see the logs or ctguard status")
-			}
-			return nil
+	if metricsLn != nil {
+		h := m.ProbeHandler(metrics.Probes{
+			Ready: func() error {
+				switch {
+				case !ready.Load():
+					return errors.New("first apply not done yet")
+				case failing.Load():
+					return errors.New("the last reconcile failed: see the logs or ctguard status")
+				}
+				return nil
+			},
+			Live: health,
 		})
 		go func() {
-			if err := metrics.Serve(ctx, f.metricsAddr, h); err != nil {
-				s.log.Error("metrics endpoint stopped", "addr", f.metricsAddr, "err", err)
+			if err := metrics.ServeListener(ctx, metricsLn, h, f.webConfig, s.log); err != nil {
+				serveErr <- err
+				cancel()
 			}
 		}()
 	}
-	return s.Run(ctx, controller.RunConfig{
+	lastGeneration := -1
+	err = s.Run(ctx, controller.RunConfig{
 		Load:         func() (controller.PolicySet, error) { return loadPolicies(f.file) },
 		Reload:       reload,
 		TableChanged: changed,
 		Resync:       f.resync,
-		Engine:       gated,
+		Engine:       ringEngine{Engine: gated, ring: ring},
 		Metrics:      m,
 		Gate:         func() *controller.GateStatus { return gateStatus(gated, s.Tables) },
 		Publish: func(st controller.LiveStatus) {
-			failing.Store(st.ReconcileFailing)
-			s.publishLive(st)
+			if was := failing.Swap(st.ReconcileFailing); was != st.ReconcileFailing || st.Generation != lastGeneration {
+				lastGeneration = st.Generation
+				notifySystemd(sd, s.log, sdnotify.Status(liveLine(st)))
+			}
+			ring.publish(st)
 		},
+		Beat:          func() { loopBeat.Store(time.Now().UnixNano()) },
 		CleanupOnExit: f.cleanupOnExit,
 		Held:          release,
 	})
+	select {
+	case e := <-serveErr:
+		return errors.Join(err, fmt.Errorf("--metrics-addr %s: %w", f.metricsAddr, e))
+	default:
+		return err
+	}
+}
+
+// stuck fails when the reconcile loop (last beat at loopBeat, Unix ns) or
+// the per-flow engine (last beat engineBeat) has not waited for work for
+// longer than after. A loop or engine that never beat yet is starting.
+func stuck(now time.Time, after time.Duration, loopBeat int64, engineBeat time.Time) error {
+	if loopBeat != 0 {
+		if idle := now.Sub(time.Unix(0, loopBeat)); idle > after {
+			return fmt.Errorf("the reconcile loop has been busy for %s (--stuck-after %s)", idle.Round(time.Second), after)
+		}
+	}
+	if !engineBeat.IsZero() {
+		if idle := now.Sub(engineBeat); idle > after {
+			return fmt.Errorf("the per-flow engine has been busy for %s (--stuck-after %s)", idle.Round(time.Second), after)
+		}
+	}
+	return nil
 }
 
 // Bounds of the run flags.
@@ -206,4 +291,47 @@ func notify(ch chan<- struct{}) {
 	case ch <- struct{}{}:
 	default:
 	}
+}
+
+// notifySystemd sends systemd notifications, logging a failure.
+func notifySystemd(sd *sdnotify.Notifier, log *slog.Logger, assignments ...string) {
+	if err := sd.Send(assignments...); err != nil {
+		log.Warn("systemd notification failed", "err", err)
+	}
+}
+
+// feedWatchdog sends WATCHDOG=1 twice per systemd's watchdog interval
+// once the controller is ready, as long as health passes: a stuck reconcile
+// loop or engine stops the feed and systemd restarts the service.
+func feedWatchdog(ctx context.Context, sd *sdnotify.Notifier, ready *atomic.Bool, health func() error, log *slog.Logger) {
+	every := sd.WatchdogInterval() / 2
+	if every <= 0 {
+		return
+	}
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if !ready.Load() {
+			continue // systemd's watchdog starts once READY=1 is sent
+		}
+		if err := health(); err != nil {
+			log.Error("not feeding the systemd watchdog", "err", err)
+			continue
+		}
+		notifySystemd(sd, log, sdnotify.Watchdog)
+	}
+}
+
+// liveLine is the one-line state "systemctl status" shows.
+func liveLine(st controller.LiveStatus) string {
+	line := fmt.Sprintf("revision %d, policy generation %d", st.Revision, st.Generation)
+	if st.ReconcileFailing {
+		line += "; reconcile FAILING: " + st.LastError
+	}
+	return line
 }

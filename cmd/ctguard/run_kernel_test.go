@@ -15,6 +15,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -74,9 +75,18 @@ func (b *syncBuffer) String() string {
 // so the process is ctguard itself). It is killed when the test ends.
 func startRun(t testing.TB, ns *netnstest.NS, stateDir string, args ...string) *runProc {
 	t.Helper()
+	return startRunEnv(t, ns, stateDir, nil, args...)
+}
+
+// startRunEnv is startRun with env added to the process's environment.
+func startRunEnv(t testing.TB, ns *netnstest.NS, stateDir string, env []string, args ...string) *runProc {
+	t.Helper()
 	full := append([]string{"netns", "exec", ns.Name, binary, "--state-dir", stateDir,
 		"run", "--metrics-addr", metricsAddr, "--resync", "1s"}, args...)
 	p := &runProc{t: t, ns: ns, cmd: exec.Command("ip", full...), logs: &syncBuffer{}, done: make(chan struct{})}
+	if env != nil {
+		p.cmd.Env = append(os.Environ(), env...)
+	}
 	p.cmd.Stdout, p.cmd.Stderr = p.logs, p.logs
 	p.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	lns := topo.Namespace{Name: ns.Name, Handle: ns.Handle}
@@ -501,13 +511,15 @@ func TestPrivilegedRunReloadsEdits(t *testing.T) {
 			Generation int
 			LastError  string
 		}
-		LiveRunning bool
-		Drift       bool
+		ControllerRunning bool
+		Drift             bool
+		State             string
 	}
-	if err := json.Unmarshal([]byte(c.mustRun(0, "status", "-o", "json")), &st); err != nil {
+	// A rejected policy makes the state failing: exit 4.
+	if err := json.Unmarshal([]byte(c.mustRun(4, "status", "-o", "json")), &st); err != nil {
 		t.Fatal(err)
 	}
-	if st.Live == nil || !st.LiveRunning || st.Live.PID != p.cmd.Process.Pid || st.Live.Generation != 2 ||
+	if st.Live == nil || !st.ControllerRunning || st.State != "failing" || st.Live.PID != p.cmd.Process.Pid || st.Live.Generation != 2 ||
 		st.Live.Revision != 2 || !strings.Contains(st.Live.LastError, "198.19.7.300") || st.Drift {
 		t.Fatalf("status while running: %+v live %+v", st, st.Live)
 	}
@@ -517,7 +529,7 @@ func TestPrivilegedRunReloadsEdits(t *testing.T) {
 	if err := json.Unmarshal([]byte(c.mustRun(0, "status", "-o", "json")), &st); err != nil {
 		t.Fatal(err)
 	}
-	if st.LiveRunning {
+	if st.ControllerRunning {
 		t.Fatal("status says the stopped controller still runs")
 	}
 }
@@ -642,8 +654,14 @@ func TestPrivilegedRunKilledDuringApply(t *testing.T) {
 		p.stop(syscall.SIGKILL)
 		_, tables := countRules(t, c.ns)
 		var st struct{ Interrupted bool }
-		if err := json.Unmarshal([]byte(c.mustRun(0, "status", "-o", "json")), &st); err != nil {
+		out, _, code := c.run("status", "-o", "json")
+		if err := json.Unmarshal([]byte(out), &st); err != nil {
 			t.Fatal(err)
+		}
+		// An interrupted apply is failing (4); a finished one in force
+		// (0); a table the kill left without its journal entry drifted (3).
+		if want := map[bool][]int{true: {4}, false: {0, 3}}[st.Interrupted]; !slices.Contains(want, code) {
+			t.Fatalf("status exit %d with interrupted %t, want one of %v", code, st.Interrupted, want)
 		}
 		t.Logf("SIGKILL %v after start: %d table(s), interrupted apply %t", delay, tables, st.Interrupted)
 	}
@@ -735,14 +753,14 @@ func TestPrivilegedRunFlagsNATedFlows(t *testing.T) {
 				Policies map[string]struct{ Matched uint64 }
 			}
 		}
-		LiveRunning bool
+		ControllerRunning bool
 	}
-	// The live status is published after every reconcile: within a resync.
+	// The live status is published every 2s and after every reconcile.
 	poll(t, "live status with the flows", 3*time.Second, func() bool {
 		if err := json.Unmarshal([]byte(c.mustRun(0, "status", "-o", "json")), &st); err != nil {
 			t.Fatal(err)
 		}
-		return st.LiveRunning && st.Live != nil && st.Live.Engine.Policies["egress"].Matched == downloads
+		return st.ControllerRunning && st.Live != nil && st.Live.Engine.Policies["egress"].Matched == downloads
 	})
 }
 

@@ -86,8 +86,8 @@ func TestPrivilegedJournalCannotWriteOtherSysctls(t *testing.T) {
 	if got := c.ns.Sysctl(t, "net.ipv4.ip_forward"); got != before {
 		t.Fatalf("net.ipv4.ip_forward %s -> %s", before, got)
 	}
-	// status still works, and says the way out.
-	out := c.mustRun(0, "status")
+	// status still works, says the way out, and exits 4 (failing).
+	out := c.mustRun(4, "status")
 	if !strings.Contains(out, "damaged journal") || !strings.Contains(out, "mv journal.json") {
 		t.Fatalf("status with a forged journal:\n%s", out)
 	}
@@ -122,7 +122,7 @@ func TestPrivilegedForeignTableKept(t *testing.T) {
 	if after := c.ruleset(); after != before {
 		t.Fatalf("the foreign table changed:\n%s\nwant\n%s", after, before)
 	}
-	if out := c.mustRun(0, "status"); !strings.Contains(out, "not created by ctguard") {
+	if out := c.mustRun(4, "status"); !strings.Contains(out, "not created by ctguard") { // failing: ctguard cannot apply
 		t.Fatalf("status does not show the foreign table:\n%s", out)
 	}
 	// Once the operator deletes it, ctguard's own table carries the mark.

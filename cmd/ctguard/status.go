@@ -7,11 +7,13 @@ import (
 	"maps"
 	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
 
 	"github.com/ctguard/ctguard/controller"
+	"github.com/ctguard/ctguard/controller/incident"
 	"github.com/ctguard/ctguard/controller/ruleset"
 	"github.com/ctguard/ctguard/controller/sysctl"
 	"github.com/spf13/cobra"
@@ -22,7 +24,11 @@ func newStatusCommand(g *globals) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "status [-o text|json]",
 		Short: "Show what is applied and what its counters prove",
-		Args:  cobra.NoArgs,
+		Long: `Shows what is applied and what its counters prove. Exit status: 0 in force
+(or nothing applied), 3 drifted (the table or sysctl differs from the revision
+in force), 4 failing (an interrupted apply, or the running controller's
+reconcile fails, its policy is rejected, or it is stuck), 1 error.`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if err := checkOutput(output); err != nil {
 				return err
@@ -39,9 +45,14 @@ func newStatusCommand(g *globals) *cobra.Command {
 			if output == "json" {
 				enc := json.NewEncoder(os.Stdout)
 				enc.SetIndent("", "  ")
-				return enc.Encode(st)
+				err = enc.Encode(st)
+			} else {
+				err = writeStatus(os.Stdout, st)
 			}
-			return writeStatus(os.Stdout, st)
+			if err != nil {
+				return err
+			}
+			return statusExit(st.State)
 		},
 	}
 	cmd.Flags().StringVarP(&output, "output", "o", "text", "output format: text or json")
@@ -51,6 +62,10 @@ func newStatusCommand(g *globals) *cobra.Command {
 // writeStatus renders a Status for people.
 func writeStatus(w io.Writer, st controller.Status) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintf(tw, "State:\t%s\n", st.State)
+	for _, p := range st.Problems {
+		fmt.Fprintf(tw, "\t- %s\n", p)
+	}
 	fmt.Fprintf(tw, "Kernel:\t%s\n", st.Kernel)
 	for _, note := range st.KernelNotes {
 		fmt.Fprintf(tw, "\t- %s\n", note)
@@ -72,9 +87,9 @@ func writeStatus(w io.Writer, st controller.Status) error {
 	if st.ForeignTable != "" {
 		fmt.Fprintf(tw, "\t%s\n", st.ForeignTable)
 	}
-	liberal := st.BeLiberal
-	if st.BeLiberalBaseline != "" {
-		liberal += " (before ctguard: " + st.BeLiberalBaseline + ")"
+	liberal := strconv.Itoa(st.BeLiberal)
+	if st.BeLiberalBaseline != nil {
+		liberal += " (before ctguard: " + strconv.Itoa(*st.BeLiberalBaseline) + ")"
 	}
 	fmt.Fprintf(tw, "Sysctl %s:\t%s\n", sysctl.BeLiberal, liberal)
 	fmt.Fprintf(tw, "Conntrack invalid (all CPUs):\t%d\n", st.ConntrackInvalid)
@@ -85,8 +100,20 @@ func writeStatus(w io.Writer, st controller.Status) error {
 	if st.Live != nil && st.Live.Gate != nil {
 		fmt.Fprintf(tw, "Handshake gate:\t%s\n", gateState(st.Live.Gate))
 	}
+	if st.Live != nil && st.Live.Incidents != nil {
+		in := st.Live.Incidents
+		fmt.Fprintf(tw, "Incidents (connections reset):\t%d since the controller started; evidence log group %d %s: %d packets read, %d messages lost, %d overruns\n",
+			in.Total, in.Group, in.State, in.Logged, in.Lost, in.Overruns)
+	}
 	if err := tw.Flush(); err != nil {
 		return err
+	}
+	if st.Live != nil && st.Live.Incidents != nil && len(st.Live.Incidents.Last) > 0 {
+		fmt.Fprintln(w)
+		fmt.Fprintf(w, "LAST %d INCIDENTS (oldest first)\n", len(st.Live.Incidents.Last))
+		for _, inc := range st.Live.Incidents.Last {
+			fmt.Fprintln(w, incident.Text(inc))
+		}
 	}
 	if len(st.Rules) > 0 {
 		fmt.Fprintln(w)
@@ -97,7 +124,11 @@ func writeStatus(w io.Writer, st controller.Status) error {
 			if family == "" {
 				family = "any"
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\n", r.Policy, r.Chain, describePurpose(r.Purpose), family, r.Packets, r.Bytes)
+			pol := r.Policy
+			if pol == "" {
+				pol = "-"
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\n", pol, r.Chain, describePurpose(r.Purpose), family, r.Packets, r.Bytes)
 		}
 		if err := tw.Flush(); err != nil {
 			return err
@@ -138,8 +169,8 @@ func controllerState(st controller.Status) string {
 		return "never ran with this state directory"
 	}
 	state := fmt.Sprintf("last update %s ago", time.Since(live.UpdatedAt).Round(time.Second))
-	if st.LiveRunning {
-		state = fmt.Sprintf("running (pid %d, policy generation %d), %s", live.PID, live.Generation, state)
+	if st.ControllerRunning {
+		state = fmt.Sprintf("running (pid %d in its namespace, policy generation %d), %s", live.PID, live.Generation, state)
 	} else {
 		state = "not running, " + state
 	}
@@ -177,6 +208,19 @@ func describePurpose(purpose string) string {
 		return "SYN-ACKs held by the gate until flagged"
 	case string(ruleset.PurposeGuard):
 		return "invalid TCP dropped (handshake guard)"
+	case string(ruleset.PurposeEvidence):
+		return "evidence: invalid TCP (output: RSTs) seen, sampled to the log"
 	}
 	return purpose
+}
+
+// statusExit turns a state into the exit status (nil for 0).
+func statusExit(s controller.State) error {
+	switch s {
+	case controller.StateFailing:
+		return exitCodeError(exitFailing)
+	case controller.StateDrifted:
+		return exitCodeError(exitDrifted)
+	}
+	return nil
 }

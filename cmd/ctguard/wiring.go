@@ -74,6 +74,7 @@ func openSession(g *globals, defaultLevel string) (*session, error) {
 	// One-shot commands build the table as "ctguard run" does, gate rules
 	// included (with nobody listening, the kernel bypasses the queue).
 	k.SetGate(g.queue, true, nil)
+	k.SetEvidenceGroup(g.evidence)
 	return &session{Kernel: k, log: log}, nil
 }
 

@@ -189,6 +189,26 @@ func (c *Conn) execute(msg netlink.Message) ([]netlink.Message, error) {
 func (c *Conn) Get(f *Flow) (Flow, error) {
 	ae := netfilter.NewAttributeEncoder()
 	encodeKey(ae, f)
+	return c.get(f, ae)
+}
+
+// GetReply reads the TCP entry (zone 0) whose REPLY tuple is t: for a
+// packet the entry lost (ct state invalid), the packet's own addresses
+// and ports are that tuple, so this finds the flow it belonged to, NATed
+// or not. The kernel looks the tuple up in both directions: an entry whose
+// ORIGINAL tuple is t is returned too. No such entry returns ErrFlowGone.
+func (c *Conn) GetReply(t Tuple) (Flow, error) {
+	ae := netfilter.NewAttributeEncoder()
+	ae.Nested(ctaTupleReply, func(nae *netlink.AttributeEncoder) error {
+		encodeTuple(nae, &t)
+		return nil
+	})
+	return c.get(&Flow{Orig: Tuple{Src: t.Dst, Dst: t.Src, SrcPort: t.DstPort, DstPort: t.SrcPort}}, ae)
+}
+
+// get runs a ctnetlink GET of the encoded key; f names the flow in errors
+// and gives the family.
+func (c *Conn) get(f *Flow, ae *netlink.AttributeEncoder) (Flow, error) {
 	msg, err := netfilter.EncodeNetlink(netfilter.Header{
 		SubsystemID: netfilter.NFSubsysCTNetlink,
 		MessageType: ipctnlMsgCtGet,

@@ -451,3 +451,26 @@ func BenchmarkPrivilegedDumpFunc(b *testing.B) {
 		}
 	}
 }
+
+func TestPrivilegedGetReply(t *testing.T) {
+	ns := netnstest.NewNetNS(t, "d14gr")
+	ct := dialCT(t, ns)
+	c := openConn(t, ns)
+	tf := testFlow(40002, 0)
+	if err := ct.Create(tf); err != nil {
+		t.Fatalf("create: %v", err)
+	}
+	want := get(t, ct, tf)
+	// The reply tuple: server -> the box's address, the original source port.
+	got, err := c.GetReply(Tuple{Src: netip.MustParseAddr("198.19.0.10"), Dst: netip.MustParseAddr("198.18.0.1"), SrcPort: 443, DstPort: 40002})
+	if err != nil || got != want {
+		t.Fatalf("GetReply = %+v, %v; want %+v", got, err, want)
+	}
+	// The kernel finds a tuple in either direction.
+	if got, err := c.GetReply(want.Orig); err != nil || got != want {
+		t.Fatalf("GetReply of the original tuple = %+v, %v", got, err)
+	}
+	if _, err := c.GetReply(Tuple{Src: want.Orig.Src, Dst: want.Orig.Dst, SrcPort: 1, DstPort: 443}); !errors.Is(err, ErrFlowGone) {
+		t.Fatalf("GetReply of an unknown tuple: %v, want ErrFlowGone", err)
+	}
+}

@@ -15,11 +15,12 @@ var ErrFlowGone = errors.New("conntrack entry gone")
 
 // ctnetlink attribute types (include/uapi/linux/netfilter/nfnetlink_conntrack.h).
 const (
-	ctaTupleOrig = 1
-	ctaProtoInfo = 4
-	ctaMark      = 8
-	ctaZone      = 18
-	ctaMarkMask  = 21
+	ctaTupleOrig  = 1
+	ctaTupleReply = 2
+	ctaProtoInfo  = 4
+	ctaMark       = 8
+	ctaZone       = 18
+	ctaMarkMask   = 21
 
 	ctaTupleIP    = 1
 	ctaTupleProto = 2

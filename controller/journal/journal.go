@@ -38,6 +38,11 @@ type Journal struct {
 	// readlink of its nsfs file gives it ("net:[4026531840]"). Empty until
 	// the first apply.
 	NetNS string `json:"netns,omitempty"`
+	// BootID is the kernel's boot id (CurrentBootID) of the boot the
+	// journal describes: a journal of an earlier boot describes nothing in
+	// the kernel any more. Empty in journals written before ctguard
+	// recorded it, and until the first apply.
+	BootID string `json:"bootId,omitempty"`
 	// Baseline is what the box had before ctguard's first apply; nil until
 	// then. Rollback restores it.
 	Baseline *Baseline `json:"baseline,omitempty"`
@@ -51,6 +56,9 @@ type Journal struct {
 	// is touched and committed into Revisions after success: a journal
 	// loaded with Pending set means an apply was interrupted.
 	Pending *Revision `json:"pending,omitempty"`
+
+	// savedAt is the file's modification time, set by Store.LoadFor.
+	savedAt time.Time
 }
 
 // Baseline is the state of the box before ctguard first changed it.

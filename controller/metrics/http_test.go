@@ -101,3 +101,35 @@ func TestServeBadAddr(t *testing.T) {
 		t.Fatal("Serve with a bad address returned nil")
 	}
 }
+
+func TestLiveProbe(t *testing.T) {
+	var stuck atomic.Bool
+	h := New().ProbeHandler(Probes{Live: func() error {
+		if stuck.Load() {
+			return errors.New("the reconcile loop has been busy for 2m0s")
+		}
+		return nil
+	}})
+	if code, body := get(t, h, "/healthz"); code != http.StatusOK || body != "ok\n" {
+		t.Errorf("GET /healthz = %d %q, want 200 ok", code, body)
+	}
+	stuck.Store(true)
+	if code, body := get(t, h, "/healthz"); code != http.StatusServiceUnavailable || !strings.Contains(body, "unhealthy: the reconcile loop has been busy") {
+		t.Errorf("GET /healthz while stuck = %d %q, want 503 naming the loop", code, body)
+	}
+	if code, _ := get(t, h, "/readyz"); code != http.StatusOK {
+		t.Errorf("GET /readyz without a check = %d, want 200", code)
+	}
+}
+
+func TestListenNamesTheAddress(t *testing.T) {
+	ln, err := Listen("127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	_, err = Listen(ln.Addr().String())
+	if err == nil || !strings.Contains(err.Error(), "listen on "+ln.Addr().String()+": ") || strings.Count(err.Error(), ln.Addr().String()) != 1 {
+		t.Fatalf("Listen on a busy address: %v", err)
+	}
+}

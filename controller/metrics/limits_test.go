@@ -31,7 +31,7 @@ func TestIdleConnectionsCannotExhaustFds(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- serve(ctx, ln, New().Handler(nil)) }()
+	go func() { done <- ServeListener(ctx, ln, New().Handler(nil), "", nil) }()
 	defer func() { cancel(); <-done }()
 
 	const idle = 200

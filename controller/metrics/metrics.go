@@ -3,10 +3,10 @@
 package metrics
 
 import (
-	"runtime/debug"
 	"sync"
 	"time"
 
+	"github.com/ctguard/ctguard/internal/version"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 )
@@ -90,6 +90,17 @@ type Metrics struct {
 
 	// Gate holds the handshake gate's metrics.
 	Gate GateMetrics
+	// ReconcileFailing is 1 while the last reconcile failed
+	// (ctguard_reconcile_failing).
+	ReconcileFailing prometheus.Gauge
+	// PolicySourceRejected is 1 while the policy file or directory on
+	// disk is rejected and the last good policies stay in force
+	// (ctguard_policy_source_rejected).
+	PolicySourceRejected prometheus.Gauge
+	// PolicyInfo is 1 for each policy in force, labelled with its
+	// workaround and scope (ctguard_policy_info{policy,workaround,scope});
+	// set by SetPoliciesInForce.
+	PolicyInfo *prometheus.GaugeVec
 
 	rules *ruleCounters
 
@@ -145,7 +156,14 @@ func New() *Metrics {
 		FlowsEnded:        perPolicy("flows_ended_total", "Matched flows that ended."),
 		FlowsEndedByReset: perPolicy("flows_ended_by_reset_total", "Matched flows that ended with a TCP reset."),
 
-		Gate:     newGateMetrics(),
+		Gate:                 newGateMetrics(),
+		ReconcileFailing:     gauge("reconcile_failing", "1 while the last reconcile failed: the kernel may not match the policies in force."),
+		PolicySourceRejected: gauge("policy_source_rejected", "1 while the policy source on disk is rejected; the last good policies stay in force."),
+		PolicyInfo: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Namespace: Namespace, Name: "policy_info",
+			Help: "1 for each policy in force, with its workaround and scope.",
+		}, []string{"policy", "workaround", "scope"}),
+
 		rules:    newRuleCounters(),
 		policies: map[string]bool{},
 	}
@@ -158,6 +176,7 @@ func New() *Metrics {
 		m.FlowsSeen, m.FlowsMatched, m.FlowsFlagged, m.FlowsConfirmed, m.FlowsFailed,
 		m.FlowsGone, m.FlowsReflagged, m.FlagLatency, m.EventsLost, m.Resyncs,
 		m.FlowsEnded, m.FlowsEndedByReset,
+		m.ReconcileFailing, m.PolicySourceRejected, m.PolicyInfo,
 		m.rules, buildInfo(),
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
@@ -173,12 +192,28 @@ func (m *Metrics) ObserveReconcile(d time.Duration, err error) {
 	m.ReconcileDuration.Observe(d.Seconds())
 	if err != nil {
 		m.ReconcileErrors.Inc()
+		m.ReconcileFailing.Set(1)
+	} else {
+		m.ReconcileFailing.Set(0)
+	}
+}
+
+// PolicyInForce describes one policy in force for ctguard_policy_info.
+type PolicyInForce struct {
+	Name, Workaround, Scope string
+}
+
+// SetPoliciesInForce replaces the ctguard_policy_info series.
+func (m *Metrics) SetPoliciesInForce(ps []PolicyInForce) {
+	m.PolicyInfo.Reset()
+	for _, p := range ps {
+		m.PolicyInfo.WithLabelValues(p.Name, p.Workaround, p.Scope).Set(1)
 	}
 }
 
 // SetPolicies makes names the policies exported in the per-policy flow
-// metrics: series of new names start at zero, series of names no longer
-// present are deleted.
+// metrics (the perFlow policies: the others flag no flow): series of new
+// names start at zero, series of names no longer present are deleted.
 func (m *Metrics) SetPolicies(names []string) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -208,24 +243,14 @@ func (m *Metrics) perPolicy() []*prometheus.CounterVec {
 	}
 }
 
-// buildInfo is ctguard_build_info{version,revision,goversion}, always 1.
+// buildInfo is ctguard_build_info{version,revision,goversion}, always 1:
+// the values "ctguard version" prints.
 func buildInfo() prometheus.Collector {
-	version, revision, goVersion := "unknown", "unknown", "unknown"
-	if bi, ok := debug.ReadBuildInfo(); ok {
-		goVersion = bi.GoVersion
-		if bi.Main.Version != "" {
-			version = bi.Main.Version
-		}
-		for _, s := range bi.Settings {
-			if s.Key == "vcs.revision" {
-				revision = s.Value
-			}
-		}
-	}
+	v := version.Get()
 	g := prometheus.NewGauge(prometheus.GaugeOpts{
 		Namespace: Namespace, Name: "build_info",
 		Help:        "Build information of the running ctguard; always 1.",
-		ConstLabels: prometheus.Labels{"version": version, "revision": revision, "goversion": goVersion},
+		ConstLabels: prometheus.Labels{"version": v.Version, "revision": v.Commit, "goversion": v.GoVersion},
 	})
 	g.Set(1)
 	return g

@@ -67,6 +67,10 @@ func TestFamilies(t *testing.T) {
 	m.SetRuleCounters([]RuleCounter{{Policy: "edge", Purpose: "drop-invalid", Packets: 1, Bytes: 60}})
 	m.FlagLatency.Observe(0.0001)
 	m.ReconcileDuration.Observe(0.01)
+	m.SetPoliciesInForce([]PolicyInForce{{Name: "edge", Workaround: "dropInvalid"}})
+	m.ReadKernelAtScrape(func() (KernelState, error) {
+		return KernelState{Rules: []RuleCounter{{Policy: "edge", Purpose: "drop-invalid", Packets: 1, Bytes: 60}}, TablePresent: true}, nil
+	})
 	fams := scrape(t, m.Handler(nil))
 
 	tests := []struct {
@@ -96,6 +100,13 @@ func TestFamilies(t *testing.T) {
 		{"ctguard_nft_rule_packets_total", dto.MetricType_COUNTER, []string{"policy", "purpose"}},
 		{"ctguard_nft_rule_bytes_total", dto.MetricType_COUNTER, []string{"policy", "purpose"}},
 		{"ctguard_build_info", dto.MetricType_GAUGE, []string{"goversion", "revision", "version"}},
+		{"ctguard_reconcile_failing", dto.MetricType_GAUGE, nil},
+		{"ctguard_policy_source_rejected", dto.MetricType_GAUGE, nil},
+		{"ctguard_policy_info", dto.MetricType_GAUGE, []string{"policy", "scope", "workaround"}},
+		{"ctguard_drift_present", dto.MetricType_GAUGE, nil},
+		{"ctguard_table_present", dto.MetricType_GAUGE, nil},
+		{"ctguard_sysctl_be_liberal", dto.MetricType_GAUGE, nil},
+		{"ctguard_kernel_read_errors_total", dto.MetricType_COUNTER, nil},
 		{"go_goroutines", dto.MetricType_GAUGE, nil},
 		{"process_start_time_seconds", dto.MetricType_GAUGE, nil},
 	}
@@ -217,4 +228,46 @@ func TestRegistriesArePrivate(t *testing.T) {
 	if v, _ := value(scrape(t, b.Handler(nil)), "ctguard_events_lost_total", nil); v != 0 {
 		t.Errorf("second registry sees first's counter: %v", v)
 	}
+}
+
+// TestKernelReadAtScrape: scrapes read the kernel (at most once a second),
+// a failed read keeps the last values and is counted, and the reconcile
+// snapshot gives way to the scrape-time read.
+func TestKernelReadAtScrape(t *testing.T) {
+	m := New()
+	m.SetRuleCounters([]RuleCounter{{Policy: "edge", Purpose: "count-invalid-rst", Packets: 1}})
+	reads, fail := 0, false
+	m.ReadKernelAtScrape(func() (KernelState, error) {
+		reads++
+		if fail {
+			return KernelState{}, errors.New("netlink: EBUSY")
+		}
+		return KernelState{Rules: []RuleCounter{
+			{Policy: "edge", Purpose: "count-invalid-rst", Packets: 5},
+			{Policy: "edge", Purpose: "count-invalid-rst", Packets: 2}, // the IPv6 rule
+		}, TablePresent: true, Drift: true, BeLiberal: 1}, nil
+	})
+	fams := scrape(t, m.Handler(nil))
+	check := func(name string, labels map[string]string, want float64) {
+		t.Helper()
+		if v, ok := value(fams, name, labels); !ok || v != want {
+			t.Errorf("%s%v = %v, %v; want %v", name, labels, v, ok, want)
+		}
+	}
+	rst := map[string]string{"policy": "edge", "purpose": "count-invalid-rst"}
+	check("ctguard_nft_rule_packets_total", rst, 7)
+	check("ctguard_drift_present", nil, 1)
+	check("ctguard_table_present", nil, 1)
+	check("ctguard_sysctl_be_liberal", nil, 1)
+	check("ctguard_kernel_read_errors_total", nil, 0)
+	fams = scrape(t, m.Handler(nil)) // within a second: no second read
+	if reads != 1 {
+		t.Fatalf("%d reads for two scrapes within a second", reads)
+	}
+	m.rules.readAt = time.Time{}
+	fail = true
+	fams = scrape(t, m.Handler(nil))
+	check("ctguard_nft_rule_packets_total", rst, 7)
+	check("ctguard_drift_present", nil, 1)
+	check("ctguard_kernel_read_errors_total", nil, 1)
 }

@@ -145,4 +145,4 @@ var testOpts = ruleset.Options{MarkBit: 0x00800000, Queue: 7301}
 // noGateOpts build guard rules where policies ask for the gate: for tests
 // that load or list the table with nft, whose JSON output aborts on this
 // kernel's xt NFQUEUE encoding in an inet table.
-var noGateOpts = ruleset.Options{MarkBit: 0x00800000, Queue: 7301, NoQueue: true}
+var noGateOpts = ruleset.Options{MarkBit: 0x00800000, Queue: 7301, NoQueue: true, EvidenceGroup: 7302}

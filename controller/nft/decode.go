@@ -141,8 +141,9 @@ func decodeRule(r *nftables.Rule) ruleset.Rule {
 	}
 	inferFromExprs(&got, r.Exprs)
 	dropping := got.Purpose == ruleset.PurposeDropInvalid || got.Purpose == ruleset.PurposeGuard
-	shapeOK := got.Drop == dropping && got.RSTOnly == (got.Purpose == ruleset.PurposeCountInvalidRST) &&
-		slices.Contains([]ruleset.Purpose{ruleset.PurposeDropInvalid, ruleset.PurposeCountInvalid, ruleset.PurposeCountInvalidRST, ruleset.PurposeGuard}, got.Purpose)
+	evidence := got.Purpose == ruleset.PurposeEvidence
+	shapeOK := got.Drop == dropping && (evidence || got.RSTOnly == (got.Purpose == ruleset.PurposeCountInvalidRST)) &&
+		slices.Contains([]ruleset.Purpose{ruleset.PurposeDropInvalid, ruleset.PurposeCountInvalid, ruleset.PurposeCountInvalidRST, ruleset.PurposeGuard, ruleset.PurposeEvidence}, got.Purpose)
 	if !shapeOK || got.Comment() != comment || !sameExprs(ruleExprs(got, nil, QueueNative), r.Exprs) {
 		return unrecognised
 	}
@@ -181,8 +182,12 @@ func inferGate(r *ruleset.Rule, exprs []expr.Any) (q QueueEncoding, ok bool) {
 	return q, ok
 }
 
-// parseComment reads "ctguard policy NAME: PURPOSE[ PROTO]".
+// parseComment reads "ctguard policy NAME: PURPOSE[ PROTO]", or the
+// evidence rules' comment.
 func parseComment(c string) (ruleset.Rule, bool) {
+	if c == ruleset.EvidenceComment {
+		return ruleset.Rule{Purpose: ruleset.PurposeEvidence}, true
+	}
 	rest, ok := strings.CutPrefix(c, "ctguard policy ")
 	i := strings.LastIndex(rest, ": ")
 	if !ok || i < 0 {
@@ -220,6 +225,8 @@ func inferFromExprs(r *ruleset.Rule, exprs []expr.Any) {
 			}
 		case *expr.Objref:
 			r.Counter = e.Name
+		case *expr.Log:
+			r.LogGroup = e.Group
 		case *expr.Verdict:
 			r.Drop = e.Kind == expr.VerdictDrop
 		}

@@ -176,6 +176,14 @@ func ruleExprs(r ruleset.Rule, setIDs map[string]uint32, q QueueEncoding) []expr
 		e = append(e, &expr.Payload{DestRegister: reg, Base: expr.PayloadBaseTransportHeader, Offset: off, Len: 2}, lookup(r.PortSet))
 	}
 	e = append(e, &expr.Objref{Type: unix.NFT_OBJECT_COUNTER, Name: r.Counter})
+	if r.Purpose == ruleset.PurposeEvidence {
+		// After the counter, so it counts every packet; the limit then
+		// stops the rule for all but a sample, which is logged.
+		e = append(e,
+			&expr.Limit{Type: expr.LimitTypePkts, Rate: ruleset.EvidenceRate, Unit: expr.LimitTimeSecond, Burst: ruleset.EvidenceBurst},
+			&expr.Log{Key: 1<<unix.NFTA_LOG_GROUP | 1<<unix.NFTA_LOG_SNAPLEN, Group: r.LogGroup, Snaplen: ruleset.EvidenceSnaplen},
+		)
+	}
 	if r.Drop {
 		e = append(e, &expr.Verdict{Kind: expr.VerdictDrop})
 	}

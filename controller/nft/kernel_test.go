@@ -75,6 +75,10 @@ func mixedPolicies() []policy.Policy {
 			Liberal:    &policy.Liberal{Scope: policy.ScopePerFlow},
 			Match:      policy.Match{Family: policy.FamilyIPv6, Destinations: prefixes("2001:db8:1::/48")},
 		}},
+		{Metadata: policy.Metadata{Name: "watch"}, Spec: policy.Spec{
+			Workaround: policy.WorkaroundObserve,
+			Match:      policy.Match{Family: policy.FamilyIPv4, DestinationPorts: []policy.PortRange{{From: 80, To: 80}}},
+		}},
 		{Metadata: policy.Metadata{Name: "global"}, Spec: policy.Spec{
 			Workaround: policy.WorkaroundLiberal,
 			Liberal:    &policy.Liberal{Scope: policy.ScopeGlobal},

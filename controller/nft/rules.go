@@ -134,6 +134,10 @@ func decodeExpr(b []byte) (expr.Any, error) {
 		e = &expr.Target{}
 	case "counter":
 		e = &expr.Counter{}
+	case "limit":
+		e = &expr.Limit{}
+	case "log":
+		e = &expr.Log{}
 	case "immediate":
 		imm := &expr.Immediate{}
 		if err := expr.Unmarshal(fam, data, imm); err != nil {

@@ -89,6 +89,10 @@ type Engine struct {
 	mu       sync.Mutex // guards counters and serializes installs
 	counters map[string]*counters
 
+	// beat is the Unix nanosecond time Run last went round its loop idle
+	// (see Heartbeat).
+	beat atomic.Int64
+
 	// Run's state, touched only by the Run goroutine.
 	tracked     map[flows.Key]*track
 	preexisting map[flows.Key]preexistingFlow
@@ -251,15 +255,35 @@ func (e *Engine) start(ctx context.Context) (*subscription, error) {
 // makes the kernel build and send events for every flow): it reports ready
 // and waits for SetPolicies to bring some, returning false if ctx ends.
 func (e *Engine) awaitPolicies(ctx context.Context, ready func()) bool {
+	beat := time.NewTicker(HeartbeatPeriod)
+	defer beat.Stop()
 	for e.gen.Load().sel.Len() == 0 {
 		ready()
+		e.beat.Store(time.Now().UnixNano())
 		select {
 		case <-ctx.Done():
 			return false
 		case <-e.swapped:
+		case <-beat.C:
 		}
 	}
 	return true
+}
+
+// HeartbeatPeriod is how often a Run that waits for work shows it is not
+// stuck (Heartbeat).
+const HeartbeatPeriod = time.Second
+
+// Heartbeat returns when Run last waited for work: every HeartbeatPeriod
+// while it waits, and after each piece of work (an event batch, a resync).
+// An old heartbeat means Run is stuck in one piece of work, e.g. a netlink
+// call that never returns. Zero until Run starts.
+func (e *Engine) Heartbeat() time.Time {
+	n := e.beat.Load()
+	if n == 0 {
+		return time.Time{}
+	}
+	return time.Unix(0, n)
 }
 
 // Run subscribes to conntrack events first, then flags the matching flows
@@ -313,11 +337,16 @@ func (e *Engine) Run(ctx context.Context) error {
 		tick = t.C
 	}
 	pending, hasPending := resyncLoss, false // a failed resync to retry
+	beat := time.NewTicker(HeartbeatPeriod)
+	defer beat.Stop()
 	for {
+		e.beat.Store(time.Now().UnixNano())
 		kind, due := resyncLoss, false
 		select {
 		case <-ctx.Done():
 			return nil
+		case <-beat.C:
+			continue
 		case <-e.swapped:
 			kind, due = resyncSwap, true
 		case <-e.gateChanged:

@@ -79,15 +79,26 @@ func (noObserver) FlagLatency(string, float64) {}
 type counters [numCounters]atomic.Uint64
 
 // Snapshot is a copy of the engine's counters.
+// The JSON names are part of "ctguard status -o json".
 type Snapshot struct {
-	FlowsSeen, EventsLost, Resyncs uint64
+	FlowsSeen  uint64 `json:"flowsSeen"`
+	EventsLost uint64 `json:"eventsLost"`
+	Resyncs    uint64 `json:"resyncs"`
 	// Policies holds the counters of each current per-flow policy, by name.
-	Policies map[string]PolicyStats
+	Policies map[string]PolicyStats `json:"policies"`
 }
 
-// PolicyStats is one policy's counters.
+// PolicyStats is one policy's counters (the ctguard_flows_*_total series).
 type PolicyStats struct {
-	Matched, AlreadyLiberal, Flagged, Confirmed, Failed, Gone, Reflagged, Ended, EndedByReset uint64
+	Matched        uint64 `json:"matched"`
+	AlreadyLiberal uint64 `json:"alreadyLiberal"`
+	Flagged        uint64 `json:"flagged"`
+	Confirmed      uint64 `json:"confirmed"`
+	Failed         uint64 `json:"failed"`
+	Gone           uint64 `json:"gone"`
+	Reflagged      uint64 `json:"reflagged"`
+	Ended          uint64 `json:"ended"`
+	EndedByReset   uint64 `json:"endedByReset"`
 }
 
 func (c *counters) policyStats() PolicyStats {

@@ -24,6 +24,7 @@ import (
 //   - perFlow liberal with handshake gate: on prerouting, a gate rule
 //     queueing the SYN-ACK of every flow of the policy's family and NAT
 //     kinds not yet carrying opts.MarkBit (see addGate);
+//   - observe: the perFlow counting rules on input and forward;
 //   - every policy: an output rule counting the RSTs the box itself sends
 //     with ct state invalid TO the policy's destinations and ports.
 //
@@ -41,7 +42,43 @@ func Build(policies []policy.Policy, opts Options) Table {
 	for _, p := range policies {
 		b.add(p)
 	}
+	if opts.EvidenceGroup != 0 && len(policies) > 0 {
+		b.addEvidence(opts.EvidenceGroup)
+	}
 	return b.table()
+}
+
+// Limits of the evidence rules' logging: a flood of invalid packets costs
+// the box and the reader at most EvidenceRate messages a second per hook,
+// each at most EvidenceSnaplen bytes (the IP and TCP headers with options).
+const (
+	EvidenceRate    = 100
+	EvidenceBurst   = 100
+	EvidenceSnaplen = 128
+)
+
+// EvidenceCounter is the name of the evidence rule's counter on a hook.
+// Policy names start with a letter, so these never collide with theirs.
+func EvidenceCounter(hook Hook) string { return "_evidence_" + string(hook) }
+
+// Evidence returns a table holding only the evidence rules of group: on
+// input and forward, "meta l4proto tcp ct state invalid", on output the
+// same with "tcp flags rst" (the box's own resets); each counts every such
+// packet and then logs a rate-limited sample to group. Build adds the same
+// rules ahead of the policies' rules when Options.EvidenceGroup is set.
+func Evidence(group uint16) Table {
+	b := builder{defs: map[string]Set{}, counters: map[string]bool{}, rules: map[Hook][]Rule{}}
+	b.addEvidence(group)
+	return b.table()
+}
+
+// addEvidence adds the evidence rule of each hook.
+func (b *builder) addEvidence(group uint16) {
+	for _, h := range []Hook{HookInput, HookForward, HookOutput} {
+		r := Rule{Purpose: PurposeEvidence, RSTOnly: h == HookOutput, Counter: EvidenceCounter(h), LogGroup: group}
+		b.counters[r.Counter] = true
+		b.rules[h] = append(b.rules[h], r)
+	}
 }
 
 // ObjectName is the name of a set or counter of the policy: the policy
@@ -120,6 +157,9 @@ func (b *builder) add(p policy.Policy) {
 		for _, h := range hooks {
 			b.addRules(Hook(h), name, PurposeDropInvalid, sc)
 		}
+	case p.Spec.Workaround == policy.WorkaroundObserve:
+		b.addRules(HookInput, name, PurposeCountInvalid, sc)
+		b.addRules(HookForward, name, PurposeCountInvalid, sc)
 	case p.IsPerFlow():
 		mode := p.Handshake()
 		if mode == policy.HandshakeGate && b.opts.NoQueue {
@@ -288,4 +328,20 @@ func sortedUnique(xs []string) []string {
 	out := slices.Clone(xs)
 	slices.Sort(out)
 	return slices.Compact(out)
+}
+
+// EvidenceGroup returns the nfnetlink_log group of the table's evidence
+// rules, 0 if it has none (or t is nil).
+func (t *Table) EvidenceGroup() uint16 {
+	if t == nil {
+		return 0
+	}
+	for _, ch := range t.Chains {
+		for _, r := range ch.Rules {
+			if r.Purpose == PurposeEvidence {
+				return r.LogGroup
+			}
+		}
+	}
+	return 0
 }

@@ -33,6 +33,9 @@ type Options struct {
 	// NoQueue says the gate cannot run (the kernel has no NFQUEUE, or the
 	// queue cannot be bound): gate policies get guard rules instead.
 	NoQueue bool
+	// EvidenceGroup is the nfnetlink_log group of the evidence rules (see
+	// Evidence); 0 leaves them out.
+	EvidenceGroup uint16
 }
 
 // IPS_* conntrack status bits the gate tests.
@@ -124,6 +127,11 @@ const (
 	// PurposeGate queues the SYN-ACK of a flow a perFlow policy selects
 	// that does not carry ctguard's mark yet, until ctguard flagged it.
 	PurposeGate Purpose = "gate"
+	// PurposeEvidence counts every invalid TCP packet on its hook (only
+	// the RSTs on output) and logs a rate-limited sample of their headers
+	// to an nfnetlink_log group: what "ctguard detect" and the incident
+	// ring read. It belongs to no policy and never drops.
+	PurposeEvidence Purpose = "evidence"
 	// PurposeUnrecognised marks an observed rule in inet ctguard that
 	// controller/nft could not map back to a ctguard rule (Build never
 	// makes one); Detail says what it was.
@@ -176,13 +184,24 @@ type Rule struct {
 	// when nobody listens on it.
 	Queue uint16
 
+	// LogGroup is the nfnetlink_log group of an evidence rule, which logs
+	// at most EvidenceRate packets a second (burst EvidenceBurst), EvidenceSnaplen
+	// bytes of each.
+	LogGroup uint16
+
 	// Detail describes an observed PurposeUnrecognised rule (its handle and
 	// comment); empty for every other rule.
 	Detail string
 }
 
+// EvidenceComment is the comment of every evidence rule.
+const EvidenceComment = "ctguard evidence"
+
 // Comment is the rule's nft comment; controller/nft stores and recognises it.
 func (r Rule) Comment() string {
+	if r.Purpose == PurposeEvidence {
+		return EvidenceComment
+	}
 	c := "ctguard policy " + r.Policy + ": " + string(r.Purpose)
 	if r.NFProto != NFProtoAny {
 		c += " " + string(r.NFProto)

@@ -113,6 +113,9 @@ func (r Rule) String() string {
 		parts = append(parts, "tcp "+direction(r.PortIsDest)+"port @"+r.PortSet)
 	}
 	parts = append(parts, "counter name "+strconv.Quote(r.Counter))
+	if r.Purpose == PurposeEvidence {
+		parts = append(parts, fmt.Sprintf("limit rate %d/second burst %d packets log group %d snaplen %d", EvidenceRate, EvidenceBurst, r.LogGroup, EvidenceSnaplen))
+	}
 	if r.Drop {
 		parts = append(parts, "drop")
 	}

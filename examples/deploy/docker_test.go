@@ -10,8 +10,15 @@ import (
 	"testing"
 )
 
-// buildFlags are the go build flags of the Dockerfile's build stage.
-var buildFlags = []string{"-trimpath", `-ldflags=-s -w`}
+// buildFlags are the go build flags of the Dockerfile's build stage, with
+// its VERSION and COMMIT build arguments set to stampVersion and stampCommit.
+var buildFlags = []string{"-trimpath", "-ldflags=-s -w -X " + versionPkg + ".version=" + stampVersion + " -X " + versionPkg + ".commit=" + stampCommit}
+
+const (
+	versionPkg   = "github.com/ctguard/ctguard/internal/version"
+	stampVersion = "v0.0.0-test"
+	stampCommit  = "0123456789abcdef"
+)
 
 // dockerfile returns the Dockerfile's instructions, continuation lines
 // joined and comments dropped.
@@ -79,7 +86,8 @@ func TestDockerfile(t *testing.T) {
 	if len(builds) != 1 {
 		t.Fatalf("go build steps = %q, want one", builds)
 	}
-	for _, want := range []string{"CGO_ENABLED=0", "-trimpath", `-ldflags="-s -w"`, "./cmd/ctguard"} {
+	for _, want := range []string{"CGO_ENABLED=0", "-trimpath", `-ldflags="-s -w `, "./cmd/ctguard",
+		"-X " + versionPkg + ".version=${VERSION}", "-X " + versionPkg + ".commit=${COMMIT}"} {
 		if !strings.Contains(builds[0], want) {
 			t.Errorf("go build step lacks %s: %s", want, builds[0])
 		}
@@ -128,5 +136,9 @@ func TestStaticBuild(t *testing.T) {
 	}
 	if out, err := exec.Command(bin, "--help").CombinedOutput(); err != nil {
 		t.Errorf("ctguard --help: %v\n%s", err, out)
+	}
+	out, err := exec.Command(bin, "--version").CombinedOutput()
+	if want := "ctguard " + stampVersion + " (commit " + stampCommit + ", go"; err != nil || !strings.HasPrefix(string(out), want) {
+		t.Errorf("ctguard --version = %q, %v; want it to start with %q", out, err, want)
 	}
 }

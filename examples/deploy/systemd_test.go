@@ -44,7 +44,8 @@ func unitSettings(t *testing.T, name string) map[string]map[string][]string {
 }
 
 func TestSystemdUnit(t *testing.T) {
-	svc := unitSettings(t, "ctguard.service")["Service"]
+	unit := unitSettings(t, "ctguard.service")
+	svc := unit["Service"]
 	one := func(k string) string {
 		if len(svc[k]) != 1 {
 			t.Fatalf("%s set %d times", k, len(svc[k]))
@@ -64,8 +65,10 @@ func TestSystemdUnit(t *testing.T) {
 	checks := []struct{ key, want string }{
 		{"ExecReload", "/bin/kill -HUP $MAINPID"},
 		{"Restart", "always"},
+		{"Type", "notify"},
+		{"NotifyAccess", "main"},
+		{"WatchdogSec", "30s"},
 		{"CapabilityBoundingSet", "CAP_NET_ADMIN"},
-		{"AmbientCapabilities", "CAP_NET_ADMIN"},
 		{"NoNewPrivileges", "yes"},
 		{"ProtectSystem", "strict"},
 		{"ReadWritePaths", "-/proc/sys/net/netfilter"},
@@ -81,24 +84,63 @@ func TestSystemdUnit(t *testing.T) {
 			t.Errorf("RestrictAddressFamilies lacks %s", f)
 		}
 	}
-	// Each of these would cut ctguard off the host's netns or /proc/sys.
-	for _, k := range []string{"PrivateNetwork", "PrivateUsers", "ProcSubset"} {
+	// Each of these would cut ctguard off the host's netns or /proc/sys,
+	// or off the journal a root "ctguard apply" leaves (uid 0 only).
+	for _, k := range []string{"PrivateNetwork", "PrivateUsers", "ProcSubset", "DynamicUser", "User", "AmbientCapabilities"} {
 		if _, set := svc[k]; set {
 			t.Errorf("%s must not be set", k)
 		}
 	}
 }
 
-// TestSystemdAnalyzeVerify runs systemd-analyze verify where it is
-// installed. It exits 0 even on bad settings, so any message about the unit
-// counts as a failure, except for system call names newer than the local
-// systemd's table.
-func TestSystemdAnalyzeVerify(t *testing.T) {
+// TestSystemdUnitOrdering: early boot with explicit dependencies, stopped
+// at shutdown, before the network is configured.
+func TestSystemdUnitOrdering(t *testing.T) {
+	u := unitSettings(t, "ctguard.service")["Unit"]
+	all := func(k string) []string {
+		var out []string
+		for _, v := range u[k] {
+			out = append(out, strings.Fields(v)...)
+		}
+		return out
+	}
+	if got := u["DefaultDependencies"]; len(got) != 1 || got[0] != "no" {
+		t.Errorf("DefaultDependencies = %q, want no", got)
+	}
+	want := map[string][]string{
+		"After":     {"local-fs.target", "systemd-modules-load.service", "systemd-sysctl.service", "nftables.service"},
+		"Before":    {"network-pre.target", "shutdown.target"},
+		"Wants":     {"network-pre.target"},
+		"Conflicts": {"shutdown.target"},
+	}
+	for k, units := range want {
+		for _, unit := range units {
+			if !slices.Contains(all(k), unit) {
+				t.Errorf("%s= lacks %s (has %q)", k, unit, all(k))
+			}
+		}
+	}
+	for _, unit := range []string{"sysinit.target", "basic.target", "network.target", "network-online.target"} {
+		if slices.Contains(all("After"), unit) || slices.Contains(all("Requires"), unit) {
+			t.Errorf("ctguard is ordered after %s: it must start before the network", unit)
+		}
+	}
+}
+
+// verifyUnits copies the unit (ExecStart pointed at a stub, as verify wants
+// an executable) and extra units into a directory and runs systemd-analyze
+// verify on them all: it builds one start transaction, so ordering cycles
+// between them show. It returns verify's lines about any unit.
+func verifyUnits(t *testing.T, edit func(string) string, extra map[string]string) []string {
+	t.Helper()
 	if _, err := exec.LookPath("systemd-analyze"); err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatal("systemd-analyze not installed in CI (.ci/run installs systemd)")
+		}
 		t.Skip("systemd-analyze not installed")
 	}
 	dir := t.TempDir()
-	bin := filepath.Join(dir, "ctguard") // verify wants an executable ExecStart
+	bin := filepath.Join(dir, "ctguard")
 	if err := os.WriteFile(bin, []byte("#!/bin/sh\n"), 0o755); err != nil {
 		t.Fatal(err)
 	}
@@ -106,16 +148,87 @@ func TestSystemdAnalyzeVerify(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	unitPath := filepath.Join(dir, "ctguard.service")
-	unit = []byte(strings.ReplaceAll(string(unit), "/usr/local/bin/ctguard", bin))
-	if err := os.WriteFile(unitPath, unit, 0o644); err != nil {
+	text := strings.ReplaceAll(string(unit), "/usr/local/bin/ctguard", bin)
+	if edit != nil {
+		text = edit(text)
+	}
+	paths := []string{filepath.Join(dir, "ctguard.service")}
+	if err := os.WriteFile(paths[0], []byte(text), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	out, err := exec.Command("systemd-analyze", "verify", "--man=no", unitPath).CombinedOutput()
-	if err != nil {
-		t.Errorf("systemd-analyze verify: %v", err)
+	for name, body := range extra {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		paths = append(paths, p)
 	}
+	out, err := exec.Command("systemd-analyze", append([]string{"verify", "--man=no"}, paths...)...).CombinedOutput()
+	if err != nil && !strings.Contains(string(out), "cyclic") {
+		t.Errorf("systemd-analyze verify: %v\n%s", err, out)
+	}
+	var lines []string
 	for _, line := range strings.Split(string(out), "\n") {
+		if strings.Contains(line, ".service") || strings.Contains(line, ".target") || strings.Contains(line, "cyclic") {
+			lines = append(lines, line)
+		}
+	}
+	return lines
+}
+
+// Units as on a cloud image with ifupdown: cloud-init runs early in
+// sysinit.target, after the network is configured, which is after
+// network-pre.target.
+var cloudImageUnits = map[string]string{
+	"networking.service": `[Unit]
+Description=ifupdown (test stand-in)
+DefaultDependencies=no
+Wants=network.target
+After=local-fs.target network-pre.target
+Before=network.target shutdown.target
+[Service]
+Type=oneshot
+ExecStart=/bin/true
+`,
+	"cloud-init.service": `[Unit]
+Description=cloud-init (test stand-in)
+DefaultDependencies=no
+Wants=networking.service
+After=networking.service
+Before=sysinit.target network-online.target
+[Service]
+Type=oneshot
+ExecStart=/bin/true
+`,
+}
+
+// TestSystemdUnitNoOrderingCycle: on a cloud image the unit forms no
+// ordering cycle; with the default dependencies it would (the bug this
+// guards against: systemd then drops a job to break the cycle).
+func TestSystemdUnitNoOrderingCycle(t *testing.T) {
+	for _, line := range verifyUnits(t, nil, cloudImageUnits) {
+		if strings.Contains(line, "cycle") || strings.Contains(line, "cyclic") {
+			t.Errorf("ordering cycle on a cloud image: %s", line)
+		}
+	}
+	withDefaults := func(unit string) string {
+		return strings.Replace(unit, "DefaultDependencies=no\n", "", 1)
+	}
+	found := false
+	for _, line := range verifyUnits(t, withDefaults, cloudImageUnits) {
+		found = found || strings.Contains(line, "Found ordering cycle")
+	}
+	if !found {
+		t.Error("the stand-in units do not reproduce the cycle with default dependencies: the test proves nothing")
+	}
+}
+
+// TestSystemdAnalyzeVerify runs systemd-analyze verify (CI installs it).
+// It exits 0 even on bad settings, so any message about the unit counts as
+// a failure, except for system call names newer than the local systemd's
+// table.
+func TestSystemdAnalyzeVerify(t *testing.T) {
+	for _, line := range verifyUnits(t, nil, nil) {
 		if strings.Contains(line, "ctguard.service") && !strings.Contains(line, "Failed to parse system call") {
 			t.Errorf("systemd-analyze verify: %s", line)
 		}
