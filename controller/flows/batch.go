@@ -7,6 +7,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/ctguard/ctguard/internal/nlwire"
 	"github.com/mdlayher/netlink"
 	"golang.org/x/sys/unix"
 )
@@ -81,13 +82,13 @@ func NewUpdater(netnsFd int) (*Updater, error) {
 		// whole message back (best effort: old kernels lack it).
 		_ = unix.SetsockoptInt(int(fd), unix.SOL_NETLINK, netlinkCapAck, 1)
 	})
-	u := &Updater{nl: nl, raw: raw, rbuf: make([]byte, 64<<10), w: wireWriter{b: make([]byte, 0, MaxBatch*160)}}
+	u := &Updater{nl: nl, raw: raw, rbuf: make([]byte, 64<<10), w: wireWriter{nlwire.Writer{B: make([]byte, 0, MaxBatch*160)}}}
 	u.readWait = func(fd uintptr) bool {
 		u.rn, _, u.rerr = unix.Recvfrom(int(fd), u.rbuf, unix.MSG_DONTWAIT)
 		return u.rerr != unix.EAGAIN
 	}
 	u.write = func(fd uintptr) bool {
-		_, u.werr = unix.Write(int(fd), u.w.b)
+		_, u.werr = unix.Write(int(fd), u.w.B)
 		return u.werr != unix.EAGAIN
 	}
 	return u, nil
@@ -115,7 +116,7 @@ func (u *Updater) Apply(ups []Update) error {
 }
 
 func (u *Updater) apply(ups []Update) error {
-	u.w.b = u.w.b[:0]
+	u.w.B = u.w.B[:0]
 	base := u.seq + 1
 	for i := range ups {
 		flags := uint16(unix.NLM_F_REQUEST)
@@ -142,16 +143,16 @@ func (u *Updater) apply(ups []Update) error {
 			break
 		}
 		for b := u.rbuf[:min(u.rn, len(u.rbuf))]; ; {
-			m, rest, ok := nextMsg(b)
+			m, rest, ok := nlwire.Next(b)
 			if !ok {
 				break
 			}
 			b = rest
-			if m.typ != unix.NLMSG_ERROR || m.seq < base || m.seq > last {
+			if m.Type != unix.NLMSG_ERROR || m.Seq < base || m.Seq > last {
 				continue // stale (a batch that timed out) or unexpected
 			}
-			ups[m.seq-base].Errno = errnoOf(m.data)
-			if m.seq == last {
+			ups[m.Seq-base].Errno = nlwire.Errno(m.Data)
+			if m.Seq == last {
 				done = true
 			}
 		}
@@ -165,15 +166,4 @@ func (u *Updater) apply(ups []Update) error {
 		return fmt.Errorf("batched conntrack updates: %w", err)
 	}
 	return nil
-}
-
-// errnoOf returns the error code of an NLMSG_ERROR payload (0 for an ack).
-func errnoOf(data []byte) unix.Errno {
-	if err := nlErrno(data); err != nil {
-		return err.(unix.Errno)
-	}
-	if len(data) < 4 {
-		return unix.EPROTO
-	}
-	return 0
 }

@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/ctguard/ctguard/internal/netnstest"
+	"github.com/ctguard/ctguard/internal/nlwire"
 	"golang.org/x/sys/unix"
 )
 
@@ -36,9 +37,9 @@ func TestBatchEncodingMatchesSingleUpdate(t *testing.T) {
 				}
 				var w wireWriter
 				w.liberal(9, unix.NLM_F_REQUEST, &Update{Key: f.Key(), Dirs: dirs, Set: set, Mark: mark})
-				m, _, ok := nextMsg(w.b)
-				if !ok || !bytes.Equal(w.b[nlmsgHdrLen:], want.Data) || m.seq != 9 {
-					t.Errorf("set %v dirs %v mark %#x:\n got  %x\n want %x", set, dirs, mark, w.b[nlmsgHdrLen:], want.Data)
+				m, _, ok := nlwire.Next(w.B)
+				if !ok || !bytes.Equal(w.B[nlwire.MsgHdrLen:], want.Data) || m.Seq != 9 {
+					t.Errorf("set %v dirs %v mark %#x:\n got  %x\n want %x", set, dirs, mark, w.B[nlwire.MsgHdrLen:], want.Data)
 				}
 			}
 		}
@@ -50,22 +51,22 @@ func TestBatchEncodingMatchesSingleUpdate(t *testing.T) {
 func TestUpdateByReplyTuple(t *testing.T) {
 	reply := Tuple{Src: netip.MustParseAddr("fd00:c7:8:2::2"), Dst: netip.MustParseAddr("fd00:c7:8:1::2"), SrcPort: 8080, DstPort: 40000}
 	u := Update{Key: Key{Orig: reply}, ByReply: true, Dirs: Reply, Set: true, Mark: DefaultMarkBit}
-	w := wireWriter{b: make([]byte, 0, 512)}
+	w := wireWriter{nlwire.Writer{B: make([]byte, 0, 512)}}
 	allocs := testing.AllocsPerRun(100, func() {
-		w.b = w.b[:0]
+		w.B = w.B[:0]
 		w.liberal(7, unix.NLM_F_REQUEST|unix.NLM_F_ACK, &u)
 	})
 	if allocs != 0 {
 		t.Errorf("%v allocations per update, want 0", allocs)
 	}
-	m, _, ok := nextMsg(w.b)
-	if !ok || m.typ != subsysCtnetlink<<8|ipctnlMsgCtNew || m.flags != unix.NLM_F_REQUEST|unix.NLM_F_ACK || w.b[16] != unix.AF_INET6 {
-		t.Fatalf("message %+v family %d: want an update (no create, no excl) for AF_INET6", m, w.b[16])
+	m, _, ok := nlwire.Next(w.B)
+	if !ok || m.Type != subsysCtnetlink<<8|ipctnlMsgCtNew || m.Flags != unix.NLM_F_REQUEST|unix.NLM_F_ACK || w.B[16] != unix.AF_INET6 {
+		t.Fatalf("message %+v family %d: want an update (no create, no excl) for AF_INET6", m, w.B[16])
 	}
 	var f Flow
-	a := wireAttrs{m.data}
+	a := nlwire.Attrs(m.Data)
 	for {
-		typ, v, more := a.next()
+		typ, v, more := a.Next()
 		if !more {
 			break
 		}
@@ -73,8 +74,7 @@ func TestUpdateByReplyTuple(t *testing.T) {
 		case ctaTupleOrig:
 			t.Error("the update must address the entry by its reply tuple only")
 		case ctaTupleReply:
-			var p uint8
-			if !decodeWireTuple(v, &f.Reply, &p) || f.Reply != reply || p != ProtoTCP {
+			if p, ok := DecodeTuple(v, &f.Reply); !ok || f.Reply != reply || p != ProtoTCP {
 				t.Errorf("reply tuple %+v proto %d, want %+v", f.Reply, p, reply)
 			}
 		case ctaProtoInfo:
@@ -177,7 +177,7 @@ func BenchmarkDecodeEvent(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		var err error
-		if dst, err = decodeEvents(dst[:0], w.b); err != nil || len(dst) != 1 || dst[0].Type != EventNew {
+		if dst, err = decodeEvents(dst[:0], w.B); err != nil || len(dst) != 1 || dst[0].Type != EventNew {
 			b.Fatal(err, dst)
 		}
 	}

@@ -2,13 +2,13 @@ package flows
 
 import (
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"sync"
 	"syscall"
 	"time"
 
+	"github.com/ctguard/ctguard/internal/nlwire"
 	"github.com/mdlayher/netlink"
 	"github.com/ti-mo/conntrack"
 	"github.com/ti-mo/netfilter"
@@ -109,16 +109,16 @@ func (c *Conn) dump(ctx context.Context, filter bool, value, mask uint32, fn fun
 	stop := context.AfterFunc(ctx, func() { nl.SetReadDeadline(time.Unix(1, 0)) })
 	defer stop()
 
-	var w wireWriter
-	m := w.begin(ipctnlMsgCtGet, unix.NLM_F_REQUEST|unix.NLM_F_DUMP, 1, unix.AF_UNSPEC) // both IPv4 and IPv6
+	var w nlwire.Writer
+	m := w.Begin(subsysCtnetlink<<8|ipctnlMsgCtGet, unix.NLM_F_REQUEST|unix.NLM_F_DUMP, 1, unix.AF_UNSPEC, 0) // both IPv4 and IPv6
 	if filter {
-		w.be32(ctaMark, value)
-		w.be32(ctaMarkMask, mask)
+		w.BE32(ctaMark, value)
+		w.BE32(ctaMarkMask, mask)
 	}
-	w.end(m)
+	w.End(m)
 	var werr error
 	if err := raw.Write(func(fd uintptr) bool {
-		_, werr = unix.Write(int(fd), w.b)
+		_, werr = unix.Write(int(fd), w.B)
 		return werr != unix.EAGAIN
 	}); err != nil || werr != nil {
 		return fmt.Errorf("dump conntrack: %w", errors.Join(err, werr))
@@ -134,19 +134,19 @@ func (c *Conn) dump(ctx context.Context, filter bool, value, mask uint32, fn fun
 			return fmt.Errorf("dump conntrack: %w", err)
 		}
 		for {
-			m, rest, ok := nextMsg(b)
+			m, rest, ok := nlwire.Next(b)
 			if !ok {
 				break
 			}
 			b = rest
-			switch m.typ {
+			switch m.Type {
 			case unix.NLMSG_DONE:
-				if err := nlErrno(m.data); err != nil {
+				if err := nlErrno(m.Data); err != nil {
 					return fmt.Errorf("dump conntrack: %w", err)
 				}
 				return nil
 			case unix.NLMSG_ERROR:
-				err := nlErrno(m.data)
+				err := nlErrno(m.Data)
 				if err == nil { // an ack: nothing was asked for, nothing to do
 					continue
 				}
@@ -155,7 +155,7 @@ func (c *Conn) dump(ctx context.Context, filter bool, value, mask uint32, fn fun
 			default:
 				continue
 			}
-			if !decodeWireFlow(m.data, &f) {
+			if !decodeWireFlow(m.Data, &f) {
 				continue
 			}
 			if err := fn(&f); err != nil {
@@ -201,11 +201,10 @@ func nlErrno(b []byte) error {
 	if len(b) < 4 {
 		return nil // a DONE without payload
 	}
-	code := int32(binary.NativeEndian.Uint32(b[:4]))
-	if code == 0 {
-		return nil
+	if e := nlwire.Errno(b); e != 0 {
+		return e
 	}
-	return unix.Errno(-code)
+	return nil
 }
 
 // execute runs one request.

@@ -6,6 +6,7 @@ import (
 	"sync/atomic"
 	"syscall"
 
+	"github.com/ctguard/ctguard/internal/nlwire"
 	"github.com/mdlayher/netlink"
 	"github.com/ti-mo/netfilter"
 	"golang.org/x/sys/unix"
@@ -175,25 +176,25 @@ func (s *Subscription) Receive(dst []Event) ([]Event, error) {
 // without allocating.
 func decodeEvents(dst []Event, b []byte) ([]Event, error) {
 	for len(b) > 0 {
-		m, rest, ok := nextMsg(b)
+		m, rest, ok := nlwire.Next(b)
 		if !ok {
 			return dst, fmt.Errorf("parse netlink message: truncated datagram")
 		}
 		b = rest
 		var typ EventType
 		switch {
-		case m.typ == subsysCtnetlink<<8|ipctnlMsgCtDel:
+		case m.Type == subsysCtnetlink<<8|ipctnlMsgCtDel:
 			typ = EventDestroy
-		case m.typ != subsysCtnetlink<<8|ipctnlMsgCtNew:
+		case m.Type != subsysCtnetlink<<8|ipctnlMsgCtNew:
 			continue
-		case m.flags&(unix.NLM_F_CREATE|unix.NLM_F_EXCL) != 0:
+		case m.Flags&(unix.NLM_F_CREATE|unix.NLM_F_EXCL) != 0:
 			typ = EventNew
 		default:
 			typ = EventUpdate
 		}
 		dst = append(dst, Event{Type: typ})
 		e := &dst[len(dst)-1]
-		if !decodeWireFlow(m.data, &e.Flow) {
+		if !decodeWireFlow(m.Data, &e.Flow) {
 			dst = dst[:len(dst)-1]
 			continue
 		}

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"net/netip"
 
+	"github.com/ctguard/ctguard/internal/nlwire"
 	"golang.org/x/sys/unix"
 )
 
@@ -12,11 +13,6 @@ import (
 // updates) handle a million flows and must cost little per flow.
 
 const (
-	nlmsgHdrLen = 16 // struct nlmsghdr
-	nfgenLen    = 4  // struct nfgenmsg
-	nlaHdrLen   = 4  // struct nlattr
-	nlaNested   = 0x8000
-
 	subsysCtnetlink = 1
 	ipctnlMsgCtDel  = 2
 
@@ -27,96 +23,33 @@ const (
 	ctaProtoInfoTCPWScale = 2 // original; reply is 3
 )
 
-// wireWriter appends netlink messages to a reusable buffer.
-type wireWriter struct{ b []byte }
+// wireWriter appends ctnetlink messages to a reusable buffer.
+type wireWriter struct{ nlwire.Writer }
 
-// begin starts a ctnetlink message and returns its offset, for end.
-func (w *wireWriter) begin(typ, flags uint16, seq uint32, family uint8) int {
-	start := len(w.b)
-	w.b = binary.NativeEndian.AppendUint32(w.b, 0) // length, set by end
-	w.b = binary.NativeEndian.AppendUint16(w.b, subsysCtnetlink<<8|typ)
-	w.b = binary.NativeEndian.AppendUint16(w.b, flags)
-	w.b = binary.NativeEndian.AppendUint32(w.b, seq)
-	w.b = binary.NativeEndian.AppendUint32(w.b, 0) // port: the kernel fills it in
-	w.b = append(w.b, family, 0, 0, 0)             // nfgenmsg: family, version 0, res_id 0
-	return start
-}
-
-// end sets the length of the message started at start.
-func (w *wireWriter) end(start int) {
-	binary.NativeEndian.PutUint32(w.b[start:], uint32(len(w.b)-start))
-}
-
-func (w *wireWriter) attrHdr(typ uint16, n int) {
-	w.b = binary.NativeEndian.AppendUint16(w.b, uint16(nlaHdrLen+n))
-	w.b = binary.NativeEndian.AppendUint16(w.b, typ)
-}
-
-func (w *wireWriter) pad() {
-	for len(w.b)%4 != 0 {
-		w.b = append(w.b, 0)
-	}
-}
-
-func (w *wireWriter) u8(typ uint16, v uint8) {
-	w.attrHdr(typ, 1)
-	w.b = append(w.b, v)
-	w.pad()
-}
-
-func (w *wireWriter) be16(typ uint16, v uint16) {
-	w.attrHdr(typ, 2)
-	w.b = binary.BigEndian.AppendUint16(w.b, v)
-	w.pad()
-}
-
-func (w *wireWriter) be32(typ uint16, v uint32) {
-	w.attrHdr(typ, 4)
-	w.b = binary.BigEndian.AppendUint32(w.b, v)
-}
-
-func (w *wireWriter) bytes2(typ uint16, a, b byte) {
-	w.attrHdr(typ, 2)
-	w.b = append(w.b, a, b)
-	w.pad()
-}
-
-// nest starts a nested attribute and returns its offset, for unnest.
-func (w *wireWriter) nest(typ uint16) int {
-	start := len(w.b)
-	w.attrHdr(typ|nlaNested, 0)
-	return start
-}
-
-// unnest sets the length of the nested attribute started at start.
-func (w *wireWriter) unnest(start int) {
-	binary.NativeEndian.PutUint16(w.b[start:], uint16(len(w.b)-start))
-}
-
-// tuple appends a CTA_TUPLE_* nest for t (TCP).
-func (w *wireWriter) tuple(typ uint16, t *Tuple) {
-	n := w.nest(typ)
-	ip := w.nest(ctaTupleIP)
+// AppendTuple appends a CTA_TUPLE_* nest of type typ for the TCP tuple t.
+func AppendTuple(w *nlwire.Writer, typ uint16, t *Tuple) {
+	n := w.Nest(typ)
+	ip := w.Nest(ctaTupleIP)
 	if t.Src.Is4() {
 		s, d := t.Src.As4(), t.Dst.As4()
-		w.attrHdr(ctaIPv4Src, 4)
-		w.b = append(w.b, s[:]...)
-		w.attrHdr(ctaIPv4Dst, 4)
-		w.b = append(w.b, d[:]...)
+		w.AttrHeader(ctaIPv4Src, 4)
+		w.B = append(w.B, s[:]...)
+		w.AttrHeader(ctaIPv4Dst, 4)
+		w.B = append(w.B, d[:]...)
 	} else {
 		s, d := t.Src.As16(), t.Dst.As16()
-		w.attrHdr(ctaIPv6Src, 16)
-		w.b = append(w.b, s[:]...)
-		w.attrHdr(ctaIPv6Dst, 16)
-		w.b = append(w.b, d[:]...)
+		w.AttrHeader(ctaIPv6Src, 16)
+		w.B = append(w.B, s[:]...)
+		w.AttrHeader(ctaIPv6Dst, 16)
+		w.B = append(w.B, d[:]...)
 	}
-	w.unnest(ip)
-	p := w.nest(ctaTupleProto)
-	w.u8(ctaProtoNum, ProtoTCP)
-	w.be16(ctaProtoSrcPort, t.SrcPort)
-	w.be16(ctaProtoDstPort, t.DstPort)
-	w.unnest(p)
-	w.unnest(n)
+	w.Unnest(ip)
+	p := w.Nest(ctaTupleProto)
+	w.U8(ctaProtoNum, ProtoTCP)
+	w.BE16(ctaProtoSrcPort, t.SrcPort)
+	w.BE16(ctaProtoDstPort, t.DstPort)
+	w.Unnest(p)
+	w.Unnest(n)
 }
 
 // liberal appends the flags-only update u (see liberalMessage, which this
@@ -126,30 +59,30 @@ func (w *wireWriter) liberal(seq uint32, flags uint16, u *Update) {
 	if u.Key.Orig.Src.Is4() {
 		fam = unix.AF_INET
 	}
-	m := w.begin(ipctnlMsgCtNew, flags, seq, fam)
+	m := w.Begin(subsysCtnetlink<<8|ipctnlMsgCtNew, flags, seq, fam, 0)
 	if u.ByReply {
-		w.tuple(ctaTupleReply, &u.Key.Orig)
+		AppendTuple(&w.Writer, ctaTupleReply, &u.Key.Orig)
 	} else {
-		w.tuple(ctaTupleOrig, &u.Key.Orig)
+		AppendTuple(&w.Writer, ctaTupleOrig, &u.Key.Orig)
 	}
 	if u.Key.Zone != 0 {
-		w.be16(ctaZone, u.Key.Zone)
+		w.BE16(ctaZone, u.Key.Zone)
 	}
 	value := uint8(0)
 	if u.Set {
 		value = BeLiberal
 	}
 	if u.Dirs&Both != 0 {
-		pi := w.nest(ctaProtoInfo)
-		tcp := w.nest(ctaProtoInfoTCP)
+		pi := w.Nest(ctaProtoInfo)
+		tcp := w.Nest(ctaProtoInfoTCP)
 		if u.Dirs.Has(Original) {
-			w.bytes2(ctaProtoInfoTCPFlagsOriginal, value, BeLiberal) // struct nf_ct_tcp_flags {flags, mask}
+			w.Attr(ctaProtoInfoTCPFlagsOriginal, value, BeLiberal) // struct nf_ct_tcp_flags {flags, mask}
 		}
 		if u.Dirs.Has(Reply) {
-			w.bytes2(ctaProtoInfoTCPFlagsReply, value, BeLiberal)
+			w.Attr(ctaProtoInfoTCPFlagsReply, value, BeLiberal)
 		}
-		w.unnest(tcp)
-		w.unnest(pi)
+		w.Unnest(tcp)
+		w.Unnest(pi)
 	}
 	if u.Mark != 0 {
 		// The kernel computes (mark & ~CTA_MARK_MASK) ^ CTA_MARK.
@@ -157,60 +90,10 @@ func (w *wireWriter) liberal(seq uint32, flags uint16, u *Update) {
 		if u.Set {
 			mv = uint32(u.Mark)
 		}
-		w.be32(ctaMark, mv)
-		w.be32(ctaMarkMask, uint32(u.Mark))
+		w.BE32(ctaMark, mv)
+		w.BE32(ctaMarkMask, uint32(u.Mark))
 	}
-	w.end(m)
-}
-
-// wireMsg is one netlink message of a datagram.
-type wireMsg struct {
-	typ   uint16
-	flags uint16
-	seq   uint32
-	data  []byte // after the nfgenmsg header, or the NLMSG_ERROR/DONE payload
-}
-
-// nextMsg splits the first message off b; ok is false when b holds no whole
-// message.
-func nextMsg(b []byte) (m wireMsg, rest []byte, ok bool) {
-	if len(b) < nlmsgHdrLen {
-		return m, nil, false
-	}
-	n := int(binary.NativeEndian.Uint32(b))
-	if n < nlmsgHdrLen || n > len(b) {
-		return m, nil, false
-	}
-	m.typ = binary.NativeEndian.Uint16(b[4:])
-	m.flags = binary.NativeEndian.Uint16(b[6:])
-	m.seq = binary.NativeEndian.Uint32(b[8:])
-	body := b[nlmsgHdrLen:n]
-	switch {
-	case m.typ == unix.NLMSG_ERROR || m.typ == unix.NLMSG_DONE:
-		m.data = body
-	case len(body) >= nfgenLen:
-		m.data = body[nfgenLen:]
-	}
-	aligned := min((n+3)&^3, len(b))
-	return m, b[aligned:], true
-}
-
-// wireAttrs iterates over netlink attributes without allocating.
-type wireAttrs struct{ b []byte }
-
-// next returns the next attribute's type (without flags) and data.
-func (a *wireAttrs) next() (typ uint16, data []byte, ok bool) {
-	if len(a.b) < nlaHdrLen {
-		return 0, nil, false
-	}
-	n := int(binary.NativeEndian.Uint16(a.b))
-	if n < nlaHdrLen || n > len(a.b) {
-		return 0, nil, false
-	}
-	typ = binary.NativeEndian.Uint16(a.b[2:]) &^ (nlaNested | 0x4000)
-	data = a.b[nlaHdrLen:n]
-	a.b = a.b[min((n+3)&^3, len(a.b)):]
-	return typ, data, true
+	w.End(m)
 }
 
 // decodeWireFlow decodes a ctnetlink entry message's attributes (a dump
@@ -218,19 +101,18 @@ func (a *wireAttrs) next() (typ uint16, data []byte, ok bool) {
 // lacks its original tuple.
 func decodeWireFlow(data []byte, f *Flow) (ok bool) {
 	*f = Flow{}
-	a := wireAttrs{data}
+	a := nlwire.Attrs(data)
 	var orig bool
 	for {
-		typ, v, more := a.next()
+		typ, v, more := a.Next()
 		if !more {
 			break
 		}
 		switch typ {
 		case ctaTupleOrig:
-			orig = decodeWireTuple(v, &f.Orig, &f.Proto)
+			f.Proto, orig = DecodeTuple(v, &f.Orig)
 		case ctaTupleReply:
-			var p uint8
-			decodeWireTuple(v, &f.Reply, &p)
+			DecodeTuple(v, &f.Reply)
 		case ctaStatus:
 			if len(v) == 4 {
 				f.Status = binary.BigEndian.Uint32(v)
@@ -254,18 +136,21 @@ func decodeWireFlow(data []byte, f *Flow) (ok bool) {
 	return orig && f.Proto == ProtoTCP
 }
 
-func decodeWireTuple(b []byte, t *Tuple, proto *uint8) bool {
-	a := wireAttrs{b}
+// DecodeTuple decodes a CTA_TUPLE_* nest into t and returns its protocol
+// number; ok is true when it held both addresses and a protocol nest.
+func DecodeTuple(b []byte, t *Tuple) (proto uint8, ok bool) {
+	a := nlwire.Attrs(b)
+	var ports bool
 	for {
-		typ, v, more := a.next()
+		typ, v, more := a.Next()
 		if !more {
 			break
 		}
 		switch typ {
 		case ctaTupleIP:
-			ia := wireAttrs{v}
+			ia := nlwire.Attrs(v)
 			for {
-				it, iv, more := ia.next()
+				it, iv, more := ia.Next()
 				if !more {
 					break
 				}
@@ -281,41 +166,42 @@ func decodeWireTuple(b []byte, t *Tuple, proto *uint8) bool {
 				}
 			}
 		case ctaTupleProto:
-			pa := wireAttrs{v}
+			pa := nlwire.Attrs(v)
 			for {
-				pt, pv, more := pa.next()
+				pt, pv, more := pa.Next()
 				if !more {
 					break
 				}
 				switch {
 				case pt == ctaProtoNum && len(pv) >= 1:
-					*proto = pv[0]
+					proto = pv[0]
 				case pt == ctaProtoSrcPort && len(pv) == 2:
 					t.SrcPort = binary.BigEndian.Uint16(pv)
 				case pt == ctaProtoDstPort && len(pv) == 2:
 					t.DstPort = binary.BigEndian.Uint16(pv)
 				}
 			}
+			ports = true
 		}
 	}
-	return t.Src.IsValid() && t.Dst.IsValid()
+	return proto, ports && t.Src.IsValid() && t.Dst.IsValid()
 }
 
 // decodeWireTCP reads CTA_PROTOINFO_TCP: the state, window scales and each
 // direction's flags (struct nf_ct_tcp_flags {flags, mask}).
 func decodeWireTCP(b []byte, f *Flow) {
-	a := wireAttrs{b}
+	a := nlwire.Attrs(b)
 	for {
-		typ, v, more := a.next()
+		typ, v, more := a.Next()
 		if !more {
 			return
 		}
 		if typ != ctaProtoInfoTCP {
 			continue
 		}
-		ta := wireAttrs{v}
+		ta := nlwire.Attrs(v)
 		for {
-			tt, tv, more := ta.next()
+			tt, tv, more := ta.Next()
 			if !more {
 				break
 			}

@@ -36,6 +36,7 @@ import (
 
 	"github.com/ctguard/ctguard/controller/flows"
 	"github.com/ctguard/ctguard/controller/selector"
+	"github.com/ctguard/ctguard/internal/nlwire"
 	"github.com/ctguard/ctguard/policy"
 	"github.com/mdlayher/netlink"
 	"golang.org/x/sys/unix"
@@ -205,7 +206,7 @@ func Open(cfg Config) (*Gate, error) {
 	}
 	g.slots = make([]slot, cfg.MaxBatch)
 	g.latencies = make([]time.Duration, 0, cfg.MaxBatch)
-	g.w.b = make([]byte, 0, cfg.MaxBatch*160)
+	g.w.B = make([]byte, 0, cfg.MaxBatch*160)
 	g.ctbuf = make([]byte, 64<<10)
 	g.ups = make([]flows.Update, 0, cfg.MaxBatch)
 	g.upSlot = make([]int, 0, cfg.MaxBatch)
@@ -268,10 +269,10 @@ func dial(netnsFd int) (*netlink.Conn, syscall.RawConn, error) {
 
 // bind sends the queue configuration and waits for its ack.
 func (g *Gate) bind() error {
-	g.w.b = g.w.b[:0]
+	g.w.B = g.w.B[:0]
 	g.seq++
 	g.w.bind(g.seq, g.cfg.Queue, copyRange, queueMaxLen)
-	g.wbuf = g.w.b
+	g.wbuf = g.w.B
 	if err := g.qraw.Write(g.write); err != nil {
 		return err
 	}
@@ -291,13 +292,13 @@ func (g *Gate) bind() error {
 			return g.rerr
 		}
 		for b := g.rbuf[:min(g.rn, len(g.rbuf))]; ; {
-			m, rest, ok := nextMessage(b)
+			m, rest, ok := nlwire.Next(b)
 			if !ok {
 				break
 			}
 			b = rest
-			if m.typ == unix.NLMSG_ERROR && m.seq == g.seq {
-				if e := errno(m.data); e != 0 {
+			if m.Type == unix.NLMSG_ERROR && m.Seq == g.seq {
+				if e := nlwire.Errno(m.Data); e != 0 {
 					return e
 				}
 				return nil
@@ -411,15 +412,15 @@ func (g *Gate) read() (int, error) {
 			g.rn = len(s.buf)
 			binary.NativeEndian.PutUint32(s.buf[:], uint32(g.rn))
 		}
-		m, _, ok := nextMessage(s.buf[:g.rn])
-		if !ok || m.typ != subsysQueue<<8|nfqnlMsgPacket {
+		m, _, ok := nlwire.Next(s.buf[:g.rn])
+		if !ok || m.Type != subsysQueue<<8|nfqnlMsgPacket {
 			continue // e.g. a late ack
 		}
-		id, payload, ok := packetInfo(m.data)
+		id, payload, ok := packetInfo(m.Data)
 		if !ok {
 			continue
 		}
-		s.id, s.queue, s.at = id, m.resID, time.Now()
+		s.id, s.queue, s.at = id, m.ResID, time.Now()
 		s.t, s.dirs, s.done, s.skip, s.entry, s.found, s.errno = Tuple{}, 0, false, false, Entry{}, false, 0
 		if s.t, ok = replyTuple(payload); !ok || truncated {
 			s.done, s.skip = true, true // accepted unflagged
@@ -467,8 +468,8 @@ func (g *Gate) decide(s *slot, pl *policies) {
 		return
 	}
 	f := flows.Flow{
-		Orig:   flows.Tuple(s.entry.Orig),
-		Reply:  flows.Tuple(s.entry.Reply),
+		Orig:   s.entry.Orig,
+		Reply:  s.entry.Reply,
 		Proto:  flows.ProtoTCP,
 		Status: s.entry.Status,
 	}
@@ -498,7 +499,7 @@ func (g *Gate) update(batch []slot) {
 		if s.dirs == 0 || s.skip {
 			continue
 		}
-		g.ups = append(g.ups, flows.Update{Key: flows.Key{Orig: flows.Tuple(s.t)}, ByReply: true,
+		g.ups = append(g.ups, flows.Update{Key: flows.Key{Orig: s.t}, ByReply: true,
 			Dirs: s.dirs, Set: true, Mark: g.cfg.MarkBit})
 		g.upSlot = append(g.upSlot, i)
 	}
@@ -519,7 +520,7 @@ func (g *Gate) update(batch []slot) {
 // reads the answers until each has one or the timeout passes. Answers are
 // recorded in the slots.
 func (g *Gate) exchange(batch []slot) {
-	g.w.b = g.w.b[:0]
+	g.w.B = g.w.B[:0]
 	base := g.seq + 1
 	pending := 0
 	for i := range batch {
@@ -534,7 +535,7 @@ func (g *Gate) exchange(batch []slot) {
 	if pending == 0 {
 		return
 	}
-	g.wbuf = g.w.b
+	g.wbuf = g.w.B
 	err := g.ctraw.Write(g.write)
 	if err == nil {
 		err = g.werr
@@ -551,22 +552,22 @@ func (g *Gate) exchange(batch []slot) {
 			break
 		}
 		for b := g.ctbuf[:min(g.rn, len(g.ctbuf))]; ; {
-			m, rest, ok := nextMessage(b)
+			m, rest, ok := nlwire.Next(b)
 			if !ok {
 				break
 			}
 			b = rest
-			i := int(m.seq - base)
-			if m.seq < base || i >= len(batch) || batch[i].done {
+			i := int(m.Seq - base)
+			if m.Seq < base || i >= len(batch) || batch[i].done {
 				continue
 			}
 			s := &batch[i]
 			switch {
-			case m.typ == unix.NLMSG_ERROR:
-				s.done, s.errno = true, errno(m.data)
+			case m.Type == unix.NLMSG_ERROR:
+				s.done, s.errno = true, nlwire.Errno(m.Data)
 				pending--
-			case m.typ == subsysCtnetlink<<8|ipctnlMsgCtNew:
-				s.entry, s.found = decodeEntry(m.data)
+			case m.Type == subsysCtnetlink<<8|ipctnlMsgCtNew:
+				s.entry, s.found = decodeEntry(m.Data)
 			}
 		}
 	}
@@ -598,9 +599,9 @@ func (g *Gate) countUpdate(e unix.Errno) {
 // verdicts accepts every packet of the batch: one batch verdict per queue
 // with the highest id (packet ids of a queue grow).
 func (g *Gate) verdicts(batch []slot) {
-	g.w.b = g.w.b[:0]
+	g.w.B = g.w.B[:0]
 	g.w.verdicts(batch)
-	g.wbuf = g.w.b
+	g.wbuf = g.w.B
 	err := g.qraw.Write(g.write)
 	if err == nil {
 		err = g.werr

@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/ctguard/ctguard/controller/flows"
+	"github.com/ctguard/ctguard/internal/nlwire"
 	"github.com/ctguard/ctguard/policy"
 	"golang.org/x/sys/unix"
 )
@@ -91,11 +92,11 @@ func TestReplyTuple(t *testing.T) {
 }
 
 // parse returns the messages of b.
-func parse(t *testing.T, b []byte) []message {
+func parse(t *testing.T, b []byte) []nlwire.Message {
 	t.Helper()
-	var out []message
+	var out []nlwire.Message
 	for len(b) > 0 {
-		m, rest, ok := nextMessage(b)
+		m, rest, ok := nlwire.Next(b)
 		if !ok {
 			t.Fatalf("%d bytes left that are no message", len(b))
 		}
@@ -107,9 +108,9 @@ func parse(t *testing.T, b []byte) []message {
 
 // find returns the data of the first attribute of type typ in b.
 func find(b []byte, typ uint16) []byte {
-	a := attrs{b}
+	a := nlwire.Attrs(b)
 	for {
-		at, v, ok := a.next()
+		at, v, ok := a.Next()
 		if !ok {
 			return nil
 		}
@@ -123,24 +124,24 @@ func TestDecodeEntry(t *testing.T) {
 	var w writer
 	orig := tuple("198.18.8.2:40000", "198.18.9.1:80")
 	reply := tuple("198.19.8.2:8080", "198.18.8.2:40000")
-	m := w.begin(subsysCtnetlink<<8|ipctnlMsgCtNew, 0, 1, afInet, 0)
-	w.tuple(ctaTupleOrig, &orig)
-	w.tuple(ctaTupleReply, &reply)
-	w.be32(ctaStatus, flows.StatusDstNAT|0x8)
-	pi := w.nest(ctaProtoinfo)
-	tcp := w.nest(ctaProtoinfoTCP)
-	w.attr(ctaTCPFlagsOrig, 0x03, 0)
-	w.attr(ctaTCPFlagsReply, flows.BeLiberal|0x01, 0)
-	w.unnest(tcp)
-	w.unnest(pi)
-	w.end(m)
-	ms := parse(t, w.b)
-	e, ok := decodeEntry(ms[0].data)
+	m := w.Begin(subsysCtnetlink<<8|ipctnlMsgCtNew, 0, 1, afInet, 0)
+	flows.AppendTuple(&w.Writer, ctaTupleOrig, &orig)
+	flows.AppendTuple(&w.Writer, ctaTupleReply, &reply)
+	w.BE32(ctaStatus, flows.StatusDstNAT|0x8)
+	pi := w.Nest(ctaProtoinfo)
+	tcp := w.Nest(ctaProtoinfoTCP)
+	w.Attr(ctaTCPFlagsOrig, 0x03, 0)
+	w.Attr(ctaTCPFlagsReply, flows.BeLiberal|0x01, 0)
+	w.Unnest(tcp)
+	w.Unnest(pi)
+	w.End(m)
+	ms := parse(t, w.B)
+	e, ok := decodeEntry(ms[0].Data)
 	want := Entry{Orig: orig, Reply: reply, Status: flows.StatusDstNAT | 0x8, OrigFlags: 0x03, ReplyFlags: flows.BeLiberal | 0x01, HasFlags: true}
 	if !ok || e != want {
 		t.Errorf("decodeEntry = %+v, %v; want %+v", e, ok, want)
 	}
-	if _, ok := decodeEntry(ms[0].data[:20]); ok {
+	if _, ok := decodeEntry(ms[0].Data[:20]); ok {
 		t.Error("a truncated entry decoded")
 	}
 }
@@ -148,21 +149,21 @@ func TestDecodeEntry(t *testing.T) {
 func TestVerdictsCoverEachQueueRun(t *testing.T) {
 	var w writer
 	w.verdicts([]slot{{queue: 5, id: 3}, {queue: 5, id: 9}, {queue: 5, id: 4}, {queue: 6, id: 1}, {queue: 5, id: 10}})
-	ms := parse(t, w.b)
+	ms := parse(t, w.B)
 	type verdict struct {
 		queue uint16
 		id    uint32
 	}
 	var got []verdict
 	for _, m := range ms {
-		if m.typ != subsysQueue<<8|nfqnlMsgVerdictBatch {
-			t.Fatalf("message type %#x", m.typ)
+		if m.Type != subsysQueue<<8|nfqnlMsgVerdictBatch {
+			t.Fatalf("message type %#x", m.Type)
 		}
-		h := find(m.data, nfqaVerdictHdr)
+		h := find(m.Data, nfqaVerdictHdr)
 		if binary.BigEndian.Uint32(h) != nfAccept {
 			t.Errorf("verdict %d, want NF_ACCEPT", binary.BigEndian.Uint32(h))
 		}
-		got = append(got, verdict{m.resID, binary.BigEndian.Uint32(h[4:])})
+		got = append(got, verdict{m.ResID, binary.BigEndian.Uint32(h[4:])})
 	}
 	want := []verdict{{5, 9}, {6, 1}, {5, 10}}
 	if len(got) != len(want) {
@@ -178,11 +179,11 @@ func TestVerdictsCoverEachQueueRun(t *testing.T) {
 func TestBindMessage(t *testing.T) {
 	var w writer
 	w.bind(1, 7301, copyRange, queueMaxLen)
-	ms := parse(t, w.b)
-	if len(ms) != 1 || ms[0].resID != 7301 {
+	ms := parse(t, w.B)
+	if len(ms) != 1 || ms[0].ResID != 7301 {
 		t.Fatalf("messages %+v", ms)
 	}
-	m := ms[0].data
+	m := ms[0].Data
 	if cmd := find(m, nfqaCfgCmd); len(cmd) != 4 || cmd[0] != nfqnlCfgCmdBind {
 		t.Errorf("command %v", cmd)
 	}
@@ -197,7 +198,7 @@ func TestBindMessage(t *testing.T) {
 func TestErrno(t *testing.T) {
 	code := -int32(unix.ENOENT)
 	b := binary.NativeEndian.AppendUint32(nil, uint32(code))
-	if errno(b) != unix.ENOENT || errno(make([]byte, 4)) != 0 || errno(nil) != unix.EPROTO {
+	if nlwire.Errno(b) != unix.ENOENT || nlwire.Errno(make([]byte, 4)) != 0 || nlwire.Errno(nil) != unix.EPROTO {
 		t.Error("errno decodes wrongly")
 	}
 }
@@ -240,10 +241,10 @@ func TestSetPoliciesFastPath(t *testing.T) {
 func TestPerPacketPathDoesNotAllocate(t *testing.T) {
 	p4 := ipv4(5, protoTCP, "198.19.8.2:443", "198.19.8.1:40000")
 	p6 := ipv6("[fd00:c7:8:2::2]:8080", "[fd00:c7:8:1::2]:40000", ipv6HopByHop)
-	w := writer{b: make([]byte, 0, 4096)}
+	w := writer{nlwire.Writer{B: make([]byte, 0, 4096)}}
 	batch := []slot{{queue: 1, id: 1}}
 	allocs := testing.AllocsPerRun(100, func() {
-		w.b = w.b[:0]
+		w.B = w.B[:0]
 		for _, p := range [][]byte{p4, p6} {
 			tp, ok := replyTuple(p)
 			if !ok {
@@ -252,8 +253,8 @@ func TestPerPacketPathDoesNotAllocate(t *testing.T) {
 			w.get(2, &tp)
 		}
 		w.verdicts(batch)
-		for b := w.b; len(b) > 0; {
-			_, rest, _ := nextMessage(b)
+		for b := w.B; len(b) > 0; {
+			_, rest, _ := nlwire.Next(b)
 			b = rest
 		}
 	})
