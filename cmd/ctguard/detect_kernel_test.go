@@ -329,7 +329,7 @@ func serveAndInject(t *testing.T, tp *racetest.Topo, after int) <-chan error {
 				return
 			}
 		}
-		done <- injectBeyondWindow(raw, c.(*net.TCPConn))
+		done <- racetest.InjectBeyondWindow(raw, c.(*net.TCPConn))
 		c.SetWriteDeadline(time.Now().Add(3 * time.Second))
 		for {
 			if _, err := c.Write(buf); err != nil {
@@ -338,43 +338,4 @@ func serveAndInject(t *testing.T, tp *racetest.Topo, after int) <-chan error {
 		}
 	}()
 	return done
-}
-
-// injectBeyondWindow reads the connection's sequence numbers (TCP_REPAIR)
-// and sends the crafted segment on raw.
-func injectBeyondWindow(raw int, c *net.TCPConn) error {
-	sc, err := c.SyscallConn()
-	if err != nil {
-		return err
-	}
-	var sndNxt, rcvNxt int
-	var serr error
-	err = sc.Control(func(fd uintptr) {
-		s := int(fd)
-		if serr = unix.SetsockoptInt(s, unix.IPPROTO_TCP, unix.TCP_REPAIR, 1); serr != nil {
-			return
-		}
-		defer unix.SetsockoptInt(s, unix.IPPROTO_TCP, unix.TCP_REPAIR, unix.TCP_REPAIR_OFF_NO_WP)
-		if serr = unix.SetsockoptInt(s, unix.IPPROTO_TCP, unix.TCP_REPAIR_QUEUE, 2); serr != nil { // TCP_SEND_QUEUE
-			return
-		}
-		if sndNxt, serr = unix.GetsockoptInt(s, unix.IPPROTO_TCP, unix.TCP_QUEUE_SEQ); serr != nil {
-			return
-		}
-		if serr = unix.SetsockoptInt(s, unix.IPPROTO_TCP, unix.TCP_REPAIR_QUEUE, 1); serr != nil { // TCP_RECV_QUEUE
-			return
-		}
-		rcvNxt, serr = unix.GetsockoptInt(s, unix.IPPROTO_TCP, unix.TCP_QUEUE_SEQ)
-	})
-	if err != nil || serr != nil {
-		return fmt.Errorf("read the sequence numbers: %v %v", err, serr)
-	}
-	local := c.LocalAddr().(*net.TCPAddr).AddrPort()
-	remote := c.RemoteAddr().(*net.TCPAddr).AddrPort()
-	seg := racetest.Segment(local, remote, uint32(sndNxt)+1<<30, uint32(rcvNxt), 100)
-	var to unix.Sockaddr = &unix.SockaddrInet6{Addr: remote.Addr().As16()}
-	if a := remote.Addr().Unmap(); a.Is4() {
-		to = &unix.SockaddrInet4{Addr: a.As4()}
-	}
-	return unix.Sendto(raw, seg, 0, to)
 }

@@ -181,14 +181,20 @@ func (a *Adversary) answer(c *net.TCPConn) {
 
 // inject sends, from the connection's own tuple, 100 bytes at snd_nxt +
 // 1 GiB: beyond any window the client advertised.
-func (a *Adversary) inject(c *net.TCPConn) error {
-	raw, err := c.SyscallConn()
+func (a *Adversary) inject(c *net.TCPConn) error { return InjectBeyondWindow(a.raw, c) }
+
+// InjectBeyondWindow reads the server connection c's sequence numbers
+// (TCP_REPAIR) and sends, on raw (a SOCK_RAW IPPROTO_TCP socket) and from c's
+// own tuple, 100 bytes at snd_nxt + 1 GiB: beyond any window the client
+// advertised, so conntrack marks the segment invalid on every kernel.
+func InjectBeyondWindow(raw int, c *net.TCPConn) error {
+	sc, err := c.SyscallConn()
 	if err != nil {
 		return err
 	}
 	var sndNxt, rcvNxt int
 	var serr error
-	err = raw.Control(func(fd uintptr) {
+	err = sc.Control(func(fd uintptr) {
 		s := int(fd)
 		if serr = unix.SetsockoptInt(s, unix.IPPROTO_TCP, unix.TCP_REPAIR, 1); serr != nil {
 			return
@@ -211,7 +217,7 @@ func (a *Adversary) inject(c *net.TCPConn) error {
 	local := c.LocalAddr().(*net.TCPAddr).AddrPort()
 	remote := c.RemoteAddr().(*net.TCPAddr).AddrPort()
 	seg := Segment(local, remote, uint32(sndNxt)+1<<30, uint32(rcvNxt), 100)
-	return unix.Sendto(a.raw, seg, 0, sockaddr(remote))
+	return unix.Sendto(raw, seg, 0, sockaddr(remote))
 }
 
 func sockaddr(ap netip.AddrPort) unix.Sockaddr {
