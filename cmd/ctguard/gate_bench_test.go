@@ -35,7 +35,7 @@ func percentile(ds []time.Duration, p float64) time.Duration {
 
 // BenchmarkPrivilegedHandshake measures what each handshake protection
 // costs a NAT box (SNAT, IPv4) in one run: connection setup latency seen by
-// the client (p50, p99; each op is one connection: connect, ping, pong) and
+// the client (p50, p99; each op is one connection: connect, read the greeting, close) and
 // the controller's CPU per new flow, with a plain server; then the resets
 // of 1000 connections to the adversarial server, 64 at a time, and the
 // rate they went at. Compare the modes as ratios within one run: the

@@ -84,8 +84,12 @@ func New(t testing.TB, kind Kind, ipv6 bool) *Topo {
 }
 
 // Adversary is the server: it accepts, sends one segment beyond the
-// client's window at once, waits, and reports whether its connection
-// survived; it then answers the client's "ping" with "pong".
+// client's window at once, waits, and looks whether its connection is still
+// established; if so it greets the client and waits for the client to close.
+// The client sends nothing before the greeting, so a reset caused by the
+// segment always carries the sequence number the server expects (a client
+// byte arriving first would turn it into a challenge ACK), and a reset that
+// lands after Settle is still counted when the server reads the close.
 type Adversary struct {
 	ln       net.Listener
 	raw      int
@@ -97,6 +101,9 @@ type Adversary struct {
 	Settle time.Duration
 	benign atomic.Bool
 }
+
+// greeting is what the server sends a connection that survived.
+const greeting = "hello"
 
 // SetBenign turns the adversary into a plain server (no segment, no wait),
 // for measuring what a mitigation costs, or back.
@@ -146,37 +153,38 @@ func (a *Adversary) serve() {
 		go func() {
 			defer a.wg.Done()
 			defer c.Close()
-			a.handle(c.(*net.TCPConn))
+			if a.handle(c.(*net.TCPConn)) {
+				a.survived.Add(1)
+			} else {
+				a.reset.Add(1)
+			}
 		}()
 	}
 }
 
-func (a *Adversary) handle(c *net.TCPConn) {
-	if a.benign.Load() {
-		a.survived.Add(1)
-		a.answer(c)
-		return
+// handle serves one connection and reports whether it survived.
+func (a *Adversary) handle(c *net.TCPConn) bool {
+	if !a.benign.Load() {
+		if err := a.inject(c); err != nil {
+			return false // cannot tell: count against the mitigation
+		}
+		time.Sleep(a.Settle)
+		if !established(c) {
+			return false
+		}
 	}
-	if err := a.inject(c); err != nil {
-		a.reset.Add(1) // cannot tell: count against the mitigation
-		return
-	}
-	time.Sleep(a.Settle)
-	if !established(c) {
-		a.reset.Add(1)
-		return
-	}
-	a.survived.Add(1)
-	a.answer(c)
+	return greet(c)
 }
 
-// answer reads the client's ping and answers pong.
-func (a *Adversary) answer(c *net.TCPConn) {
+// greet sends the greeting and waits for the client's close: a clean end
+// of stream means the connection survived; a reset means it did not.
+func greet(c *net.TCPConn) bool {
 	c.SetDeadline(time.Now().Add(5 * time.Second))
-	buf := make([]byte, 5)
-	if _, err := io.ReadFull(c, buf); err == nil {
-		c.Write([]byte("pong\n"))
+	if _, err := c.Write([]byte(greeting)); err != nil {
+		return false
 	}
+	_, err := io.Copy(io.Discard, c)
+	return err == nil
 }
 
 // inject sends, from the connection's own tuple, 100 bytes at snd_nxt +
@@ -274,15 +282,15 @@ func Segment(src, dst netip.AddrPort, seq, ack uint32, n int) []byte {
 // Result is what a run of connections gave.
 type Result struct {
 	Connections int
-	// Reset counts connections the server saw reset, or whose ping the
-	// client could not get answered.
+	// Reset counts connections the server saw reset, or whose greeting
+	// the client did not get.
 	Reset int
 	// Setup holds each connection's connect() duration, in order.
 	Setup []time.Duration
 }
 
 // Run opens n connections from the client, at most parallel at a time, each
-// sending "ping" and waiting for "pong", and counts the resets.
+// reading the server's greeting and closing, and counts the resets.
 func (tp *Topo) Run(t testing.TB, a *Adversary, n, parallel int) Result {
 	t.Helper()
 	survived0, reset0 := a.Counts()
@@ -309,11 +317,7 @@ func (tp *Topo) Run(t testing.TB, a *Adversary, n, parallel int) Result {
 				defer func() { <-sem }()
 				defer c.Close()
 				c.SetDeadline(time.Now().Add(3 * time.Second))
-				if _, err := c.Write([]byte("ping\n")); err != nil {
-					failed.Add(1)
-					return
-				}
-				if _, err := io.ReadFull(c, make([]byte, 5)); err != nil {
+				if _, err := io.ReadFull(c, make([]byte, len(greeting))); err != nil {
 					failed.Add(1)
 				}
 			}()
