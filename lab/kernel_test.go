@@ -270,10 +270,11 @@ func checkIncidents(t *testing.T, key string, r Result, reset bool) {
 }
 
 // TestPrivilegedRunCancelled cancels a run mid-transfer, as Ctrl-C does:
-// Run returns the context's error and removes its namespaces.
+// Run returns the context's error and removes its namespaces. The 700 ms
+// (by then the first namespaces exist) stretch with CTGUARD_TEST_TIME_SCALE.
 func TestPrivilegedRunCancelled(t *testing.T) {
 	netnstest.RequirePrivileged(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 700*time.Millisecond)
+	ctx, cancel := context.WithTimeout(context.Background(), netnstest.Slow(700*time.Millisecond))
 	defer cancel()
 	logs := &namespaceLog{}
 	rep, err := Run(ctx, Options{Families: []Family{IPv4}, Cases: []Case{BeyondWindow}, Logger: slog.New(logs)})

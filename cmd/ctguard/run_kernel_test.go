@@ -91,7 +91,7 @@ func startRunEnv(t testing.TB, ns *netnstest.NS, stateDir string, env []string, 
 	p.cmd.Stdout, p.cmd.Stderr = p.logs, p.logs
 	p.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	lns := topo.Namespace{Name: ns.Name, Handle: ns.Handle}
-	p.http = &http.Client{Timeout: slow(2 * time.Second), Transport: &http.Transport{
+	p.http = &http.Client{Timeout: netnstest.Slow(2 * time.Second), Transport: &http.Transport{
 		DisableKeepAlives: true,
 		DialContext: func(ctx context.Context, network, addr string) (conn net.Conn, err error) {
 			err = lns.Do(func() (err error) {
@@ -141,7 +141,7 @@ func (p *runProc) get(path string) (int, string, error) {
 // exits first or within 20s.
 func (p *runProc) waitReady() {
 	p.t.Helper()
-	limit := slow(20 * time.Second)
+	limit := netnstest.Slow(20 * time.Second)
 	deadline := time.Now().Add(limit)
 	for {
 		if code, _, err := p.get("/readyz"); err == nil && code == http.StatusOK {
@@ -265,7 +265,7 @@ func (p *runProc) rssKiB() (int, error) {
 // long that took; it fails the test after timeout.
 func poll(t *testing.T, what string, timeout time.Duration, cond func() bool) time.Duration {
 	t.Helper()
-	timeout = slow(timeout)
+	timeout = netnstest.Slow(timeout)
 	start := time.Now()
 	for !cond() {
 		if time.Since(start) > timeout {
@@ -274,16 +274,6 @@ func poll(t *testing.T, what string, timeout time.Duration, cond func() bool) ti
 		time.Sleep(2 * time.Millisecond)
 	}
 	return time.Since(start)
-}
-
-// slow stretches a time bound by CTGUARD_TEST_TIME_SCALE (a whole number,
-// default 1): hack/kernels/matrix runs these tests on emulated CPUs, many
-// times slower than the machines the bounds were measured on.
-func slow(d time.Duration) time.Duration {
-	if n, err := strconv.Atoi(os.Getenv("CTGUARD_TEST_TIME_SCALE")); err == nil && n > 1 && n <= 100 {
-		return d * time.Duration(n)
-	}
-	return d
 }
 
 // tableText is "nft list table inet ctguard" (no handles), "" when absent.

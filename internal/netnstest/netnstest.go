@@ -10,7 +10,9 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
+	"strconv"
 	"testing"
+	"time"
 
 	"github.com/vishvananda/netns"
 )
@@ -27,6 +29,22 @@ func RequirePrivileged(t testing.TB) {
 		t.Fatalf("kernel test needs root (CAP_NET_ADMIN) and CTGUARD_REQUIRE_PRIVILEGED=1 forbids skipping")
 	}
 	t.Skip("kernel test skipped: needs root (CAP_NET_ADMIN) to create network namespaces")
+}
+
+// TimeScale is CTGUARD_TEST_TIME_SCALE (a whole number from 1 to 100,
+// default 1): hack/kernels/matrix runs the kernel tests on emulated CPUs,
+// many times slower than the machines their time bounds and loads were set
+// on, and tells them how much slower.
+func TimeScale() int {
+	if n, err := strconv.Atoi(os.Getenv("CTGUARD_TEST_TIME_SCALE")); err == nil && n > 1 && n <= 100 {
+		return n
+	}
+	return 1
+}
+
+// Slow stretches a time bound by TimeScale.
+func Slow(d time.Duration) time.Duration {
+	return d * time.Duration(TimeScale())
 }
 
 // NS is a named network namespace created for one test.
