@@ -44,7 +44,7 @@ func startDetect(t testing.TB, ns *netnstest.NS, stateDir string, args ...string
 		p.cmd.Process.Kill()
 		<-p.done
 	})
-	for deadline := time.Now().Add(5 * time.Second); !strings.Contains(p.stderr.String(), "Ctrl-C to stop"); time.Sleep(10 * time.Millisecond) {
+	for deadline := time.Now().Add(netnstest.Slow(5 * time.Second)); !strings.Contains(p.stderr.String(), "Ctrl-C to stop"); time.Sleep(10 * time.Millisecond) {
 		if time.Now().After(deadline) {
 			t.Fatalf("detect did not start: %s", p.stderr.String())
 		}
@@ -58,7 +58,7 @@ func (p *detectProc) stop() ([]incident.Incident, string) {
 	p.cmd.Process.Signal(syscall.SIGINT)
 	select {
 	case <-p.done:
-	case <-time.After(5 * time.Second):
+	case <-time.After(netnstest.Slow(5 * time.Second)):
 		p.t.Fatalf("detect did not stop on SIGINT; stderr:\n%s", p.stderr.String())
 	}
 	var out []incident.Incident
@@ -111,13 +111,13 @@ func TestPrivilegedDetect(t *testing.T) {
 				a := tp.StartAdversary(t)
 				// One connection decides the test: give the box's RST time
 				// to arrive even on a loaded machine.
-				a.Settle = 300 * time.Millisecond
+				a.Settle = netnstest.Slow(300 * time.Millisecond)
 				state := t.TempDir()
 				d := startDetect(t, tp.NAT, state)
 				if res := tp.Run(t, a, 1, 1); res.Reset != 1 {
 					t.Fatalf("unmitigated: %d of 1 connections reset", res.Reset)
 				}
-				time.Sleep(300 * time.Millisecond) // let detect read the last messages
+				time.Sleep(netnstest.Slow(300 * time.Millisecond)) // let detect read the last messages
 				incs, summary := d.stop()
 				if len(incs) != 1 {
 					t.Fatalf("detect printed %d incidents, want 1:\n%+v\n%s", len(incs), incs, summary)
@@ -169,7 +169,7 @@ func TestPrivilegedDetect(t *testing.T) {
 				if res := tp.Run(t, a, 1, 1); res.Reset != 0 {
 					t.Errorf("mitigated: %d of 1 connections reset", res.Reset)
 				}
-				time.Sleep(300 * time.Millisecond)
+				time.Sleep(netnstest.Slow(300 * time.Millisecond))
 				incs, summary = d.stop()
 				if len(incs) != 0 {
 					t.Errorf("mitigated: detect printed %d incidents: %+v", len(incs), incs)
@@ -255,11 +255,11 @@ func TestPrivilegedDetectMidDownload(t *testing.T) {
 				var err error
 				tp.Client.Do(t, func() {
 					var c net.Conn
-					if c, err = net.DialTimeout("tcp", tp.Target.String(), 3*time.Second); err != nil {
+					if c, err = net.DialTimeout("tcp", tp.Target.String(), netnstest.Slow(3*time.Second)); err != nil {
 						return
 					}
 					defer c.Close()
-					c.SetReadDeadline(time.Now().Add(3 * time.Second))
+					c.SetReadDeadline(time.Now().Add(netnstest.Slow(3 * time.Second)))
 					got, err = io.Copy(io.Discard, c)
 				})
 				if ierr := <-injected; ierr != nil {
@@ -270,7 +270,7 @@ func TestPrivilegedDetectMidDownload(t *testing.T) {
 				if got == 0 || err == nil {
 					t.Errorf("download: %d bytes, %v; want a stall or reset mid-download", got, err)
 				}
-				time.Sleep(300 * time.Millisecond)
+				time.Sleep(netnstest.Slow(300 * time.Millisecond))
 				incs, summary := d.stop()
 				if len(incs) != 1 {
 					t.Fatalf("detect printed %d incidents, want 1: %+v\n%s", len(incs), incs, summary)
@@ -330,7 +330,7 @@ func serveAndInject(t *testing.T, tp *racetest.Topo, after int) <-chan error {
 			}
 		}
 		done <- racetest.InjectBeyondWindow(raw, c.(*net.TCPConn))
-		c.SetWriteDeadline(time.Now().Add(3 * time.Second))
+		c.SetWriteDeadline(time.Now().Add(netnstest.Slow(3 * time.Second)))
 		for {
 			if _, err := c.Write(buf); err != nil {
 				return
