@@ -352,19 +352,22 @@ func (m *matrix) write(w io.Writer) error {
 			b.WriteString("\n")
 		}
 	}
-	b.WriteString("\n| kernel | kernel tests (`TestPrivileged*`, compiled) | passed | failed | lab | time (tests + lab) |\n|---|---|---|---|---|---|\n")
+	b.WriteString("\n| kernel | kernel tests (`TestPrivileged*`, compiled) | passed | failed | skipped by the test | lab | time (tests + lab) |\n|---|---|---|---|---|---|---|\n")
 	for _, k := range m.kernels {
 		if !k.testsRun {
-			fmt.Fprintf(b, "| %s | not run | - | - | %s | %.0f s |\n", k.name(), verdictText(k.labOK()), k.labSecs)
+			fmt.Fprintf(b, "| %s | not run | - | - | - | %s | %.0f s |\n", k.name(), verdictText(k.labOK()), k.labSecs)
 			continue
 		}
 		passed, pkgs := 0, 0
-		var failed []string
+		var failed, skipped []string
 		for _, p := range k.tests {
 			pkgs++
 			passed += p.passed
 			for _, f := range p.failed {
 				failed = append(failed, p.pkg+"."+f)
+			}
+			for _, s := range p.skipped {
+				skipped = append(skipped, p.pkg+"."+s)
 			}
 			if !p.done {
 				failed = append(failed, p.pkg+" (did not finish)")
@@ -383,8 +386,12 @@ func (m *matrix) write(w io.Writer) error {
 		if len(failed) > 0 {
 			fail = fmt.Sprintf("%d: %s", len(failed), strings.Join(failed, ", "))
 		}
-		fmt.Fprintf(b, "| %s | %s, %d packages | %d | %s | %s | %.0f s + %.0f s |\n",
-			k.name(), verdict, pkgs, passed, fail, labVerdict, k.testsSecs, k.labSecs)
+		skip := "0"
+		if len(skipped) > 0 {
+			skip = fmt.Sprintf("%d: %s", len(skipped), strings.Join(skipped, ", "))
+		}
+		fmt.Fprintf(b, "| %s | %s, %d packages | %d | %s | %s | %s | %.0f s + %.0f s |\n",
+			k.name(), verdict, pkgs, passed, fail, skip, labVerdict, k.testsSecs, k.labSecs)
 	}
 	for _, s := range m.skipped {
 		fmt.Fprintf(b, "\nNot run under emulation: %s", s)
