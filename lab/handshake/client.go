@@ -170,7 +170,7 @@ func once(ctx context.Context, client topo.Namespace, target netip.AddrPort, loa
 		return err
 	})
 	if err != nil {
-		return result{kind: resultConnectFailed, err: fmt.Errorf("connect: %w", err)}
+		return dialFailed(err, setup)
 	}
 	defer conn.Close()
 	_ = conn.SetDeadline(time.Now().Add(timeout))
@@ -193,6 +193,18 @@ func once(ctx context.Context, client topo.Namespace, target netip.AddrPort, loa
 		r.kind, r.err = resultShort, fmt.Errorf("%d response bytes, want %d", len(got), len(Response))
 	}
 	return r
+}
+
+// dialFailed classifies a failed connect. ECONNRESET and EPIPE mean the
+// kernel completed the handshake (a reset in SYN_SENT is ECONNREFUSED) and
+// the connection was reset before connect saw it established (EPIPE: after
+// the server's FIN): a reset, which a slow machine (an emulated CPU) lets
+// connect report. Anything else never connected.
+func dialFailed(err error, setup time.Duration) result {
+	if errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) {
+		return result{kind: resultRST, setup: setup, err: fmt.Errorf("reset before connect returned: %w", err)}
+	}
+	return result{kind: resultConnectFailed, err: fmt.Errorf("connect: %w", err)}
 }
 
 // percentile returns the p-th percentile (nearest rank) of ds, which it
