@@ -69,7 +69,24 @@ func load(dir string) (*matrix, error) {
 		}
 		m.kernels = append(m.kernels, k)
 	}
+	// Oldest kernel first, whatever order they ran in.
+	slices.SortStableFunc(m.kernels, func(a, b kernel) int {
+		am, an := lineVersion(a.line)
+		bm, bn := lineVersion(b.line)
+		if am != bm {
+			return am - bm
+		}
+		return an - bn
+	})
 	return m, nil
+}
+
+// lineVersion is a kernel line's major and minor version ("6.12": 6, 12).
+func lineVersion(line string) (major, minor int) {
+	a, b, _ := strings.Cut(line, ".")
+	major, _ = strconv.Atoi(a)
+	minor, _ = strconv.Atoi(b)
+	return major, minor
 }
 
 func loadKernel(dir, line string) (kernel, error) {
@@ -151,9 +168,7 @@ func parseTests(r io.Reader) []pkgResult {
 // "netfilter: conntrack: ignore overly delayed tcp packets" (Linux 6.1),
 // i.e. marks an old-sequence retransmission invalid.
 func oldRetransmissionReproduces(line string) bool {
-	major, minor, _ := strings.Cut(line, ".")
-	a, _ := strconv.Atoi(major)
-	b, _ := strconv.Atoi(minor)
+	a, b := lineVersion(line)
 	return a < 6 || (a == 6 && b < 1)
 }
 

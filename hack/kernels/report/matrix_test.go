@@ -141,7 +141,7 @@ func TestLoadAndWrite(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	write("kernels", "5.10 6.1 6.12\n")
+	write("kernels", "6.12 5.10 6.1\n") // the table lists them oldest first
 	write("skipped", "TestPrivilegedRunMemory: a throughput bound\n")
 	for _, k := range []struct{ line, pkg, labJSON string }{
 		{"5.10", "linux-image-5.10.0-46-cloud-amd64 5.10.262-1",
@@ -182,6 +182,9 @@ func TestLoadAndWrite(t *testing.T) {
 	}
 	if m.ok() {
 		t.Error("matrix ok with failed tests")
+	}
+	if i, j := strings.Index(out, "| 5.10 ("), strings.Index(out, "| 6.12 ("); i < 0 || j < i {
+		t.Errorf("5.10 not listed before 6.12:\n%s", out)
 	}
 	if k := m.kernels[2]; !k.testsOK() || !k.labOK() {
 		t.Errorf("lab-only kernel judged failed: tests %v lab %v %q", k.testsOK(), k.labOK(), k.labProblems)
