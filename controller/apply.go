@@ -262,7 +262,9 @@ func (c *Controller) samePolicies(a, b []policy.Policy) bool {
 // build returns the table the policies want. It is built again only when
 // the policies differ (by journal reference) from the last ones built:
 // a resync of a 200,000-CIDR policy would otherwise merge and render every
-// CIDR each time. The table is shared: do not modify it.
+// CIDR each time; and then only the interval sets whose addresses or
+// ports changed are merged again (ruleset.SetCache). The table is shared:
+// do not modify it.
 func (c *Controller) build(policies []policy.Policy) ruleset.Table {
 	ref, err := c.store.PoliciesRef(policies)
 	c.builtMu.Lock()
@@ -270,7 +272,7 @@ func (c *Controller) build(policies []policy.Policy) ruleset.Table {
 	if err == nil && c.built != nil && c.built.ref == ref && c.built.opts == c.rules {
 		return c.built.table
 	}
-	t := ruleset.Build(policies, c.rules)
+	t := c.sets.Build(policies, c.rules)
 	if err == nil {
 		c.built = &builtTable{ref: ref, opts: c.rules, table: t}
 	}

@@ -70,9 +70,12 @@ type Controller struct {
 	// the kernel refused the gate's queue.
 	rules     ruleset.Options
 	onNoQueue func(error)
-	// built caches the desired table of the last policies built.
+	// built caches the desired table of the last policies built, sets
+	// the interval sets of the last build (an edit rebuilds only what it
+	// changed).
 	builtMu sync.Mutex
 	built   *builtTable
+	sets    ruleset.SetCache
 }
 
 // Config wires a Controller. Every field is required but Logger.

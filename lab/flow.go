@@ -5,8 +5,8 @@ import (
 	"net/netip"
 	"sync"
 
-	"github.com/google/gopacket"
-	"github.com/google/gopacket/layers"
+	"github.com/gopacket/gopacket"
+	"github.com/gopacket/gopacket/layers"
 )
 
 // flowTracker follows the lab's one TCP connection as the server namespace

@@ -2,10 +2,10 @@ package ruleset
 
 import (
 	"cmp"
-	"net/netip"
 	"slices"
 	"strings"
 
+	"github.com/ctguard/ctguard/internal/intervals"
 	"github.com/ctguard/ctguard/policy"
 )
 
@@ -33,8 +33,15 @@ import (
 // wider than its policy. Names of sets and counters derive from the policy
 // name (see ObjectName). The result is in canonical order.
 func Build(policies []policy.Policy, opts Options) Table {
+	return build(policies, opts, nil)
+}
+
+// build is Build, with the interval sets' elements taken from cache when
+// it is not nil.
+func build(policies []policy.Policy, opts Options, cache *SetCache) Table {
 	b := builder{
 		opts:     opts,
+		cache:    cache,
 		defs:     map[string]Set{},
 		counters: map[string]bool{},
 		rules:    map[Hook][]Rule{},
@@ -123,6 +130,7 @@ func CounterName(policyName string, hook Hook, purpose Purpose, proto NFProto) s
 // builder accumulates the table while Build walks the policies.
 type builder struct {
 	opts     Options
+	cache    *SetCache      // nil: none
 	defs     map[string]Set // candidate sets; only referenced ones are kept
 	counters map[string]bool
 	rules    map[Hook][]Rule
@@ -188,16 +196,10 @@ func (b *builder) scope(name string, m policy.Match) scope {
 	var sc scope
 	if len(m.DestinationPorts) > 0 {
 		sc.portSet = ObjectName(name, "-", "ports")
-		b.defs[sc.portSet] = Set{Name: sc.portSet, Type: SetInetService, Interval: true, Elements: renderAll(MergePorts(m.DestinationPorts))}
+		b.defs[sc.portSet] = Set{Name: sc.portSet, Type: SetInetService, Interval: true,
+			Elements: elements(b.cache, portSets, sc.portSet, portSpans(m.DestinationPorts))}
 	}
-	var v4, v6 []netip.Prefix
-	for _, d := range m.Destinations {
-		if d.Addr().Is4() {
-			v4 = append(v4, d)
-		} else {
-			v6 = append(v6, d)
-		}
-	}
+	v4, v6 := intervals.Spans(m.Destinations)
 	families := map[policy.Family][]NFProto{
 		policy.FamilyIPv4: {NFProtoIPv4},
 		policy.FamilyIPv6: {NFProtoIPv6},
@@ -210,16 +212,16 @@ func (b *builder) scope(name string, m policy.Match) scope {
 	}
 	for _, proto := range families {
 		v := variant{proto: proto}
-		if len(m.Destinations) > 0 {
-			prefixes, suffix, typ := v4, "dst4", SetIPv4Addr
-			if proto == NFProtoIPv6 {
-				prefixes, suffix, typ = v6, "dst6", SetIPv6Addr
-			}
-			if len(prefixes) == 0 {
-				continue // this family has nothing to match
-			}
-			v.addrSet = ObjectName(name, "-", suffix)
-			b.defs[v.addrSet] = Set{Name: v.addrSet, Type: typ, Interval: true, Elements: renderAll(MergePrefixes(prefixes))}
+		switch {
+		case len(m.Destinations) == 0:
+		case proto == NFProtoIPv4 && len(v4) > 0:
+			v.addrSet = ObjectName(name, "-", "dst4")
+			b.defs[v.addrSet] = Set{Name: v.addrSet, Type: SetIPv4Addr, Interval: true, Elements: elements(b.cache, ipv4Sets, v.addrSet, v4)}
+		case proto == NFProtoIPv6 && len(v6) > 0:
+			v.addrSet = ObjectName(name, "-", "dst6")
+			b.defs[v.addrSet] = Set{Name: v.addrSet, Type: SetIPv6Addr, Interval: true, Elements: elements(b.cache, ipv6Sets, v.addrSet, v6)}
+		default:
+			continue // this family has nothing to match
 		}
 		sc.variants = append(sc.variants, v)
 	}
@@ -314,14 +316,6 @@ func (b *builder) table() Table {
 	}
 	slices.SortFunc(t.Counters, func(x, y Counter) int { return cmp.Compare(x.Name, y.Name) })
 	return t
-}
-
-func renderAll[T interface{ String() string }](xs []T) []string {
-	out := make([]string, len(xs))
-	for i, x := range xs {
-		out[i] = x.String()
-	}
-	return out
 }
 
 func sortedUnique(xs []string) []string {

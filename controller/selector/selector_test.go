@@ -158,8 +158,8 @@ func TestCompileTooManyPolicies(t *testing.T) {
 
 func TestMergeOverlappingAndAdjacent(t *testing.T) {
 	s := newAddrSet(prefixes("198.18.1.0/25", "198.18.1.128/25", "198.18.1.7/32", "198.18.3.0/24", "2001:db8::/33", "2001:db8:8000::/33"))
-	if len(s.v4) != 2 || len(s.v6) != 1 {
-		t.Fatalf("merged to %d v4 and %d v6 ranges, want 2 and 1", len(s.v4), len(s.v6))
+	if len(s.V4) != 2 || len(s.V6) != 1 {
+		t.Fatalf("merged to %d v4 and %d v6 ranges, want 2 and 1", len(s.V4), len(s.V6))
 	}
 	p := newPortSet([]policy.PortRange{{From: 10, To: 20}, {From: 21, To: 30}, {From: 15, To: 16}, {From: 65535, To: 65535}})
 	if len(p.ranges) != 2 {

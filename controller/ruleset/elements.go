@@ -5,11 +5,10 @@ import (
 	"fmt"
 	"math/bits"
 	"net/netip"
-	"slices"
 	"strconv"
 	"strings"
 
-	"github.com/ctguard/ctguard/policy"
+	"github.com/ctguard/ctguard/internal/intervals"
 )
 
 // AddrRange is an inclusive range of addresses of one family.
@@ -20,58 +19,6 @@ type AddrRange struct {
 // PortSpan is an inclusive range of TCP ports.
 type PortSpan struct {
 	First, Last uint16
-}
-
-// MergePrefixes turns prefixes of one family into sorted, non-overlapping,
-// non-adjacent ranges, as nft interval sets require.
-func MergePrefixes(prefixes []netip.Prefix) []AddrRange {
-	ranges := make([]AddrRange, 0, len(prefixes))
-	for _, p := range prefixes {
-		p = p.Masked()
-		ranges = append(ranges, AddrRange{First: p.Addr(), Last: lastAddr(p)})
-	}
-	byFirst := func(a, b AddrRange) int { return a.First.Compare(b.First) }
-	if !slices.IsSortedFunc(ranges, byFirst) {
-		slices.SortFunc(ranges, byFirst)
-	}
-	// Merge in place: merged is a prefix of ranges.
-	merged := ranges[:0]
-	for _, r := range ranges {
-		if n := len(merged); n > 0 {
-			cur := &merged[n-1]
-			next := cur.Last.Next()
-			if !next.IsValid() || r.First.Compare(next) <= 0 {
-				if r.Last.Compare(cur.Last) > 0 {
-					cur.Last = r.Last
-				}
-				continue
-			}
-		}
-		merged = append(merged, r)
-	}
-	return merged
-}
-
-// MergePorts turns port ranges into sorted, non-overlapping, non-adjacent
-// spans.
-func MergePorts(ports []policy.PortRange) []PortSpan {
-	spans := make([]PortSpan, 0, len(ports))
-	for _, p := range ports {
-		spans = append(spans, PortSpan{First: min(p.From, p.To), Last: max(p.From, p.To)})
-	}
-	slices.SortFunc(spans, func(a, b PortSpan) int { return int(a.First) - int(b.First) })
-	var merged []PortSpan
-	for _, s := range spans {
-		if n := len(merged); n > 0 {
-			cur := &merged[n-1]
-			if uint32(s.First) <= uint32(cur.Last)+1 {
-				cur.Last = max(cur.Last, s.Last)
-				continue
-			}
-		}
-		merged = append(merged, s)
-	}
-	return merged
 }
 
 // String renders the range as nft lists it: "198.18.0.1" for one address,
@@ -146,8 +93,8 @@ func ParseAddrRange(s string) (AddrRange, error) {
 		if err != nil {
 			return AddrRange{}, fmt.Errorf("address prefix %q: %w", s, err)
 		}
-		p = p.Masked()
-		return AddrRange{First: p.Addr(), Last: lastAddr(p)}, nil
+		first, last := intervals.PrefixBounds(p)
+		return AddrRange{First: first, Last: last}, nil
 	}
 	a, err := netip.ParseAddr(s)
 	if err != nil {
@@ -173,26 +120,4 @@ func ParsePortSpan(s string) (PortSpan, error) {
 		return PortSpan{}, fmt.Errorf("port range %q: bounds out of order", s)
 	}
 	return PortSpan{First: uint16(a), Last: uint16(b)}, nil
-}
-
-// lastAddr is the highest address inside p (p must be masked).
-func lastAddr(p netip.Prefix) netip.Addr {
-	a := p.Addr().As16()
-	hi, lo := binary.BigEndian.Uint64(a[:8]), binary.BigEndian.Uint64(a[8:])
-	host := 128 - p.Bits()
-	if p.Addr().Is4() {
-		host = 32 - p.Bits()
-	}
-	switch {
-	case host >= 64:
-		hi, lo = hi|^uint64(0)>>(128-host), ^uint64(0)
-	case host > 0:
-		lo |= ^uint64(0) >> (64 - host)
-	}
-	binary.BigEndian.PutUint64(a[:8], hi)
-	binary.BigEndian.PutUint64(a[8:], lo)
-	if p.Addr().Is4() {
-		return netip.AddrFrom4([4]byte(a[12:]))
-	}
-	return netip.AddrFrom16(a)
 }
