@@ -211,15 +211,15 @@ func Open(cfg Config) (*Gate, error) {
 	g.ups = make([]flows.Update, 0, cfg.MaxBatch)
 	g.upSlot = make([]int, 0, cfg.MaxBatch)
 	g.readWait = func(fd uintptr) bool {
-		g.rn, _, g.rerr = unix.Recvfrom(int(fd), g.rbuf, unix.MSG_DONTWAIT|unix.MSG_TRUNC)
+		g.rn, g.rerr = nlwire.Recv(int(fd), g.rbuf, unix.MSG_TRUNC)
 		return g.rerr != unix.EAGAIN
 	}
 	g.readNow = func(fd uintptr) bool {
-		g.rn, _, g.rerr = unix.Recvfrom(int(fd), g.rbuf, unix.MSG_DONTWAIT|unix.MSG_TRUNC)
+		g.rn, g.rerr = nlwire.Recv(int(fd), g.rbuf, unix.MSG_TRUNC)
 		return true
 	}
 	g.write = func(fd uintptr) bool {
-		_, g.werr = unix.Write(int(fd), g.wbuf)
+		_, g.werr = nlwire.Write(int(fd), g.wbuf)
 		return g.werr != unix.EAGAIN
 	}
 	g.pols.Store(&policies{sel: &selector.Selector{}})

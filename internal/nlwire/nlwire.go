@@ -5,6 +5,7 @@ package nlwire
 
 import (
 	"encoding/binary"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -159,4 +160,40 @@ func (a *Attrs) Next() (typ uint16, data []byte, ok bool) {
 	typ = binary.NativeEndian.Uint16(b[2:]) &^ (AttrNested | attrNetByte)
 	*a = b[min((n+3)&^3, len(b)):]
 	return typ, b[AttrHdrLen:n], true
+}
+
+// Recv reads one datagram from the socket fd into b without waiting
+// (MSG_DONTWAIT, or-ed with flags; with MSG_TRUNC, n is the datagram's full
+// length) and returns unix.EAGAIN when none is queued. It is a raw system
+// call: it never blocks, so the Go scheduler need not account it as a
+// blocking one, which spares what an accounted call costs a mostly idle
+// process at every packet: waking the runtime's monitor thread (sysmon),
+// which then polls every 20 µs until it sees a millisecond without calls.
+func Recv(fd int, b []byte, flags int) (int, error) {
+	var p unsafe.Pointer
+	if len(b) > 0 {
+		p = unsafe.Pointer(&b[0])
+	}
+	n, _, e := unix.RawSyscall6(unix.SYS_RECVFROM, uintptr(fd), uintptr(p), uintptr(len(b)),
+		uintptr(flags|unix.MSG_DONTWAIT), 0, 0)
+	if e != 0 {
+		return 0, e
+	}
+	return int(n), nil
+}
+
+// Write sends b on the non-blocking netlink socket fd, as a raw system call
+// like Recv. A netlink write is handled by the kernel before it returns (an
+// NFQUEUE verdict reinjects its packets, a ctnetlink update applies): it
+// takes microseconds and never waits for a peer.
+func Write(fd int, b []byte) (int, error) {
+	var p unsafe.Pointer
+	if len(b) > 0 {
+		p = unsafe.Pointer(&b[0])
+	}
+	n, _, e := unix.RawSyscall(unix.SYS_WRITE, uintptr(fd), uintptr(p), uintptr(len(b)))
+	if e != 0 {
+		return 0, e
+	}
+	return int(n), nil
 }
