@@ -197,3 +197,47 @@ func Write(fd int, b []byte) (int, error) {
 	}
 	return int(n), nil
 }
+
+// Batch receives many datagrams in one system call (recvmmsg), each into
+// a buffer of its own, set once with Buffer.
+type Batch struct {
+	hdrs []unix.Mmsghdr
+	iovs []unix.Iovec
+}
+
+// NewBatch returns a Batch of n buffers (set them with Buffer).
+func NewBatch(n int) *Batch {
+	b := &Batch{hdrs: make([]unix.Mmsghdr, n), iovs: make([]unix.Iovec, n)}
+	for i := range b.hdrs {
+		b.hdrs[i].Hdr.Iov = &b.iovs[i]
+		b.hdrs[i].Hdr.Iovlen = 1
+	}
+	return b
+}
+
+// Buffer sets the buffer of datagram i; buf must stay allocated while the
+// Batch is used.
+func (b *Batch) Buffer(i int, buf []byte) {
+	b.iovs[i].Base = &buf[0]
+	b.iovs[i].SetLen(len(buf))
+}
+
+// Len returns the length of datagram i of the last Recv (with MSG_TRUNC,
+// its full length, which may exceed its buffer).
+func (b *Batch) Len(i int) int { return int(b.hdrs[i].Len) }
+
+// Recv reads up to max datagrams without waiting (MSG_DONTWAIT, or-ed with
+// flags) into the first max buffers and returns how many it read, or
+// unix.EAGAIN when none is queued; a raw system call, as Recv.
+func (b *Batch) Recv(fd, max, flags int) (int, error) {
+	max = min(max, len(b.hdrs))
+	if max <= 0 {
+		return 0, nil
+	}
+	n, _, e := unix.RawSyscall6(unix.SYS_RECVMMSG, uintptr(fd), uintptr(unsafe.Pointer(&b.hdrs[0])), uintptr(max),
+		uintptr(flags|unix.MSG_DONTWAIT), 0, 0)
+	if e != 0 {
+		return 0, e
+	}
+	return int(n), nil
+}
