@@ -122,8 +122,10 @@ spec:
 		rounds = r
 	}
 	b.ResetTimer()
-	for range rounds {
-		for _, m := range modes {
+	for r := range rounds {
+		for k := range modes {
+			// Each round starts with another mode: no order effect.
+			m := modes[(r+k)%len(modes)]
 			var cpu0 time.Duration
 			if m.pid != 0 {
 				cpu0 = cpuTime(b, m.pid)
