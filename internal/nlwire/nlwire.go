@@ -183,7 +183,7 @@ func Recv(fd int, b []byte, flags int) (int, error) {
 }
 
 // Write sends b on the non-blocking netlink socket fd, as a raw system call
-// like Recv. A netlink write is handled by the kernel before it returns (an
+// like Recv. A netlink write is handled by the kernel before it returns (a
 // ctnetlink update applies; an NFQUEUE verdict reinjects its packets, which
 // run through the stack inside the call, some microseconds each): it never
 // waits for a peer, though it keeps its Go processor (P) meanwhile.
