@@ -8,6 +8,7 @@ import (
 
 	"github.com/ctguard/ctguard/controller/flows"
 	"github.com/ctguard/ctguard/controller/journal"
+	"github.com/ctguard/ctguard/controller/metrics"
 	"github.com/ctguard/ctguard/controller/nft"
 	"github.com/ctguard/ctguard/controller/perflow"
 	"github.com/ctguard/ctguard/controller/plan"
@@ -100,18 +101,19 @@ func withoutHandshake(ps []policy.Policy) []policy.Policy {
 	return out
 }
 
-// drift names what differs between desired and observed.
+// drift names what differs between desired and observed: the kinds are
+// metrics.DriftTableMissing, DriftTableChanged and DriftSysctl.
 func drift(desired, observed plan.State) []string {
 	var kinds []string
 	switch {
 	case desired.Table != nil && observed.Table == nil:
-		kinds = append(kinds, "table_missing")
+		kinds = append(kinds, metrics.DriftTableMissing)
 	case !ruleset.Equal(desired.Table, observed.Table):
-		kinds = append(kinds, "table_changed")
+		kinds = append(kinds, metrics.DriftTableChanged)
 	}
 	for name, want := range desired.Sysctls {
 		if observed.Sysctls[name] != want {
-			kinds = append(kinds, "sysctl")
+			kinds = append(kinds, metrics.DriftSysctl)
 			break
 		}
 	}

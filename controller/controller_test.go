@@ -9,6 +9,7 @@ import (
 
 	"github.com/ctguard/ctguard/controller/flows"
 	"github.com/ctguard/ctguard/controller/journal"
+	"github.com/ctguard/ctguard/controller/metrics"
 	"github.com/ctguard/ctguard/controller/nft"
 	"github.com/ctguard/ctguard/controller/perflow"
 	"github.com/ctguard/ctguard/controller/ruleset"
@@ -230,7 +231,7 @@ func TestApplyRepairsDrift(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(res.Drift) != 1 || res.Drift[0] != "table_missing" || res.Revision != 1 {
+	if len(res.Drift) != 1 || res.Drift[0] != metrics.DriftTableMissing || res.Revision != 1 {
 		t.Fatalf("drift %v revision %d, want [table_missing] and revision 1", res.Drift, res.Revision)
 	}
 	if tbl, _ := f.tables.Read(); tbl == nil {

@@ -14,6 +14,7 @@ import (
 
 	"github.com/ctguard/ctguard/controller"
 	"github.com/ctguard/ctguard/controller/incident"
+	"github.com/ctguard/ctguard/controller/perflow"
 	"github.com/ctguard/ctguard/controller/ruleset"
 	"github.com/ctguard/ctguard/controller/sysctl"
 	"github.com/spf13/cobra"
@@ -139,10 +140,23 @@ func writeStatus(w io.Writer, st controller.Status) error {
 	}
 	fmt.Fprintln(w)
 	tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "PER-FLOW POLICY\tMATCHED\tFLAGGED\tCONFIRMED\tFAILED\tGONE\tREFLAGGED\tENDED\tENDED BY RESET")
+	// The columns: the per-policy counters of perflow.Counters.
+	fmt.Fprint(tw, "PER-FLOW POLICY")
+	for _, c := range perflow.Counters {
+		if c.PerPolicy {
+			fmt.Fprint(tw, "\t", c.Column)
+		}
+	}
+	fmt.Fprintln(tw)
 	for _, name := range slices.Sorted(maps.Keys(st.Live.Engine.Policies)) {
 		p := st.Live.Engine.Policies[name]
-		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\n", name, p.Matched, p.Flagged, p.Confirmed, p.Failed, p.Gone, p.Reflagged, p.Ended, p.EndedByReset)
+		fmt.Fprint(tw, name)
+		for i, c := range perflow.Counters {
+			if c.PerPolicy {
+				fmt.Fprint(tw, "\t", p.Get(perflow.Counter(i)))
+			}
+		}
+		fmt.Fprintln(tw)
 	}
 	return tw.Flush()
 }

@@ -84,11 +84,11 @@ func NewUpdater(netnsFd int) (*Updater, error) {
 	})
 	u := &Updater{nl: nl, raw: raw, rbuf: make([]byte, 64<<10), w: wireWriter{nlwire.Writer{B: make([]byte, 0, MaxBatch*160)}}}
 	u.readWait = func(fd uintptr) bool {
-		u.rn, _, u.rerr = unix.Recvfrom(int(fd), u.rbuf, unix.MSG_DONTWAIT)
+		u.rn, u.rerr = nlwire.Recv(int(fd), u.rbuf, 0)
 		return u.rerr != unix.EAGAIN
 	}
 	u.write = func(fd uintptr) bool {
-		_, u.werr = unix.Write(int(fd), u.w.B)
+		_, u.werr = nlwire.Write(int(fd), u.w.B)
 		return u.werr != unix.EAGAIN
 	}
 	return u, nil

@@ -118,7 +118,7 @@ func (c *Conn) dump(ctx context.Context, filter bool, value, mask uint32, fn fun
 	w.End(m)
 	var werr error
 	if err := raw.Write(func(fd uintptr) bool {
-		_, werr = unix.Write(int(fd), w.B)
+		_, werr = nlwire.Write(int(fd), w.B)
 		return werr != unix.EAGAIN
 	}); err != nil || werr != nil {
 		return fmt.Errorf("dump conntrack: %w", errors.Join(err, werr))
@@ -181,7 +181,7 @@ func (d *dumpReader) next() ([]byte, error) {
 	var n int
 	var rerr error
 	err := d.raw.Read(func(fd uintptr) bool {
-		n, _, rerr = unix.Recvfrom(int(fd), d.buf, unix.MSG_DONTWAIT|unix.MSG_TRUNC)
+		n, rerr = nlwire.Recv(int(fd), d.buf, unix.MSG_TRUNC)
 		return rerr != unix.EAGAIN && rerr != unix.EWOULDBLOCK
 	})
 	switch {

@@ -134,7 +134,7 @@ func (s *Subscription) Receive(dst []Event) ([]Event, error) {
 	var rerr error
 	err := s.raw.Read(func(fd uintptr) bool {
 		for len(dst) < limit {
-			n, _, err := unix.Recvfrom(int(fd), s.buf, unix.MSG_DONTWAIT)
+			n, err := nlwire.Recv(int(fd), s.buf, 0)
 			switch {
 			case err == unix.EAGAIN || err == unix.EWOULDBLOCK: // queue empty
 				if s.lossPending {

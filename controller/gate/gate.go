@@ -10,10 +10,11 @@
 //
 // Nothing is ever dropped: any error accepts the packet unflagged (and is
 // counted); when ctguard is not listening the kernel bypasses the queue, and
-// a full queue fails open. Packets are read in batches; the updates of a
-// batch go in one send and their acks are read in bulk; one batch verdict
-// accepts the whole batch. One goroutine does all the I/O, without
-// allocating per packet.
+// a full queue fails open. Packets are read in batches (one recvmmsg); the
+// updates of a batch go in one send and their acks are read in bulk; one
+// batch verdict accepts the whole batch. One goroutine does all the I/O,
+// without allocating per packet, in raw system calls that never block
+// (it waits in the runtime's poller).
 //
 // Policies that scope by sources, destinations or ports (or several gated
 // policies wanting different directions) need the entry's original tuple,
@@ -178,7 +179,8 @@ type Gate struct {
 	wbuf      []byte
 	werr      error
 	readWait  func(fd uintptr) bool
-	readNow   func(fd uintptr) bool
+	readBatch func(fd uintptr) bool
+	batch     *nlwire.Batch // the slots' buffers
 	write     func(fd uintptr) bool
 	latencies []time.Duration
 	ctbuf     []byte
@@ -211,15 +213,19 @@ func Open(cfg Config) (*Gate, error) {
 	g.ups = make([]flows.Update, 0, cfg.MaxBatch)
 	g.upSlot = make([]int, 0, cfg.MaxBatch)
 	g.readWait = func(fd uintptr) bool {
-		g.rn, _, g.rerr = unix.Recvfrom(int(fd), g.rbuf, unix.MSG_DONTWAIT|unix.MSG_TRUNC)
+		g.rn, g.rerr = nlwire.Recv(int(fd), g.rbuf, unix.MSG_TRUNC)
 		return g.rerr != unix.EAGAIN
 	}
-	g.readNow = func(fd uintptr) bool {
-		g.rn, _, g.rerr = unix.Recvfrom(int(fd), g.rbuf, unix.MSG_DONTWAIT|unix.MSG_TRUNC)
-		return true
+	g.batch = nlwire.NewBatch(cfg.MaxBatch)
+	for i := range g.slots {
+		g.batch.Buffer(i, g.slots[i].buf[:])
+	}
+	g.readBatch = func(fd uintptr) bool {
+		g.rn, g.rerr = g.batch.Recv(int(fd), len(g.slots), unix.MSG_TRUNC)
+		return g.rerr != unix.EAGAIN
 	}
 	g.write = func(fd uintptr) bool {
-		_, g.werr = unix.Write(int(fd), g.wbuf)
+		_, g.werr = nlwire.Write(int(fd), g.wbuf)
 		return g.werr != unix.EAGAIN
 	}
 	g.pols.Store(&policies{sel: &selector.Selector{}})
@@ -387,32 +393,25 @@ func (g *Gate) Run(ctx context.Context) error {
 }
 
 // read waits for a packet, then takes whatever else is queued, up to
-// MaxBatch; it returns how many slots it filled.
+// MaxBatch, in one system call (recvmmsg); it returns how many slots it
+// filled.
 func (g *Gate) read() (int, error) {
+	if err := g.qraw.Read(g.readBatch); err != nil {
+		return 0, err
+	}
+	if g.rerr != nil {
+		return 0, g.rerr
+	}
 	n := 0
-	for n < len(g.slots) {
-		s := &g.slots[n]
-		g.rbuf = s.buf[:]
-		fn := g.readNow
-		if n == 0 {
-			fn = g.readWait
-		}
-		if err := g.qraw.Read(fn); err != nil {
-			return n, err
-		}
-		if g.rerr == unix.EAGAIN {
-			return n, nil
-		}
-		if g.rerr != nil {
-			return n, g.rerr
-		}
-		truncated := g.rn > len(s.buf) // cannot happen with copyRange
+	for i := range g.rn {
+		raw, s := g.batch.Len(i), &g.slots[i]
+		truncated := raw > len(s.buf) // cannot happen with copyRange
 		if truncated {
 			// Keep the packet id (the first attribute) for the verdict.
-			g.rn = len(s.buf)
-			binary.NativeEndian.PutUint32(s.buf[:], uint32(g.rn))
+			raw = len(s.buf)
+			binary.NativeEndian.PutUint32(s.buf[:], uint32(raw))
 		}
-		m, _, ok := nlwire.Next(s.buf[:g.rn])
+		m, _, ok := nlwire.Next(s.buf[:raw])
 		if !ok || m.Type != subsysQueue<<8|nfqnlMsgPacket {
 			continue // e.g. a late ack
 		}
@@ -420,10 +419,13 @@ func (g *Gate) read() (int, error) {
 		if !ok {
 			continue
 		}
-		s.id, s.queue, s.at = id, m.ResID, time.Now()
-		s.t, s.dirs, s.done, s.skip, s.entry, s.found, s.errno = Tuple{}, 0, false, false, Entry{}, false, 0
-		if s.t, ok = replyTuple(payload); !ok || truncated {
-			s.done, s.skip = true, true // accepted unflagged
+		// Slot n takes the packet's fields (n <= i: its buffer is done).
+		t, tok := replyTuple(payload)
+		d := &g.slots[n]
+		d.id, d.queue, d.at = id, m.ResID, time.Now()
+		d.t, d.dirs, d.done, d.skip, d.entry, d.found, d.errno = t, 0, false, false, Entry{}, false, 0
+		if !tok || truncated {
+			d.done, d.skip = true, true // accepted unflagged
 			g.count(Errors, 1)
 		}
 		n++

@@ -6,6 +6,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/ctguard/ctguard/controller/perflow"
 	"github.com/ctguard/ctguard/internal/version"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -51,42 +52,14 @@ type Metrics struct {
 	// (ctguard_policy_last_reload_success_timestamp_seconds).
 	LastReloadSuccess prometheus.Gauge
 
-	// FlowsSeen counts TCP flows the per-flow engine examined, before any
-	// matching (ctguard_flows_seen_total).
-	FlowsSeen prometheus.Counter
-	// FlowsMatched counts flows a perFlow policy selected
-	// (ctguard_flows_matched_total{policy}).
-	FlowsMatched *prometheus.CounterVec
-	// FlowsFlagged counts liberal flag updates sent
-	// (ctguard_flows_flagged_total{policy}).
-	FlowsFlagged *prometheus.CounterVec
-	// FlowsConfirmed counts flags seen set on the kernel's entry
-	// (ctguard_flows_confirmed_total{policy}).
-	FlowsConfirmed *prometheus.CounterVec
-	// FlowsFailed counts flag updates the kernel refused
-	// (ctguard_flows_failed_total{policy}).
-	FlowsFailed *prometheus.CounterVec
-	// FlowsGone counts flows that vanished before their flag landed
-	// (ctguard_flows_gone_total{policy}).
-	FlowsGone *prometheus.CounterVec
-	// FlowsReflagged counts flows flagged again after the kernel cleared
-	// the flag (ctguard_flows_reflagged_total{policy}).
-	FlowsReflagged *prometheus.CounterVec
+	// Flows holds the per-flow engine's counters, indexed by
+	// perflow.Counter and derived from perflow.Counters: each is
+	// ctguard_<Metric>, with a "policy" label when PerPolicy (e.g.
+	// ctguard_flows_flagged_total{policy}); see Flow.
+	Flows [perflow.NumCounters]*prometheus.CounterVec
 	// FlagLatency observes the time from a flow's event to its flag update
 	// being acknowledged, 50µs to 1s (ctguard_flag_latency_seconds).
 	FlagLatency prometheus.Histogram
-	// EventsLost counts conntrack event losses (ENOBUFS and the like)
-	// (ctguard_events_lost_total).
-	EventsLost prometheus.Counter
-	// Resyncs counts full conntrack dumps done to recover from event loss
-	// or on the resync timer (ctguard_resyncs_total).
-	Resyncs prometheus.Counter
-	// FlowsEnded counts matched flows that ended
-	// (ctguard_flows_ended_total{policy}).
-	FlowsEnded *prometheus.CounterVec
-	// FlowsEndedByReset counts matched flows that ended with a TCP reset
-	// (ctguard_flows_ended_by_reset_total{policy}).
-	FlowsEndedByReset *prometheus.CounterVec
 
 	// Gate holds the handshake gate's metrics.
 	Gate GateMetrics
@@ -113,9 +86,6 @@ func New() *Metrics {
 	counter := func(name, help string) prometheus.Counter {
 		return prometheus.NewCounter(prometheus.CounterOpts{Namespace: Namespace, Name: name, Help: help})
 	}
-	perPolicy := func(name, help string) *prometheus.CounterVec {
-		return prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: Namespace, Name: name, Help: help}, []string{"policy"})
-	}
 	gauge := func(name, help string) prometheus.Gauge {
 		return prometheus.NewGauge(prometheus.GaugeOpts{Namespace: Namespace, Name: name, Help: help})
 	}
@@ -139,22 +109,11 @@ func New() *Metrics {
 		PolicyLoadErrors:  counter("policy_load_errors_total", "Policy loads that failed; the previous policies stay in force."),
 		LastReloadSuccess: gauge("policy_last_reload_success_timestamp_seconds", "Unix time of the last successful policy load."),
 
-		FlowsSeen:      counter("flows_seen_total", "TCP flows examined by the per-flow engine."),
-		FlowsMatched:   perPolicy("flows_matched_total", "Flows selected by a perFlow policy."),
-		FlowsFlagged:   perPolicy("flows_flagged_total", "Liberal flag updates sent."),
-		FlowsConfirmed: perPolicy("flows_confirmed_total", "Liberal flags confirmed set on the conntrack entry."),
-		FlowsFailed:    perPolicy("flows_failed_total", "Liberal flag updates that failed."),
-		FlowsGone:      perPolicy("flows_gone_total", "Flows that vanished before their flag landed."),
-		FlowsReflagged: perPolicy("flows_reflagged_total", "Flows flagged again after the kernel cleared the flag."),
 		FlagLatency: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Namespace: Namespace, Name: "flag_latency_seconds",
 			Help:    "Time from a flow's conntrack event to its acknowledged flag update.",
 			Buckets: prometheus.ExponentialBucketsRange(50e-6, 1, 15), // 50µs .. 1s, ~x2
 		}),
-		EventsLost:        counter("events_lost_total", "Conntrack event losses (e.g. ENOBUFS)."),
-		Resyncs:           counter("resyncs_total", "Full conntrack dumps done to resynchronise."),
-		FlowsEnded:        perPolicy("flows_ended_total", "Matched flows that ended."),
-		FlowsEndedByReset: perPolicy("flows_ended_by_reset_total", "Matched flows that ended with a TCP reset."),
 
 		Gate:                 newGateMetrics(),
 		ReconcileFailing:     gauge("reconcile_failing", "1 while the last reconcile failed: the kernel may not match the policies in force."),
@@ -170,12 +129,21 @@ func New() *Metrics {
 	for _, kind := range []string{DriftTableMissing, DriftTableChanged, DriftSysctl} {
 		m.DriftRepairs.WithLabelValues(kind)
 	}
+	for i, c := range perflow.Counters {
+		var labels []string
+		if c.PerPolicy {
+			labels = []string{"policy"}
+		}
+		m.Flows[i] = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: Namespace, Name: c.Metric, Help: c.Help}, labels)
+		if !c.PerPolicy {
+			m.Flows[i].WithLabelValues() // exported from the start
+		}
+		m.Registry.MustRegister(m.Flows[i])
+	}
 	m.Registry.MustRegister(
 		m.ReconcileRuns, m.ReconcileErrors, m.ReconcileDuration, m.DriftRepairs,
 		m.PolicyGeneration, m.PolicyLoadErrors, m.LastReloadSuccess,
-		m.FlowsSeen, m.FlowsMatched, m.FlowsFlagged, m.FlowsConfirmed, m.FlowsFailed,
-		m.FlowsGone, m.FlowsReflagged, m.FlagLatency, m.EventsLost, m.Resyncs,
-		m.FlowsEnded, m.FlowsEndedByReset,
+		m.FlagLatency,
 		m.ReconcileFailing, m.PolicySourceRejected, m.PolicyInfo,
 		m.rules, buildInfo(),
 		collectors.NewGoCollector(),
@@ -237,10 +205,22 @@ func (m *Metrics) SetPolicies(names []string) {
 }
 
 func (m *Metrics) perPolicy() []*prometheus.CounterVec {
-	return []*prometheus.CounterVec{
-		m.FlowsMatched, m.FlowsFlagged, m.FlowsConfirmed, m.FlowsFailed,
-		m.FlowsGone, m.FlowsReflagged, m.FlowsEnded, m.FlowsEndedByReset,
+	var vs []*prometheus.CounterVec
+	for i, c := range perflow.Counters {
+		if c.PerPolicy {
+			vs = append(vs, m.Flows[i])
+		}
 	}
+	return vs
+}
+
+// Flow returns the series of engine counter c: the policy's for a
+// per-policy counter, the engine-wide one (policy ignored) otherwise.
+func (m *Metrics) Flow(c perflow.Counter, policy string) prometheus.Counter {
+	if perflow.Counters[c].PerPolicy {
+		return m.Flows[c].WithLabelValues(policy)
+	}
+	return m.Flows[c].WithLabelValues()
 }
 
 // buildInfo is ctguard_build_info{version,revision,goversion}, always 1:

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ctguard/ctguard/controller/perflow"
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
@@ -158,7 +159,7 @@ func TestFlagLatencyBuckets(t *testing.T) {
 func TestSetPolicies(t *testing.T) {
 	m := New()
 	m.SetPolicies([]string{"a", "b"})
-	m.FlowsFlagged.WithLabelValues("a").Add(3)
+	m.Flow(perflow.Flagged, "a").Add(3)
 	m.SetPolicies([]string{"b", "c"})
 	fams := scrape(t, m.Handler(nil))
 
@@ -224,7 +225,7 @@ func TestObserveReconcile(t *testing.T) {
 
 func TestRegistriesArePrivate(t *testing.T) {
 	a, b := New(), New()
-	a.EventsLost.Inc()
+	a.Flow(perflow.EventsLost, "").Inc()
 	if v, _ := value(scrape(t, b.Handler(nil)), "ctguard_events_lost_total", nil); v != 0 {
 		t.Errorf("second registry sees first's counter: %v", v)
 	}

@@ -312,128 +312,206 @@ func (e *Engine) Run(ctx context.Context) error {
 			e.onReady()
 		}
 	})
-	delayed := e.gen.Load().sel.Len() == 0
-	var sub *subscription
-	for {
-		if !e.awaitPolicies(ctx, ready) {
-			return nil
-		}
-		var err error
-		sub, err = e.start(ctx)
-		if err == nil {
-			break
-		}
-		if ctx.Err() != nil {
-			return nil
-		}
-		if !delayed {
-			return err
-		}
-		// A start brought by SetPolicies must not end the controller:
-		// retry every second, as later resyncs do.
-		e.log.Error("starting the per-flow engine failed, retrying in a second", "err", err)
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-time.After(time.Second):
-		}
+	sub, ok, err := e.startRetrying(ctx, ready)
+	if !ok {
+		return err
 	}
-	defer func() { sub.close() }()
+	l := &runLoop{e: e, sub: sub}
+	defer func() { l.sub.close() }()
 	ready()
-	var err error
-	var tick, retry, resubscribe <-chan time.Time
-	var ticker *time.Ticker
 	if e.interval > 0 {
-		ticker = time.NewTicker(e.interval)
-		defer ticker.Stop()
-		tick = ticker.C
+		l.ticker = time.NewTicker(e.interval)
+		defer l.ticker.Stop()
 	}
-	pending, hasPending := resyncLoss, false // a failed resync to retry
 	beat := time.NewTicker(HeartbeatPeriod)
 	defer beat.Stop()
 	for {
 		e.beat.Store(time.Now().UnixNano())
-		kind, due := resyncLoss, false
+		var w wake
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-beat.C:
 			continue
 		case <-e.swapped:
-			kind, due = resyncSwap, true
+			w = wake{kind: resyncSwap, due: true}
 		case <-e.gateChanged:
-		case <-tick:
-			kind, due = resyncPeriodic, true
-		case <-retry:
-			due = true
-		case <-resubscribe:
-			if !e.eventsWanted() {
-				resubscribe = nil
-				continue
-			}
-			if sub, err = subscribe(ctx, e.conn, e.eventBuf); err != nil {
-				e.log.Error("subscribing to conntrack events failed, retrying in a second", "err", err)
-				resubscribe = time.After(time.Second)
-				continue
-			}
-			resubscribe, due = nil, true
-		case b, ok := <-sub.events():
-			var broken bool
-			if ok {
-				due, broken = e.handleBatch(ctx, b)
-				sub.free <- b.evs[:0]
-			}
-			if ctx.Err() != nil {
-				return nil
-			}
-			if broken || !ok {
-				// The reader stopped: subscribe again, then resync so
-				// nothing that happened in between is missed.
-				sub.close()
-				if sub, err = subscribe(ctx, e.conn, e.eventBuf); err != nil {
-					e.log.Error("subscribing to conntrack events failed, retrying in a second", "err", err)
-					resubscribe = time.After(time.Second)
-					continue
-				}
-				due = true
-			}
+			w = wake{kind: resyncLoss}
+		case <-l.tick():
+			w = wake{kind: resyncPeriodic, due: true}
+		case <-l.retry.C():
+			w = wake{kind: resyncLoss, due: true}
+		case <-l.resubscribe.C():
+			w = l.resubscribed(ctx)
+		case b, ok := <-l.sub.events():
+			w = l.events(ctx, b, ok)
 		}
-		// Follow the gate: off the event stream while it handles every
-		// new flow; back on (and a resync for what happened meanwhile)
-		// when it stops or a policy it does not gate arrives.
-		switch want := e.eventsWanted(); {
-		case want && sub == nil && resubscribe == nil:
-			if sub, err = subscribe(ctx, e.conn, e.eventBuf); err != nil {
-				e.log.Error("subscribing to conntrack events failed, retrying in a second", "err", err)
-				resubscribe = time.After(time.Second)
-			} else {
-				due = true
-			}
-		case !want && sub != nil:
-			sub.close()
-			sub, resubscribe = nil, nil
+		if ctx.Err() != nil {
+			return nil
 		}
-		if !due {
+		if w.skip {
 			continue
 		}
-		if hasPending {
-			kind = max(kind, pending)
+		if l.followGate(ctx) {
+			w.due = true
 		}
-		retry, hasPending = nil, false
-		err := e.resync(ctx, kind)
-		if ticker != nil {
-			// The interval counts from the end of a resync: on a large
-			// table events get their turn between dumps.
-			ticker.Reset(e.interval)
+		if w.due {
+			l.resync(ctx, w.kind)
 		}
-		if err != nil {
-			if ctx.Err() != nil {
-				return nil
-			}
-			// Keep flagging new flows meanwhile; never stop on a failed dump.
-			e.log.Error("resync failed, retrying in a second", "err", err)
-			retry, pending, hasPending = time.After(time.Second), kind, true
+	}
+}
+
+// startRetrying waits for per-flow policies, then starts (subscribes and
+// dumps). A failed start brought by SetPolicies must not end the
+// controller: it is retried every retryDelay. ok is false when Run must
+// return err (nil when ctx ended).
+func (e *Engine) startRetrying(ctx context.Context, ready func()) (sub *subscription, ok bool, err error) {
+	delayed := e.gen.Load().sel.Len() == 0
+	for {
+		if !e.awaitPolicies(ctx, ready) {
+			return nil, false, nil
 		}
+		sub, err := e.start(ctx)
+		switch {
+		case err == nil:
+			return sub, true, nil
+		case ctx.Err() != nil:
+			return nil, false, nil
+		case !delayed:
+			return nil, false, err
+		}
+		e.log.Error("starting the per-flow engine failed, retrying in a second", "err", err)
+		select {
+		case <-ctx.Done():
+			return nil, false, nil
+		case <-time.After(retryDelay):
+		}
+	}
+}
+
+// retryDelay is how long the engine waits before retrying a failed
+// subscription, start or resync.
+const retryDelay = time.Second
+
+// retryTimer is a one-shot retry: armed after a failure, its channel fires
+// once retryDelay later; a nil channel (never fires) when not armed.
+type retryTimer struct{ c <-chan time.Time }
+
+// arm schedules the retry.
+func (r *retryTimer) arm() { r.c = time.After(retryDelay) }
+
+// disarm cancels the retry.
+func (r *retryTimer) disarm() { r.c = nil }
+
+// armed reports whether a retry is scheduled.
+func (r *retryTimer) armed() bool { return r.c != nil }
+
+// C is the channel that fires when the retry is due.
+func (r *retryTimer) C() <-chan time.Time { return r.c }
+
+// wake is what one wakeup of Run's loop asks for.
+type wake struct {
+	kind resyncKind // why, if a resync is due
+	due  bool       // a resync is due
+	skip bool       // nothing more to do this time
+}
+
+// runLoop is the state of Run's loop.
+type runLoop struct {
+	e   *Engine
+	sub *subscription // nil while off the event stream
+	// ticker paces periodic resyncs (nil without ResyncInterval).
+	ticker *time.Ticker
+	// retry is a failed resync's retry, of kind pending.
+	retry   retryTimer
+	pending resyncKind
+	// resubscribe is a failed subscription's retry.
+	resubscribe retryTimer
+}
+
+// tick is the periodic resync's channel (nil without one).
+func (l *runLoop) tick() <-chan time.Time {
+	if l.ticker == nil {
+		return nil
+	}
+	return l.ticker.C
+}
+
+// subscribe subscribes to events; on failure it arms the resubscription.
+func (l *runLoop) subscribe(ctx context.Context) bool {
+	var err error
+	if l.sub, err = subscribe(ctx, l.e.conn, l.e.eventBuf); err != nil {
+		l.e.log.Error("subscribing to conntrack events failed, retrying in a second", "err", err)
+		l.resubscribe.arm()
+		return false
+	}
+	return true
+}
+
+// resubscribed retries a failed subscription, if events are still wanted;
+// a new subscription is followed by a resync.
+func (l *runLoop) resubscribed(ctx context.Context) wake {
+	l.resubscribe.disarm()
+	if !l.e.eventsWanted() || !l.subscribe(ctx) {
+		return wake{skip: true}
+	}
+	return wake{kind: resyncLoss, due: true}
+}
+
+// events handles a batch of events (ok false: the reader stopped). When the
+// reader stopped, it subscribes again, then resyncs so that nothing that
+// happened in between is missed.
+func (l *runLoop) events(ctx context.Context, b batch, ok bool) wake {
+	w := wake{kind: resyncLoss}
+	var broken bool
+	if ok {
+		w.due, broken = l.e.handleBatch(ctx, b)
+		l.sub.free <- b.evs[:0]
+	}
+	if ctx.Err() != nil || (ok && !broken) {
+		return w
+	}
+	l.sub.close()
+	if !l.subscribe(ctx) {
+		return wake{skip: true}
+	}
+	w.due = true
+	return w
+}
+
+// followGate keeps the engine off the event stream while the gate handles
+// every new flow, and back on when it stops or a policy it does not gate
+// arrives; it returns true when a new subscription needs a resync for what
+// happened meanwhile.
+func (l *runLoop) followGate(ctx context.Context) bool {
+	switch want := l.e.eventsWanted(); {
+	case want && l.sub == nil && !l.resubscribe.armed():
+		return l.subscribe(ctx)
+	case !want && l.sub != nil:
+		l.sub.close()
+		l.sub = nil
+		l.resubscribe.disarm()
+	}
+	return false
+}
+
+// resync runs a resync of kind (merged with a failed one's), restarts the
+// periodic interval from its end (on a large table events get their turn
+// between dumps), and on failure arms its retry: events go on being
+// handled meanwhile, a failed dump never stops the engine.
+func (l *runLoop) resync(ctx context.Context, kind resyncKind) {
+	if l.retry.armed() {
+		kind = max(kind, l.pending)
+	}
+	l.retry.disarm()
+	err := l.e.resync(ctx, kind)
+	if l.ticker != nil {
+		l.ticker.Reset(l.e.interval)
+	}
+	if err != nil && ctx.Err() == nil {
+		l.e.log.Error("resync failed, retrying in a second", "err", err)
+		l.retry.arm()
+		l.pending = kind
 	}
 }
 

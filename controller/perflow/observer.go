@@ -42,9 +42,37 @@ const (
 	numCounters
 )
 
-var counterNames = [numCounters]string{
-	"flows_seen", "events_lost", "resyncs", "matched", "already_liberal", "flagged",
-	"confirmed", "failed", "gone", "reflagged", "ended", "ended_by_reset",
+// NumCounters is the number of counters: Counter values are 0 to
+// NumCounters-1.
+const NumCounters = int(numCounters)
+
+// CounterInfo describes one counter; Counters is the one table that
+// metrics, "ctguard status" and its JSON derive theirs from.
+type CounterInfo struct {
+	// Name is the snake_case name, e.g. "ended_by_reset"; Metric the
+	// Prometheus name without the "ctguard_" prefix; Help its help text.
+	Name, Metric, Help string
+	// PerPolicy: counted per policy (label "policy"), else engine-wide.
+	PerPolicy bool
+	// Column is the heading of the counter's column in "ctguard status"
+	// (per-policy counters).
+	Column string
+}
+
+// Counters describes every counter, indexed by Counter.
+var Counters = [numCounters]CounterInfo{
+	FlowsSeen:      {Name: "flows_seen", Metric: "flows_seen_total", Help: "TCP flows examined by the per-flow engine."},
+	EventsLost:     {Name: "events_lost", Metric: "events_lost_total", Help: "Conntrack event losses (e.g. ENOBUFS)."},
+	Resyncs:        {Name: "resyncs", Metric: "resyncs_total", Help: "Full conntrack dumps done to resynchronise."},
+	Matched:        {Name: "matched", Metric: "flows_matched_total", Help: "Flows selected by a perFlow policy.", PerPolicy: true, Column: "MATCHED"},
+	AlreadyLiberal: {Name: "already_liberal", Metric: "flows_already_liberal_total", Help: "Selected flows that already carried the liberal flag.", PerPolicy: true, Column: "ALREADY LIBERAL"},
+	Flagged:        {Name: "flagged", Metric: "flows_flagged_total", Help: "Liberal flag updates sent.", PerPolicy: true, Column: "FLAGGED"},
+	Confirmed:      {Name: "confirmed", Metric: "flows_confirmed_total", Help: "Liberal flags confirmed set on the conntrack entry.", PerPolicy: true, Column: "CONFIRMED"},
+	Failed:         {Name: "failed", Metric: "flows_failed_total", Help: "Liberal flag updates that failed.", PerPolicy: true, Column: "FAILED"},
+	Gone:           {Name: "gone", Metric: "flows_gone_total", Help: "Flows that vanished before their flag landed.", PerPolicy: true, Column: "GONE"},
+	Reflagged:      {Name: "reflagged", Metric: "flows_reflagged_total", Help: "Flows flagged again after the kernel cleared the flag.", PerPolicy: true, Column: "REFLAGGED"},
+	Ended:          {Name: "ended", Metric: "flows_ended_total", Help: "Matched flows that ended.", PerPolicy: true, Column: "ENDED"},
+	EndedByReset:   {Name: "ended_by_reset", Metric: "flows_ended_by_reset_total", Help: "Matched flows that ended with a TCP reset.", PerPolicy: true, Column: "ENDED BY RESET"},
 }
 
 // String returns the counter's snake_case name, e.g. "ended_by_reset".
@@ -52,7 +80,7 @@ func (c Counter) String() string {
 	if c < 0 || c >= numCounters {
 		return "unknown"
 	}
-	return counterNames[c]
+	return Counters[c].Name
 }
 
 // Observer receives the engine's measurements as they happen, e.g. to feed
@@ -101,16 +129,45 @@ type PolicyStats struct {
 	EndedByReset   uint64 `json:"endedByReset"`
 }
 
-func (c *counters) policyStats() PolicyStats {
-	return PolicyStats{
-		Matched:        c[Matched].Load(),
-		AlreadyLiberal: c[AlreadyLiberal].Load(),
-		Flagged:        c[Flagged].Load(),
-		Confirmed:      c[Confirmed].Load(),
-		Failed:         c[Failed].Load(),
-		Gone:           c[Gone].Load(),
-		Reflagged:      c[Reflagged].Load(),
-		Ended:          c[Ended].Load(),
-		EndedByReset:   c[EndedByReset].Load(),
+// Get returns the value of per-policy counter c (0 for others).
+func (p *PolicyStats) Get(c Counter) uint64 {
+	if f := p.field(c); f != nil {
+		return *f
 	}
+	return 0
+}
+
+// field returns the field of per-policy counter c, nil for others.
+func (p *PolicyStats) field(c Counter) *uint64 {
+	switch c {
+	case Matched:
+		return &p.Matched
+	case AlreadyLiberal:
+		return &p.AlreadyLiberal
+	case Flagged:
+		return &p.Flagged
+	case Confirmed:
+		return &p.Confirmed
+	case Failed:
+		return &p.Failed
+	case Gone:
+		return &p.Gone
+	case Reflagged:
+		return &p.Reflagged
+	case Ended:
+		return &p.Ended
+	case EndedByReset:
+		return &p.EndedByReset
+	}
+	return nil
+}
+
+func (c *counters) policyStats() PolicyStats {
+	var p PolicyStats
+	for i := range c {
+		if f := p.field(Counter(i)); f != nil {
+			*f = c[i].Load()
+		}
+	}
+	return p
 }

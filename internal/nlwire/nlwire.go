@@ -5,6 +5,7 @@ package nlwire
 
 import (
 	"encoding/binary"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -159,4 +160,85 @@ func (a *Attrs) Next() (typ uint16, data []byte, ok bool) {
 	typ = binary.NativeEndian.Uint16(b[2:]) &^ (AttrNested | attrNetByte)
 	*a = b[min((n+3)&^3, len(b)):]
 	return typ, b[AttrHdrLen:n], true
+}
+
+// Recv reads one datagram from the socket fd into b without waiting
+// (MSG_DONTWAIT, or-ed with flags; with MSG_TRUNC, n is the datagram's full
+// length) and returns unix.EAGAIN when none is queued. It is a raw system
+// call: it never blocks, so the Go scheduler need not account it as a
+// blocking one, which spares what an accounted call costs a mostly idle
+// process at every packet: waking the runtime's monitor thread (sysmon),
+// which then polls every 20 µs until it sees a millisecond without calls.
+func Recv(fd int, b []byte, flags int) (int, error) {
+	var p unsafe.Pointer
+	if len(b) > 0 {
+		p = unsafe.Pointer(&b[0])
+	}
+	n, _, e := unix.RawSyscall6(unix.SYS_RECVFROM, uintptr(fd), uintptr(p), uintptr(len(b)),
+		uintptr(flags|unix.MSG_DONTWAIT), 0, 0)
+	if e != 0 {
+		return 0, e
+	}
+	return int(n), nil
+}
+
+// Write sends b on the non-blocking netlink socket fd, as a raw system call
+// like Recv. A netlink write is handled by the kernel before it returns (a
+// ctnetlink update applies; an NFQUEUE verdict reinjects its packets, which
+// run through the stack inside the call, some microseconds each): it never
+// waits for a peer, though it keeps its Go processor (P) meanwhile.
+func Write(fd int, b []byte) (int, error) {
+	var p unsafe.Pointer
+	if len(b) > 0 {
+		p = unsafe.Pointer(&b[0])
+	}
+	n, _, e := unix.RawSyscall(unix.SYS_WRITE, uintptr(fd), uintptr(p), uintptr(len(b)))
+	if e != 0 {
+		return 0, e
+	}
+	return int(n), nil
+}
+
+// Batch receives many datagrams in one system call (recvmmsg), each into
+// a buffer of its own, set once with Buffer.
+type Batch struct {
+	hdrs []unix.Mmsghdr
+	iovs []unix.Iovec
+}
+
+// NewBatch returns a Batch of n buffers (set them with Buffer).
+func NewBatch(n int) *Batch {
+	b := &Batch{hdrs: make([]unix.Mmsghdr, n), iovs: make([]unix.Iovec, n)}
+	for i := range b.hdrs {
+		b.hdrs[i].Hdr.Iov = &b.iovs[i]
+		b.hdrs[i].Hdr.Iovlen = 1
+	}
+	return b
+}
+
+// Buffer sets the buffer of datagram i; buf must stay allocated while the
+// Batch is used.
+func (b *Batch) Buffer(i int, buf []byte) {
+	b.iovs[i].Base = &buf[0]
+	b.iovs[i].SetLen(len(buf))
+}
+
+// Len returns the length of datagram i of the last Recv (with MSG_TRUNC,
+// its full length, which may exceed its buffer).
+func (b *Batch) Len(i int) int { return int(b.hdrs[i].Len) }
+
+// Recv reads up to max datagrams without waiting (MSG_DONTWAIT, or-ed with
+// flags) into the first max buffers and returns how many it read, or
+// unix.EAGAIN when none is queued; a raw system call, as Recv.
+func (b *Batch) Recv(fd, max, flags int) (int, error) {
+	max = min(max, len(b.hdrs))
+	if max <= 0 {
+		return 0, nil
+	}
+	n, _, e := unix.RawSyscall6(unix.SYS_RECVMMSG, uintptr(fd), uintptr(unsafe.Pointer(&b.hdrs[0])), uintptr(max),
+		uintptr(flags|unix.MSG_DONTWAIT), 0, 0)
+	if e != 0 {
+		return 0, e
+	}
+	return int(n), nil
 }

@@ -1,0 +1,245 @@
+package main
+
+import (
+	"bytes"
+	"io"
+	"net"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/ctguard/ctguard/internal/racetest"
+)
+
+// connRateWorkers is how many connections the client keeps in flight.
+const connRateWorkers = 50
+
+// connRateRounds is how many times every mode runs, interleaved, unless
+// CTGUARD_BENCH_CONN_ROUNDS says otherwise.
+const connRateRounds = 3
+
+// httpResponse is the server's whole answer: a 3-byte body, then it closes.
+var httpResponse = []byte("HTTP/1.0 200 OK\r\nContent-Length: 3\r\n\r\nok\n")
+
+// httpRequest is what each client connection sends.
+var httpRequest = []byte("GET / HTTP/1.0\r\nHost: bench\r\n\r\n")
+
+// connRateMode is one box configuration of BenchmarkPrivilegedConnRate.
+type connRateMode struct {
+	name   string
+	policy string // "" with run: the embedded default policy
+	run    bool   // whether ctguard run runs on the box
+	binary string // "": the binary under test
+	tp     *racetest.Topo
+	pid    int
+	conns  int
+	errs   int
+	wall   time.Duration
+	cpu    time.Duration
+}
+
+// BenchmarkPrivilegedConnRate measures new connections per second through a
+// SNAT box (IPv4): client, box and server namespaces of their own on the
+// same CPUs, connRateWorkers connections in flight, each a short HTTP/1.0
+// exchange (request, a 3-byte response, the server closes). Modes: no
+// ctguard (the anchor), `ctguard run` with a dropInvalid policy, with the
+// default policy's perFlow liberal on NEW events (`handshake: none`), and
+// with the embedded default policy (the handshake gate). Every mode has its
+// own topology and controller, all set up first; then each mode runs b.N
+// connections per round, the modes interleaved, connRateRounds rounds, so
+// that the machine's noise falls on all of them alike. It reports each
+// mode's connections/s, its ratio to no ctguard, and ctguard's CPU
+// (user + system) per connection. CTGUARD_BENCH_CONN_MODES=no-ctguard,gate
+// runs only the modes it names (no-ctguard always);
+// CTGUARD_BENCH_BASE_BINARY=PATH adds the mode gate-base: the default
+// policy run by another ctguard binary (e.g. built from main), to compare
+// two versions in one run.
+//
+//	go test ./cmd/ctguard -run '^$' -bench PrivilegedConnRate -benchtime 20000x
+func BenchmarkPrivilegedConnRate(b *testing.B) {
+	none := `apiVersion: ctguard.io/v1alpha1
+kind: MitigationPolicy
+metadata:
+  name: events
+spec:
+  workaround: liberal
+  liberal:
+    handshake: none
+  match:
+    nat: [snat]
+`
+	drop := `apiVersion: ctguard.io/v1alpha1
+kind: MitigationPolicy
+metadata:
+  name: drop
+spec:
+  workaround: dropInvalid
+`
+	modes := []*connRateMode{
+		{name: "no-ctguard"},
+		{name: "dropInvalid", run: true, policy: drop},
+		{name: "none", run: true, policy: none},
+		{name: "gate", run: true},
+	}
+	if base := os.Getenv("CTGUARD_BENCH_BASE_BINARY"); base != "" {
+		modes = append(modes, &connRateMode{name: "gate-base", run: true, binary: base})
+	}
+	if only := os.Getenv("CTGUARD_BENCH_CONN_MODES"); only != "" {
+		modes = slices.DeleteFunc(modes, func(m *connRateMode) bool {
+			return !slices.Contains(strings.Split(only, ","), m.name)
+		})
+	}
+	if len(modes) == 0 || modes[0].name != "no-ctguard" {
+		b.Fatal("CTGUARD_BENCH_CONN_MODES must name no-ctguard (the anchor)")
+	}
+	for _, m := range modes {
+		m.tp = racetest.New(b, racetest.SNAT, false)
+		m.tp.Client.MustRun(b, "sysctl", "-qw", "net.ipv4.ip_local_port_range=1024 65535")
+		startHTTPServer(b, m.tp)
+		if m.run {
+			args := []string{"--resync", "1m"}
+			if m.policy != "" {
+				args = append(args, "-f", writePolicy(b, m.policy))
+			}
+			under := binary
+			if m.binary != "" {
+				binary = m.binary
+			}
+			p := startRun(b, m.tp.NAT, b.TempDir(), args...)
+			binary = under
+			p.waitReady()
+			m.pid = p.cmd.Process.Pid
+		}
+		connRate(b, m.tp, 500) // warm up
+	}
+	rounds := connRateRounds
+	if r, err := strconv.Atoi(os.Getenv("CTGUARD_BENCH_CONN_ROUNDS")); err == nil && r > 0 {
+		rounds = r
+	}
+	b.ResetTimer()
+	for r := range rounds {
+		for k := range modes {
+			// Each round starts with another mode: no order effect.
+			m := modes[(r+k)%len(modes)]
+			var cpu0 time.Duration
+			if m.pid != 0 {
+				cpu0 = cpuTime(b, m.pid)
+			}
+			start := time.Now()
+			m.errs += connRate(b, m.tp, b.N)
+			m.wall += time.Since(start)
+			m.conns += b.N
+			if m.pid != 0 {
+				m.cpu += cpuTime(b, m.pid) - cpu0
+			}
+		}
+	}
+	b.StopTimer()
+	anchor := float64(modes[0].conns) / modes[0].wall.Seconds()
+	for _, m := range modes {
+		rate := float64(m.conns) / m.wall.Seconds()
+		b.ReportMetric(rate, m.name+"-conn/s")
+		if m.pid != 0 {
+			b.ReportMetric(rate/anchor, m.name+"-x-no-ctguard")
+			b.ReportMetric(float64(m.cpu.Microseconds())/float64(m.conns), m.name+"-cpu-µs/conn")
+		}
+		if m.errs > 0 {
+			b.Errorf("%s: %d of %d connections failed", m.name, m.errs, m.conns)
+		}
+	}
+}
+
+// startHTTPServer serves httpResponse on the topology's backend address
+// until the benchmark ends.
+func startHTTPServer(b *testing.B, tp *racetest.Topo) {
+	var ln net.Listener
+	var err error
+	tp.Server.Do(b, func() { ln, err = net.Listen("tcp", tp.Backend.String()) })
+	if err != nil {
+		b.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	b.Cleanup(func() { ln.Close(); wg.Wait() })
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				defer c.Close()
+				c.SetDeadline(time.Now().Add(5 * time.Second))
+				buf := make([]byte, 512)
+				for n := 0; !bytes.Contains(buf[:n], []byte("\r\n\r\n")); {
+					k, err := c.Read(buf[n:])
+					if err != nil || k == 0 {
+						return
+					}
+					n += k
+				}
+				c.Write(httpResponse)
+			}()
+		}
+	}()
+}
+
+// connRate makes n connections from the client to the server through the
+// box, connRateWorkers at a time, each a whole HTTP exchange, and returns
+// how many failed.
+func connRate(b *testing.B, tp *racetest.Topo, n int) int {
+	var next, failed atomic.Int64
+	var wg sync.WaitGroup
+	for range connRateWorkers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			// Sockets are made in the namespace of the thread that makes
+			// them. (A locked thread must not die with its goroutine: a
+			// ctguard run started from it would get its death signal.)
+			tp.Client.Do(b, func() {
+				buf := make([]byte, 256)
+				for next.Add(1) <= int64(n) {
+					if !exchange(tp, buf) {
+						failed.Add(1)
+					}
+				}
+			})
+		}()
+	}
+	wg.Wait()
+	return int(failed.Load())
+}
+
+// exchange makes one connection, sends the request and reads the whole
+// response; it reports whether the response came.
+func exchange(tp *racetest.Topo, buf []byte) bool {
+	c, err := net.DialTimeout("tcp", tp.Target.String(), 3*time.Second)
+	if err != nil {
+		return false
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := c.Write(httpRequest); err != nil {
+		return false
+	}
+	n := 0
+	for {
+		k, err := c.Read(buf[n:])
+		n += k
+		if err == io.EOF {
+			return bytes.Equal(buf[:n], httpResponse)
+		}
+		if err != nil || n == len(buf) {
+			return false
+		}
+	}
+}
