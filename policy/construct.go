@@ -33,19 +33,20 @@ func (d *document) fromDocument(doc *Document) {
 	}
 	if d.present("spec.match", matchSet) {
 		d.present("spec.match.family", m.Family != "")
-		prefixKey := func(p netip.Prefix) (string, string) {
+		prefixKey := func(p netip.Prefix) (netip.Prefix, string) {
 			if !p.IsValid() {
-				return "", fmt.Sprintf("invalid CIDR %q", p)
+				return p, fmt.Sprintf("invalid CIDR %q", p)
 			}
-			return p.String(), ""
+			return p, ""
 		}
 		elems(d, "spec.match.sources", m.Sources, prefixKey)
 		elems(d, "spec.match.destinations", m.Destinations, prefixKey)
-		elems(d, "spec.match.destinationPorts", m.DestinationPorts, func(r PortRange) (string, string) {
-			if _, msg := parsePortRange(r.String()); msg != "" {
-				return "", msg
+		elems(d, "spec.match.destinationPorts", m.DestinationPorts, func(r PortRange) (PortRange, string) {
+			if r.From == 0 || r.From > r.To {
+				_, msg := parsePortRange(r.String())
+				return r, msg
 			}
-			return r.String(), ""
+			return r, ""
 		})
 		elems(d, "spec.match.nat", m.NAT, keyOf[NATKind])
 		d.present("spec.match.natOnly", m.NATOnly != nil)
@@ -61,31 +62,33 @@ func (d *document) present(path string, set bool) bool {
 	return set
 }
 
-// elems records a list and its elements as present, and reports an element
-// key reports a problem with, or whose key an earlier element has.
-func elems[T any](d *document, path string, list []T, key func(T) (k, problem string)) {
+// elems records a list as present and its elements as decoded (they keep
+// their index), and reports an element whose check finds a problem or
+// whose key an earlier element has. Elements get no position of their own:
+// a problem with one is placed at the list's, which is unknown anyway.
+func elems[T any, K comparable](d *document, path string, list []T, check func(T) (key K, problem string)) {
 	if !d.present(path, len(list) > 0) {
 		return
 	}
-	seen := map[string]int{}
+	idx := make([]int, len(list))
+	seen := make(map[K]int, len(list))
 	for i, v := range list {
+		idx[i] = i
+		k, problem := check(v)
+		if problem == "" {
+			first, dup := seen[k]
+			if !dup {
+				seen[k] = i
+				continue
+			}
+			problem = fmt.Sprintf("duplicate %q (also at index %d)", fmt.Sprint(v), first)
+		}
 		p := fmt.Sprintf("%s[%d]", path, i)
-		d.pos[p] = position{}
-		d.elems[path] = append(d.elems[path], i)
-		k, problem := key(v)
-		if problem != "" {
-			d.failed[p] = true
-			d.errorf(position{}, p, "%s", problem)
-			continue
-		}
-		if first, dup := seen[k]; dup {
-			d.failed[p] = true
-			d.errorf(position{}, p, "duplicate %q (also at index %d)", k, first)
-			continue
-		}
-		seen[k] = i
+		d.failed[p] = true
+		d.errorf(position{}, p, "%s", problem)
 	}
+	d.elems[path] = idx
 }
 
 // keyOf keys a list of strings by the string.
-func keyOf[T ~string](v T) (string, string) { return string(v), "" }
+func keyOf[T ~string](v T) (T, string) { return v, "" }
