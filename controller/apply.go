@@ -3,7 +3,6 @@ package controller
 import (
 	"context"
 	"errors"
-	"slices"
 	"time"
 
 	"github.com/ctguard/ctguard/controller/flows"
@@ -90,13 +89,9 @@ func (c *Controller) journaled(j *journal.Journal, t *ruleset.Table) bool {
 // withoutHandshake returns copies of ps whose per-flow policies have
 // handshake none: the table a ctguard without the gate wrote for them.
 func withoutHandshake(ps []policy.Policy) []policy.Policy {
-	out := slices.Clone(ps)
-	for i := range out {
-		if out[i].IsPerFlow() {
-			l := *out[i].Spec.Liberal
-			l.Handshake = policy.HandshakeNone
-			out[i].Spec.Liberal = &l
-		}
+	out := make([]policy.Policy, len(ps))
+	for i := range ps {
+		out[i] = ps[i].WithoutHandshake()
 	}
 	return out
 }
@@ -404,7 +399,7 @@ func hasPerFlow(policies []policy.Policy) bool {
 
 func hasExistingFlows(policies []policy.Policy) bool {
 	for _, p := range policies {
-		if p.IsPerFlow() && *p.Spec.Liberal.ExistingFlows {
+		if p.ExistingFlows() {
 			return true
 		}
 	}

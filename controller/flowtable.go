@@ -59,11 +59,8 @@ func (t conntrackTable) ClearUnwanted(ctx context.Context, policies []policy.Pol
 	return u, err
 }
 
-// ClearOwned implements FlowTable; dirs 0 means reply, the default.
+// ClearOwned implements FlowTable (perflow.Rollback: dirs 0 means reply).
 func (t conntrackTable) ClearOwned(ctx context.Context, dirs flows.Directions) (int, error) {
-	if dirs == 0 {
-		dirs = flows.Reply
-	}
 	n, err := perflow.Rollback(ctx, perflow.FromFlows(t.conn), t.mark, dirs)
 	if n > 0 {
 		t.log.Info("cleared ctguard's per-flow flags", "flows", n, "directions", dirs.String())

@@ -334,13 +334,9 @@ func setPolicyMetrics(m *metrics.Metrics, ps []policy.Policy) {
 	var perFlow []string
 	info := make([]metrics.PolicyInForce, 0, len(ps))
 	for _, p := range ps {
-		scope := ""
-		if p.Spec.Liberal != nil {
-			scope = string(p.Spec.Liberal.Scope)
-		}
-		info = append(info, metrics.PolicyInForce{Name: p.Metadata.Name, Workaround: string(p.Spec.Workaround), Scope: scope})
+		info = append(info, metrics.PolicyInForce{Name: p.Name(), Workaround: string(p.Workaround()), Scope: string(p.Scope())})
 		if p.IsPerFlow() {
-			perFlow = append(perFlow, p.Metadata.Name)
+			perFlow = append(perFlow, p.Name())
 		}
 	}
 	m.SetPolicies(perFlow)

@@ -18,6 +18,7 @@ import (
 	"github.com/ctguard/ctguard/controller/flows"
 	"github.com/ctguard/ctguard/controller/ruleset"
 	"github.com/ctguard/ctguard/internal/netnstest"
+	"github.com/ctguard/ctguard/internal/policytest"
 	"github.com/ctguard/ctguard/policy"
 	"golang.org/x/sys/unix"
 )
@@ -48,7 +49,7 @@ func cidrPolicy(n int) policy.Policy {
 }
 
 func dropPolicyTo(name string, dst []netip.Prefix) policy.Policy {
-	return policy.Policy{
+	return policytest.New(policy.Document{
 		APIVersion: policy.APIVersion, Kind: policy.Kind,
 		Metadata: policy.Metadata{Name: name},
 		Spec: policy.Spec{
@@ -56,7 +57,7 @@ func dropPolicyTo(name string, dst []netip.Prefix) policy.Policy {
 			DropInvalid: &policy.DropInvalid{Hooks: []policy.Hook{policy.HookInput}},
 			Match:       policy.Match{Family: policy.FamilyIPv4, Destinations: dst},
 		},
-	}
+	})
 }
 
 // cpuMeter sums the CPU time (user and system) of this process over the

@@ -136,7 +136,7 @@ func (c *Controller) Status(ctx context.Context) (Status, error) {
 	if r := j.Latest(); r != nil {
 		rs := &RevisionStatus{Number: r.Number, AppliedAt: r.AppliedAt, Source: r.Source}
 		for _, p := range r.Policies {
-			rs.Policies = append(rs.Policies, p.Metadata.Name)
+			rs.Policies = append(rs.Policies, p.Name())
 		}
 		st.Revision = rs
 	}

@@ -9,12 +9,13 @@ import (
 	"strings"
 	"unicode/utf8"
 
-	"gopkg.in/yaml.v3"
+	"go.yaml.in/yaml/v3"
 )
 
 // document decodes and validates one YAML document. It walks the yaml.v3
 // node tree itself so that every problem carries a field path and a line,
 // unknown fields are matched case-sensitively and no value changes type.
+// Documents built in Go take the same validation (fromDocument).
 type document struct {
 	file   string
 	name   string              // metadata.name when it is a string, for messages
@@ -50,10 +51,10 @@ type field struct {
 	decode func(n *yaml.Node, path string)
 }
 
-// decode fills a Policy from the document's root node. It reports false
+// decode fills a Document from the document's root node. It reports false
 // when the root is not a mapping, leaving nothing worth validating.
-func (d *document) decode(root *yaml.Node) (Policy, bool) {
-	var p Policy
+func (d *document) decode(root *yaml.Node) (Document, bool) {
+	var p Document
 	if root.Kind != yaml.MappingNode {
 		d.errAt(root, "", "expected a %s mapping, found %s", Kind, describe(root))
 		return p, false

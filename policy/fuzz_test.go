@@ -36,9 +36,9 @@ func FuzzParse(f *testing.F) {
 			return
 		}
 		for _, p := range ps {
-			if (p.Spec.Liberal != nil) != (p.Spec.Workaround == WorkaroundLiberal) ||
-				(p.Spec.DropInvalid != nil) != (p.Spec.Workaround == WorkaroundDropInvalid) ||
-				checkName(p.Metadata.Name) != "" || p.Spec.Match.Family == "" {
+			if (p.doc.Spec.Liberal != nil) != (p.doc.Spec.Workaround == WorkaroundLiberal) ||
+				(p.doc.Spec.DropInvalid != nil) != (p.doc.Spec.Workaround == WorkaroundDropInvalid) ||
+				checkName(p.doc.Metadata.Name) != "" || p.doc.Spec.Match.Family == "" {
 				t.Fatalf("accepted an invalid policy: %+v", p)
 			}
 		}

@@ -12,7 +12,7 @@ import (
 	"strconv"
 	"strings"
 
-	"gopkg.in/yaml.v3"
+	"go.yaml.in/yaml/v3"
 )
 
 // Load reads the policies at path: a file of YAML documents separated by
@@ -83,6 +83,10 @@ type loader struct {
 // its flow matcher tests them all at once, as the bits of a 64-bit mask.
 const MaxPerFlowPolicies = 64
 
+// ErrTooManyPerFlow is the problem of a set of more than MaxPerFlowPolicies
+// perFlow liberal policies, for Load, Parse and the flow matcher alike.
+var ErrTooManyPerFlow = fmt.Errorf("more than %d perFlow liberal policies in all (merge their matches: list items are OR-ed)", MaxPerFlowPolicies)
+
 func (l *loader) result() ([]Policy, error) {
 	if l.full() {
 		l.errs = append(l.errs[:MaxErrors:MaxErrors], &FieldError{Msg: fmt.Sprintf("stopped after %d problems: fix these first", MaxErrors)})
@@ -142,14 +146,14 @@ func (l *loader) parse(file string, data []byte) {
 			return
 		}
 		d := newDocument(file)
-		p, ok := d.run(&node)
+		doc, ok := d.run(&node)
 		if !ok {
 			continue
 		}
 		l.checkUnique(d)
-		l.checkPerFlowLimit(d, &p)
+		l.checkPerFlowLimit(d, &doc.Spec)
 		if len(d.errs) == 0 {
-			l.policies = append(l.policies, p)
+			l.policies = append(l.policies, seal(doc, file))
 		}
 		l.errs = append(l.errs, d.errors()...)
 	}
@@ -173,25 +177,25 @@ func (l *loader) checkUnique(d *document) {
 }
 
 // checkPerFlowLimit reports the perFlow policy beyond MaxPerFlowPolicies.
-func (l *loader) checkPerFlowLimit(d *document, p *Policy) {
-	if len(d.errs) > 0 || !p.IsPerFlow() {
+func (l *loader) checkPerFlowLimit(d *document, s *Spec) {
+	if len(d.errs) > 0 || s.Workaround != WorkaroundLiberal || s.Liberal.Scope != ScopePerFlow {
 		return
 	}
 	l.perFlow++
 	if l.perFlow > MaxPerFlowPolicies {
-		d.errorf(d.pos["spec.workaround"], "spec.workaround", "more than %d perFlow liberal policies in all (merge their matches: list items are OR-ed)", MaxPerFlowPolicies)
+		d.errorf(d.pos["spec.workaround"], "spec.workaround", "%s", ErrTooManyPerFlow)
 	}
 }
 
 // run decodes and validates one document. It reports false for an empty
 // document.
-func (d *document) run(doc *yaml.Node) (Policy, bool) {
+func (d *document) run(doc *yaml.Node) (Document, bool) {
 	if len(doc.Content) == 0 {
-		return Policy{}, false
+		return Document{}, false
 	}
 	root := resolve(doc.Content[0])
 	if isNull(root) {
-		return Policy{}, false
+		return Document{}, false
 	}
 	d.start = at(root)
 	d.name = peekName(root)
@@ -199,7 +203,6 @@ func (d *document) run(doc *yaml.Node) (Policy, bool) {
 	if ok {
 		d.validate(&p)
 	}
-	p.Source = d.file
 	return p, true
 }
 

@@ -43,11 +43,11 @@ func sources(t *testing.T, dir string, ps []Policy) []string {
 	t.Helper()
 	var out []string
 	for _, p := range ps {
-		rel, err := filepath.Rel(dir, p.Source)
+		rel, err := filepath.Rel(dir, p.source)
 		if err != nil {
 			t.Fatal(err)
 		}
-		out = append(out, p.Metadata.Name+"@"+rel)
+		out = append(out, p.doc.Metadata.Name+"@"+rel)
 	}
 	return out
 }

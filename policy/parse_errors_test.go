@@ -198,7 +198,7 @@ func TestParseObserve(t *testing.T) {
 		t.Fatal(err)
 	}
 	p := ps[0]
-	if p.Spec.Workaround != WorkaroundObserve || p.IsPerFlow() || p.Spec.Liberal != nil || p.Spec.DropInvalid != nil || p.Hooks() != nil || p.Spec.Match.Family != FamilyAny {
+	if p.doc.Spec.Workaround != WorkaroundObserve || p.IsPerFlow() || p.doc.Spec.Liberal != nil || p.doc.Spec.DropInvalid != nil || p.Hooks() != nil || p.doc.Spec.Match.Family != FamilyAny {
 		t.Errorf("observe policy: %+v", p)
 	}
 }

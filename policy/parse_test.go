@@ -117,8 +117,8 @@ match:
 			if len(ps) != 1 {
 				t.Fatalf("got %d policies, want 1", len(ps))
 			}
-			if !reflect.DeepEqual(ps[0].Spec, tt.want) {
-				t.Errorf("Spec =\n%s\nwant\n%s", mustJSON(t, ps[0].Spec), mustJSON(t, tt.want))
+			if !reflect.DeepEqual(ps[0].doc.Spec, tt.want) {
+				t.Errorf("Spec =\n%s\nwant\n%s", mustJSON(t, ps[0].doc.Spec), mustJSON(t, tt.want))
 			}
 		})
 	}
@@ -127,7 +127,7 @@ match:
 func TestParseKeepsStringsStrings(t *testing.T) {
 	// "no" is a string in YAML 1.2 (yaml.v3); sigs.k8s.io/yaml would turn it into "false".
 	ps := mustParse(t, "p.yaml", []byte(strings.Replace(withSpec("workaround: liberal"), "name: t", "name: no", 1)))
-	if got := ps[0].Metadata.Name; got != "no" {
+	if got := ps[0].doc.Metadata.Name; got != "no" {
 		t.Errorf("name = %q, want %q", got, "no")
 	}
 }
@@ -141,9 +141,9 @@ func TestParseMultipleDocuments(t *testing.T) {
 	ps := mustParse(t, "multi.yaml", []byte(data))
 	var names []string
 	for _, p := range ps {
-		names = append(names, p.Metadata.Name)
-		if p.Source != "multi.yaml" {
-			t.Errorf("%s: Source = %q, want multi.yaml", p.Metadata.Name, p.Source)
+		names = append(names, p.doc.Metadata.Name)
+		if p.source != "multi.yaml" {
+			t.Errorf("%s: Source = %q, want multi.yaml", p.doc.Metadata.Name, p.source)
 		}
 	}
 	if want := []string{"first", "second"}; !reflect.DeepEqual(names, want) {
@@ -183,8 +183,8 @@ spec:
 		t.Fatalf("Parse error = %v, want %s", err, want)
 	}
 	ps := mustParse(t, "p.yaml", []byte(strings.SplitN(data, "---\n", 2)[0]))
-	if want := prefixes("198.18.1.0/24"); !reflect.DeepEqual(ps[0].Spec.Match.Destinations, want) {
-		t.Errorf("destinations = %v, want %v", ps[0].Spec.Match.Destinations, want)
+	if want := prefixes("198.18.1.0/24"); !reflect.DeepEqual(ps[0].doc.Spec.Match.Destinations, want) {
+		t.Errorf("destinations = %v, want %v", ps[0].doc.Spec.Match.Destinations, want)
 	}
 }
 
@@ -204,7 +204,7 @@ func loadExamples(t *testing.T) []Policy {
 func withoutSource(ps []Policy) []Policy {
 	out := make([]Policy, len(ps))
 	for i, p := range ps {
-		p.Source = ""
+		p.source = ""
 		out[i] = p
 	}
 	return out
@@ -244,7 +244,7 @@ func TestDefault(t *testing.T) {
 		t.Fatalf("Default() has %d policies, want 1", len(ps))
 	}
 	p := ps[0]
-	want := Policy{
+	want := seal(Document{
 		APIVersion: APIVersion,
 		Kind:       Kind,
 		Metadata:   Metadata{Name: "default-snat"},
@@ -253,16 +253,15 @@ func TestDefault(t *testing.T) {
 			Liberal:    &Liberal{Scope: ScopePerFlow, Directions: []Direction{DirectionReply}, ExistingFlows: ptr(true), Handshake: HandshakeGate},
 			Match:      Match{Family: FamilyAny, NAT: []NATKind{NATSource}},
 		},
-		Source: DefaultFile,
-	}
+	}, DefaultFile)
 	if !reflect.DeepEqual(p, want) {
 		t.Errorf("Default() =\n%s\nwant\n%s", mustJSON(t, p), mustJSON(t, want))
 	}
 	if !strings.HasPrefix(string(defaultYAML), "# ") {
 		t.Error("default.yaml must start with a comment explaining the policy")
 	}
-	p.Spec.Liberal.Directions[0] = DirectionOriginal
-	if Default()[0].Spec.Liberal.Directions[0] != DirectionReply {
+	p.doc.Spec.Liberal.Directions[0] = DirectionOriginal
+	if Default()[0].doc.Spec.Liberal.Directions[0] != DirectionReply {
 		t.Error("Default() results share memory")
 	}
 }
@@ -283,13 +282,13 @@ func TestPolicyAccessors(t *testing.T) {
 		{"v6-both-ways", examples[1], []Direction{DirectionOriginal, DirectionReply}, false, 0, HandshakeGuard, nil},
 		{"global", examples[2], nil, false, 0, "", nil},
 		{"drop-forward", examples[3], nil, false, 0, "", []Hook{HookForward, HookInput}},
-		{"hand-built perFlow, defaults unset", Policy{Spec: Spec{Workaround: WorkaroundLiberal, Liberal: &Liberal{Scope: ScopePerFlow}}},
+		{"hand-built perFlow, defaults unset", built(t, Spec{Workaround: WorkaroundLiberal, Liberal: &Liberal{Scope: ScopePerFlow}}),
 			[]Direction{DirectionReply}, true, NATMatchSource, HandshakeGate, nil},
-		{"hand-built perFlow, natOnly false", Policy{Spec: Spec{Workaround: WorkaroundLiberal, Liberal: &Liberal{Scope: ScopePerFlow}, Match: Match{NATOnly: ptr(false)}}},
+		{"hand-built perFlow, natOnly false", built(t, Spec{Workaround: WorkaroundLiberal, Liberal: &Liberal{Scope: ScopePerFlow}, Match: Match{NATOnly: ptr(false)}}),
 			[]Direction{DirectionReply}, true, 0, HandshakeGate, nil},
-		{"hand-built perFlow, snat and dnat", Policy{Spec: Spec{Workaround: WorkaroundLiberal, Liberal: &Liberal{Scope: ScopePerFlow}, Match: Match{NAT: []NATKind{NATDest, NATSource}}}},
+		{"hand-built perFlow, snat and dnat", built(t, Spec{Workaround: WorkaroundLiberal, Liberal: &Liberal{Scope: ScopePerFlow}, Match: Match{NAT: []NATKind{NATDest, NATSource}}}),
 			[]Direction{DirectionReply}, true, NATMatchSource | NATMatchDest, HandshakeGate, nil},
-		{"hand-built dropInvalid, defaults unset", Policy{Spec: Spec{Workaround: WorkaroundDropInvalid}},
+		{"hand-built dropInvalid, defaults unset", built(t, Spec{Workaround: WorkaroundDropInvalid}),
 			nil, false, 0, "", []Hook{HookInput}},
 	}
 	for _, tt := range tests {
@@ -325,4 +324,14 @@ func BenchmarkParseExamples(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+}
+
+// built is a policy of spec built with New.
+func built(t *testing.T, spec Spec) Policy {
+	t.Helper()
+	p, err := New("built", Document{APIVersion: APIVersion, Kind: Kind, Metadata: Metadata{Name: "built"}, Spec: spec})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
 }

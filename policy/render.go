@@ -14,7 +14,7 @@ func Marshal(policies []Policy) ([]byte, error) {
 	for i := range policies {
 		out, err := yaml.Marshal(&policies[i])
 		if err != nil {
-			return nil, fmt.Errorf("policy %q: %w", policies[i].Metadata.Name, err)
+			return nil, fmt.Errorf("policy %q: %w", policies[i].Name(), err)
 		}
 		if i > 0 {
 			b.WriteString("---\n")

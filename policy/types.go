@@ -1,5 +1,8 @@
-// Package policy defines ctguard's MitigationPolicy: its YAML schema, defaults
-// and validation. Everything here is pure: no kernel access.
+// Package policy defines ctguard's MitigationPolicy: its YAML schema
+// (Document), defaults and validation, and the validated Policy everything
+// downstream takes. Only Parse, Load, Default and New produce a Policy, each
+// default is applied once, here, and every problem names its file, line,
+// policy and field path. Everything here is pure: no kernel access.
 package policy
 
 import "net/netip"
@@ -105,15 +108,14 @@ const (
 	FamilyIPv6 Family = "ipv6"
 )
 
-// Policy is one validated MitigationPolicy document, defaults applied.
-type Policy struct {
+// Document is a MitigationPolicy as written: the YAML (and JSON) schema,
+// where every optional field may be left out. It is the input of New; a
+// Policy's Document is the effective one, every default filled in.
+type Document struct {
 	APIVersion string   `json:"apiVersion"`
 	Kind       string   `json:"kind"`
 	Metadata   Metadata `json:"metadata"`
 	Spec       Spec     `json:"spec"`
-	// Source is the file the policy was read from ("<default>" for the
-	// embedded one). It is not part of the YAML schema.
-	Source string `json:"-"`
 }
 
 // Metadata carries the policy's identity.
@@ -129,8 +131,8 @@ type Spec struct {
 	Match       Match        `json:"match"`
 }
 
-// Liberal configures the liberal workaround. After validation it is non-nil
-// exactly when Workaround is liberal.
+// Liberal configures the liberal workaround. In an effective Document it
+// is non-nil exactly when Workaround is liberal.
 type Liberal struct {
 	Scope         Scope       `json:"scope"`
 	Directions    []Direction `json:"directions,omitempty"`
@@ -138,8 +140,8 @@ type Liberal struct {
 	Handshake     Handshake   `json:"handshake,omitempty"`
 }
 
-// DropInvalid configures the dropInvalid workaround. After validation it is
-// non-nil exactly when Workaround is dropInvalid.
+// DropInvalid configures the dropInvalid workaround. In an effective
+// Document it is non-nil exactly when Workaround is dropInvalid.
 type DropInvalid struct {
 	Interfaces []string `json:"interfaces,omitempty"`
 	Hooks      []Hook   `json:"hooks,omitempty"`
@@ -154,6 +156,7 @@ type Match struct {
 	DestinationPorts []PortRange    `json:"destinationPorts,omitempty"`
 	NAT              []NATKind      `json:"nat,omitempty"`
 	// NATOnly is the older form of NAT: true means [snat], false [any].
+	// An effective Document never carries it.
 	NATOnly *bool `json:"natOnly,omitempty"`
 }
 
@@ -161,84 +164,4 @@ type Match struct {
 type PortRange struct {
 	From uint16 `json:"from"`
 	To   uint16 `json:"to"`
-}
-
-// IsPerFlow reports whether the policy runs the per-flow liberal engine.
-func (p *Policy) IsPerFlow() bool {
-	return p.Spec.Workaround == WorkaroundLiberal && p.Spec.Liberal != nil && p.Spec.Liberal.Scope == ScopePerFlow
-}
-
-// IsGlobalLiberal reports whether the policy asks for the global sysctl.
-func (p *Policy) IsGlobalLiberal() bool {
-	return p.Spec.Workaround == WorkaroundLiberal && p.Spec.Liberal != nil && p.Spec.Liberal.Scope == ScopeGlobal
-}
-
-// Directions returns the conntrack directions a per-flow policy flags
-// ([reply] when unset), or nil when the policy is not per-flow.
-func (p *Policy) Directions() []Direction {
-	if !p.IsPerFlow() {
-		return nil
-	}
-	if len(p.Spec.Liberal.Directions) == 0 {
-		return []Direction{DirectionReply}
-	}
-	return p.Spec.Liberal.Directions
-}
-
-// ExistingFlows reports whether a per-flow policy also flags matching flows
-// already in the conntrack table (true when unset).
-func (p *Policy) ExistingFlows() bool {
-	return p.IsPerFlow() && (p.Spec.Liberal.ExistingFlows == nil || *p.Spec.Liberal.ExistingFlows)
-}
-
-// NATMatch returns the NAT kinds a per-flow policy selects: match.nat,
-// else the natOnly alias (true: snat, false: any), else snat. It is 0
-// (every flow) for any and for a policy that is not per-flow.
-func (p *Policy) NATMatch() NATMatch {
-	if !p.IsPerFlow() {
-		return 0
-	}
-	m := &p.Spec.Match
-	if len(m.NAT) == 0 {
-		if m.NATOnly != nil && !*m.NATOnly {
-			return 0
-		}
-		return NATMatchSource
-	}
-	var out NATMatch
-	for _, k := range m.NAT {
-		switch k {
-		case NATSource:
-			out |= NATMatchSource
-		case NATDest:
-			out |= NATMatchDest
-		case NATAny:
-			return 0
-		}
-	}
-	return out
-}
-
-// Handshake returns how a per-flow policy protects the handshake (gate when
-// unset), or "" when the policy is not per-flow.
-func (p *Policy) Handshake() Handshake {
-	if !p.IsPerFlow() {
-		return ""
-	}
-	if p.Spec.Liberal.Handshake == "" {
-		return HandshakeGate
-	}
-	return p.Spec.Liberal.Handshake
-}
-
-// Hooks returns the hooks a dropInvalid policy's rule goes on ([input] when
-// unset), or nil for a liberal policy.
-func (p *Policy) Hooks() []Hook {
-	if p.Spec.Workaround != WorkaroundDropInvalid {
-		return nil
-	}
-	if p.Spec.DropInvalid == nil || len(p.Spec.DropInvalid.Hooks) == 0 {
-		return []Hook{HookInput}
-	}
-	return p.Spec.DropInvalid.Hooks
 }

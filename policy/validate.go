@@ -11,12 +11,12 @@ import (
 // and counter names.
 const MaxNameLength = 40
 
-// globalSysctl is the sysctl the global liberal scope sets.
-const globalSysctl = "net.netfilter.nf_conntrack_tcp_be_liberal"
+// GlobalSysctl is the sysctl the global liberal scope sets.
+const GlobalSysctl = "net.netfilter.nf_conntrack_tcp_be_liberal"
 
 // validate checks what decoding cannot (allowed values, names, fields that
 // cannot apply together) and fills in defaults.
-func (d *document) validate(p *Policy) {
+func (d *document) validate(p *Document) {
 	d.checkConst("apiVersion", p.APIVersion, APIVersion)
 	d.checkConst("kind", p.Kind, Kind)
 	switch {
@@ -85,7 +85,7 @@ func (d *document) checkLiberal(s *Spec) {
 		return
 	}
 	if l.Scope == ScopeGlobal {
-		const why = "the sysctl " + globalSysctl + " applies to "
+		const why = "the sysctl " + GlobalSysctl + " applies to "
 		if d.has("spec.liberal.directions") {
 			d.errField("spec.liberal.directions", "not allowed with scope global: %sboth directions of every flow on the box", why)
 		}

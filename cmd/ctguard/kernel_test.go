@@ -7,11 +7,13 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 
 	"github.com/ctguard/ctguard/controller/nft"
 	"github.com/ctguard/ctguard/internal/netnstest"
+	"sigs.k8s.io/yaml"
 )
 
 // binary is the ctguard binary built once for the CLI tests.
@@ -143,6 +145,10 @@ func TestPrivilegedApplyPlanRollbackCycle(t *testing.T) {
 	if err := json.Unmarshal([]byte(c.mustRun(0, "plan", "-f", drop, "-o", "json")), &plan); err != nil {
 		t.Fatalf("plan -o json: %v", err)
 	}
+	var planYAML map[string]any
+	if err := yaml.Unmarshal([]byte(c.mustRun(0, "plan", "-f", drop, "-o", "yaml")), &planYAML); err != nil || !reflect.DeepEqual(planYAML, plan) {
+		t.Fatalf("plan -o yaml: %v: %v, want -o json's %v", err, planYAML, plan)
+	}
 
 	global := "../../examples/global-liberal-emergency.yaml"
 	c.mustRun(2, "plan", "-f", global)
@@ -157,6 +163,11 @@ func TestPrivilegedApplyPlanRollbackCycle(t *testing.T) {
 	}
 	if st["beLiberal"] != 1.0 || st["tablePresent"] != true || st["drift"] != false || st["state"] != "inForce" {
 		t.Fatalf("status: %v", st)
+	}
+	var stYAML map[string]any
+	if err := yaml.Unmarshal([]byte(c.mustRun(0, "status", "-o", "yaml")), &stYAML); err != nil ||
+		stYAML["beLiberal"] != 1.0 || stYAML["state"] != "inForce" || !reflect.DeepEqual(stYAML["revision"], st["revision"]) {
+		t.Fatalf("status -o yaml: %v: %v, want -o json's %v", err, stYAML, st)
 	}
 
 	c.mustRun(0, "rollback")

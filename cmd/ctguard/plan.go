@@ -3,6 +3,8 @@ package main
 import (
 	"fmt"
 	"os"
+	"slices"
+	"strings"
 
 	"github.com/ctguard/ctguard/controller/plan"
 	"github.com/spf13/cobra"
@@ -11,14 +13,14 @@ import (
 func newPlanCommand(g *globals) *cobra.Command {
 	var file, output string
 	cmd := &cobra.Command{
-		Use:   "plan [-f PATH] [-o text|json]",
+		Use:   "plan [-f PATH] [-o text|json|yaml]",
 		Short: "Show what apply would change; change nothing",
 		Long: `Reads the kernel and prints what apply would change, changing nothing.
 Exit status: 0 no changes, 2 changes pending, 1 error.
 Without -f the embedded default policy is used.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := checkOutput(output); err != nil {
+			if err := checkOutput(output, "yaml"); err != nil {
 				return err
 			}
 			set, s, err := openWithPolicies(g, file)
@@ -40,21 +42,31 @@ Without -f the embedded default policy is used.`,
 		},
 	}
 	cmd.Flags().StringVarP(&file, "file", "f", "", "policy file or directory (default: the embedded policy)")
-	cmd.Flags().StringVarP(&output, "output", "o", "text", "output format: text or json")
+	cmd.Flags().StringVarP(&output, "output", "o", "text", "output format: text, json or yaml")
 	return cmd
 }
 
-// checkOutput validates -o before anything is read.
-func checkOutput(output string) error {
-	if output != "text" && output != "json" {
-		return fmt.Errorf("-o: %q is not one of text, json", output)
+// checkOutput validates -o before anything is read: text and json, and
+// the formats in more.
+func checkOutput(output string, more ...string) error {
+	formats := append([]string{"text", "json"}, more...)
+	if !slices.Contains(formats, output) {
+		return errOutput(output, formats...)
 	}
 	return nil
 }
 
+// errOutput is the error for an -o that is not one of formats.
+func errOutput(output string, formats ...string) error {
+	return fmt.Errorf("-o: %q is not one of %s", output, strings.Join(formats, ", "))
+}
+
 func writePlan(output string, p plan.Plan) error {
-	if output == "json" {
+	switch output {
+	case "json":
 		return plan.WriteJSON(os.Stdout, p)
+	case "yaml":
+		return plan.WriteYAML(os.Stdout, p)
 	}
 	return plan.WriteText(os.Stdout, p)
 }

@@ -45,6 +45,7 @@ It acts on the network namespace it runs in.`,
 		newLabCommand(g),
 		newVersionCommand(),
 		newDetectCommand(g),
+		newPolicyCommand(),
 	)
 	return root
 }

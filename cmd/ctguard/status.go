@@ -15,6 +15,7 @@ import (
 	"github.com/ctguard/ctguard/controller"
 	"github.com/ctguard/ctguard/controller/incident"
 	"github.com/ctguard/ctguard/controller/perflow"
+	"github.com/ctguard/ctguard/controller/plan"
 	"github.com/ctguard/ctguard/controller/ruleset"
 	"github.com/ctguard/ctguard/controller/sysctl"
 	"github.com/spf13/cobra"
@@ -23,7 +24,7 @@ import (
 func newStatusCommand(g *globals) *cobra.Command {
 	var output string
 	cmd := &cobra.Command{
-		Use:   "status [-o text|json]",
+		Use:   "status [-o text|json|yaml]",
 		Short: "Show what is applied and what its counters prove",
 		Long: `Shows what is applied and what its counters prove. Exit status: 0 in force
 (or nothing applied), 3 drifted (the table or sysctl differs from the revision
@@ -31,7 +32,7 @@ in force), 4 failing (an interrupted apply, or the running controller's
 reconcile fails, its policy is rejected, or it is stuck), 1 error.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := checkOutput(output); err != nil {
+			if err := checkOutput(output, "yaml"); err != nil {
 				return err
 			}
 			s, err := openSession(g, "warn")
@@ -43,11 +44,14 @@ reconcile fails, its policy is rejected, or it is stuck), 1 error.`,
 			if err != nil {
 				return err
 			}
-			if output == "json" {
+			switch output {
+			case "json":
 				enc := json.NewEncoder(os.Stdout)
 				enc.SetIndent("", "  ")
 				err = enc.Encode(st)
-			} else {
+			case "yaml":
+				err = writeYAML(os.Stdout, st)
+			default:
 				err = writeStatus(os.Stdout, st)
 			}
 			if err != nil {
@@ -56,8 +60,18 @@ reconcile fails, its policy is rejected, or it is stuck), 1 error.`,
 			return statusExit(st.State)
 		},
 	}
-	cmd.Flags().StringVarP(&output, "output", "o", "text", "output format: text or json")
+	cmd.Flags().StringVarP(&output, "output", "o", "text", "output format: text, json or yaml")
 	return cmd
+}
+
+// writeYAML writes v's JSON form as YAML: -o yaml shows what -o json
+// shows, field for field.
+func writeYAML(w io.Writer, v any) error {
+	js, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	return plan.JSONToYAML(w, js)
 }
 
 // writeStatus renders a Status for people.

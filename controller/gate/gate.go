@@ -328,8 +328,8 @@ func (g *Gate) SetPolicies(ps []policy.Policy) error {
 	}
 	pl := &policies{sel: sel, fast: true}
 	for i, p := range gated {
-		m := p.Spec.Match
-		d := selector.FlowDirections(p.Spec.Liberal.Directions)
+		m := p.Match()
+		d := selector.FlowDirections(p.Directions())
 		if len(m.Sources) > 0 || len(m.Destinations) > 0 || len(m.DestinationPorts) > 0 || (i > 0 && d != pl.dirs) {
 			pl.fast = false
 		}

@@ -10,6 +10,7 @@ import (
 
 	"github.com/ctguard/ctguard/controller/nft"
 	"github.com/ctguard/ctguard/controller/ruleset"
+	"github.com/ctguard/ctguard/internal/policytest"
 	"github.com/ctguard/ctguard/internal/racetest"
 	"github.com/ctguard/ctguard/policy"
 )
@@ -19,11 +20,11 @@ const testQueue = 7301
 // gatedPolicy is the default perFlow policy for the NAT kind, gated.
 func gatedPolicy(kind racetest.Kind, m policy.Match) policy.Policy {
 	m.NAT = []policy.NATKind{policy.NATKind(kind)}
-	return policy.Policy{Metadata: policy.Metadata{Name: "gated"}, Spec: policy.Spec{
+	return policytest.New(policy.Document{Metadata: policy.Metadata{Name: "gated"}, Spec: policy.Spec{
 		Workaround: policy.WorkaroundLiberal,
 		Liberal:    &policy.Liberal{Scope: policy.ScopePerFlow, Handshake: policy.HandshakeGate},
 		Match:      m,
-	}}
+	}})
 }
 
 // startGate installs ctguard's table with the gate rule in the NAT

@@ -7,6 +7,7 @@ import (
 
 	"github.com/ctguard/ctguard/controller/flows"
 	"github.com/ctguard/ctguard/internal/nlwire"
+	"github.com/ctguard/ctguard/internal/policytest"
 	"github.com/ctguard/ctguard/policy"
 	"golang.org/x/sys/unix"
 )
@@ -205,8 +206,8 @@ func TestErrno(t *testing.T) {
 
 func TestSetPoliciesFastPath(t *testing.T) {
 	perFlow := func(name string, m policy.Match, h policy.Handshake, dirs ...policy.Direction) policy.Policy {
-		return policy.Policy{Metadata: policy.Metadata{Name: name}, Spec: policy.Spec{Workaround: policy.WorkaroundLiberal,
-			Liberal: &policy.Liberal{Scope: policy.ScopePerFlow, Handshake: h, Directions: dirs}, Match: m}}
+		return policytest.New(policy.Document{Metadata: policy.Metadata{Name: name}, Spec: policy.Spec{Workaround: policy.WorkaroundLiberal,
+			Liberal: &policy.Liberal{Scope: policy.ScopePerFlow, Handshake: h, Directions: dirs}, Match: m}})
 	}
 	scoped := policy.Match{DestinationPorts: []policy.PortRange{{From: 443, To: 443}}}
 	tests := []struct {

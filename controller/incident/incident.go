@@ -212,13 +212,13 @@ func (d *Detector) covering(r Reset, entry *flows.Flow, inIf string) []PolicyRef
 			covered = true
 		default:
 			covered = headerScope(p, r.Server, entry)
-			if p.Spec.Workaround == policy.WorkaroundDropInvalid {
+			if p.Workaround() == policy.WorkaroundDropInvalid {
 				covered = covered && slices.Contains(p.Hooks(), hook) &&
-					(len(p.Spec.DropInvalid.Interfaces) == 0 || slices.Contains(p.Spec.DropInvalid.Interfaces, inIf))
+					(len(p.Interfaces()) == 0 || slices.Contains(p.Interfaces(), inIf))
 			}
 		}
 		if covered {
-			out = append(out, PolicyRef{Name: p.Metadata.Name, Workaround: p.Spec.Workaround})
+			out = append(out, PolicyRef{Name: p.Name(), Workaround: p.Workaround()})
 		}
 	}
 	return out
@@ -227,7 +227,7 @@ func (d *Detector) covering(r Reset, entry *flows.Flow, inIf string) []PolicyRef
 // headerScope reports whether the server (or, DNAT, the service address the
 // client dialled) is in the policy's family, destinations and ports.
 func headerScope(p *policy.Policy, server netip.AddrPort, entry *flows.Flow) bool {
-	m := &p.Spec.Match
+	m := p.Match()
 	switch {
 	case m.Family == policy.FamilyIPv4 && !server.Addr().Is4(), m.Family == policy.FamilyIPv6 && !server.Addr().Is6():
 		return false

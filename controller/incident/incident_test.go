@@ -9,6 +9,7 @@ import (
 
 	"github.com/ctguard/ctguard/controller/evidence"
 	"github.com/ctguard/ctguard/controller/flows"
+	"github.com/ctguard/ctguard/internal/policytest"
 	"github.com/ctguard/ctguard/policy"
 )
 
@@ -53,14 +54,14 @@ func dnatEntry() flows.Flow {
 }
 
 func pol(name string, w policy.Workaround, m policy.Match) policy.Policy {
-	p := policy.Policy{Metadata: policy.Metadata{Name: name}, Spec: policy.Spec{Workaround: w, Match: m}}
+	s := policy.Spec{Workaround: w, Match: m}
 	switch w {
 	case policy.WorkaroundLiberal:
-		p.Spec.Liberal = &policy.Liberal{Scope: policy.ScopePerFlow}
+		s.Liberal = &policy.Liberal{Scope: policy.ScopePerFlow}
 	case policy.WorkaroundDropInvalid:
-		p.Spec.DropInvalid = &policy.DropInvalid{Hooks: []policy.Hook{policy.HookInput}}
+		s.DropInvalid = &policy.DropInvalid{Hooks: []policy.Hook{policy.HookInput}}
 	}
-	return p
+	return policytest.Named(name, s)
 }
 
 func TestSNATIncident(t *testing.T) {
@@ -106,9 +107,10 @@ func TestDNATIncident(t *testing.T) {
 	e := dnatEntry()
 	src := &fakeSource{entries: map[flows.Tuple]flows.Flow{e.Reply: e}}
 	drop := pol("backends", policy.WorkaroundDropInvalid, policy.Match{Family: policy.FamilyAny, Destinations: []netip.Prefix{netip.MustParsePrefix("198.18.2.0/24")}})
-	dropFwd := drop
-	dropFwd.Metadata.Name = "backends-fwd"
-	dropFwd.Spec.DropInvalid = &policy.DropInvalid{Hooks: []policy.Hook{policy.HookForward}, Interfaces: []string{"wan0"}}
+	fwd := drop.Document()
+	fwd.Metadata.Name = "backends-fwd"
+	fwd.Spec.DropInvalid = &policy.DropInvalid{Hooks: []policy.Hook{policy.HookForward}, Interfaces: []string{"wan0"}}
+	dropFwd := policytest.New(fwd)
 	d, _ := NewDetector(src, []policy.Policy{drop, dropFwd, pol("svc", policy.WorkaroundLiberal, policy.Match{Family: policy.FamilyAny, NAT: []policy.NATKind{policy.NATDest}})})
 	d.Handle(pkt(0, evidence.HookForward, "198.18.2.5:8080", "198.18.1.2:40000", 99, 5, evidence.FlagACK, 100))
 	// An unrelated forwarded RST is no incident.

@@ -7,21 +7,22 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ctguard/ctguard/internal/policytest"
 	"github.com/ctguard/ctguard/policy"
 )
 
 // bigPolicy is a dropInvalid policy with n /32 destinations; edit >= 0
 // replaces the one at that index by 10.200.0.1.
 func bigPolicy(n, edit int) policy.Policy {
-	p := dropPolicy()
-	p.Spec.Match.Destinations = make([]netip.Prefix, n)
+	d := dropPolicy().Document()
+	d.Spec.Match.Destinations = make([]netip.Prefix, n)
 	for i := range n {
-		p.Spec.Match.Destinations[i] = netip.PrefixFrom(netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)}), 32)
+		d.Spec.Match.Destinations[i] = netip.PrefixFrom(netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)}), 32)
 	}
 	if edit >= 0 {
-		p.Spec.Match.Destinations[edit] = netip.MustParsePrefix("10.200.0.1/32")
+		d.Spec.Match.Destinations[edit] = netip.MustParsePrefix("10.200.0.1/32")
 	}
-	return p
+	return policytest.New(d)
 }
 
 // BenchmarkJournal200k saves and loads a journal of MaxRevisions

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ctguard/ctguard/internal/policytest"
 	"github.com/ctguard/ctguard/policy"
 )
 
@@ -20,7 +21,7 @@ func ptr[T any](v T) *T { return &v }
 // egressPolicy is a perFlow liberal policy with prefixes, ports and every
 // optional field set.
 func egressPolicy() policy.Policy {
-	return policy.Policy{
+	return policytest.New(policy.Document{
 		APIVersion: policy.APIVersion,
 		Kind:       policy.Kind,
 		Metadata:   policy.Metadata{Name: "egress"},
@@ -39,12 +40,12 @@ func egressPolicy() policy.Policy {
 				NATOnly:          ptr(false),
 			},
 		},
-	}
+	})
 }
 
 // dropPolicy is a dropInvalid policy.
 func dropPolicy() policy.Policy {
-	return policy.Policy{
+	return policytest.New(policy.Document{
 		APIVersion: policy.APIVersion,
 		Kind:       policy.Kind,
 		Metadata:   policy.Metadata{Name: "wan-drop"},
@@ -53,7 +54,7 @@ func dropPolicy() policy.Policy {
 			DropInvalid: &policy.DropInvalid{Interfaces: []string{"wan0"}, Hooks: []policy.Hook{policy.HookInput, policy.HookForward}},
 			Match:       policy.Match{Family: policy.FamilyIPv4},
 		},
-	}
+	})
 }
 
 func fullJournal() *Journal {
@@ -109,19 +110,18 @@ func TestRoundTrip(t *testing.T) {
 
 func TestPolicySourceIsNotStored(t *testing.T) {
 	s := newStore(t)
-	p := dropPolicy()
-	p.Source = "/etc/ctguard/wan.yaml"
-	if err := s.Save(&Journal{Revisions: []Revision{{Number: 1, Source: p.Source, Policies: []policy.Policy{p}}}}); err != nil {
+	p := dropPolicy().WithSource("/etc/ctguard/wan.yaml")
+	if err := s.Save(&Journal{Revisions: []Revision{{Number: 1, Source: p.Source(), Policies: []policy.Policy{p}}}}); err != nil {
 		t.Fatal(err)
 	}
 	got, err := s.Load()
 	if err != nil {
 		t.Fatal(err)
 	}
-	if src := got.Revisions[0].Policies[0].Source; src != "" {
+	if src := got.Revisions[0].Policies[0].Source(); src != "" {
 		t.Fatalf("Policy.Source stored as %q; Revision.Source holds it", src)
 	}
-	if got.Revisions[0].Source != p.Source {
+	if got.Revisions[0].Source != p.Source() {
 		t.Fatalf("Revision.Source = %q", got.Revisions[0].Source)
 	}
 }
@@ -178,7 +178,7 @@ func TestReadsVersion1File(t *testing.T) {
 	case j.NetNS != "net:[4026532000]",
 		j.Baseline == nil || j.Baseline.Sysctls["net.netfilter.nf_conntrack_tcp_be_liberal"] != "0",
 		len(j.Revisions) != 1 || j.Latest().Number != 3 || j.Latest().Sysctls["net.netfilter.nf_conntrack_tcp_be_liberal"] != "1",
-		j.Latest().Policies[0].Spec.DropInvalid.Hooks[0] != policy.HookInput,
+		j.Latest().Policies[0].Hooks()[0] != policy.HookInput,
 		j.Pending == nil || j.Pending.Number != 4 || j.Pending.Source != "p.yaml":
 		t.Fatalf("decoded %+v", j)
 	}

@@ -181,7 +181,7 @@ func (s *Store) savePolicies(ps []policy.Policy) (string, error) {
 	// Policy.Source, which the journal does not store.
 	stored := slices.Clone(ps)
 	for i := range stored {
-		stored[i].Source = ""
+		stored[i] = stored[i].WithSource("")
 	}
 	s.cache.remember(ref, stored)
 	if len(ps) > 0 {

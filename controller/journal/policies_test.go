@@ -59,7 +59,7 @@ func TestPoliciesStoredOnce(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(got.Revisions) != MaxRevisions || len(got.Latest().Policies[0].Spec.Match.Destinations) != 20000 || got.Revisions[0].Policies[0].Metadata.Name != "egress" {
+	if len(got.Revisions) != MaxRevisions || len(got.Latest().Policies[0].Match().Destinations) != 20000 || got.Revisions[0].Policies[0].Name() != "egress" {
 		t.Fatalf("loaded %d revisions", len(got.Revisions))
 	}
 	// One more revision pushes the egress one out: its file goes.
@@ -100,7 +100,7 @@ func TestMigratesVersion1(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if old.Version != CurrentVersion || old.Latest().Policies[0].Spec.Match.Destinations[0] != netip.MustParsePrefix("198.18.0.0/24") {
+	if old.Version != CurrentVersion || old.Latest().Policies[0].Match().Destinations[0] != netip.MustParsePrefix("198.18.0.0/24") {
 		t.Fatalf("version 1 decoded as %+v", old)
 	}
 	if err := s.Save(old); err != nil {

@@ -285,18 +285,16 @@ func (s *Store) Lock() (unlock func(), err error) {
 	if err != nil {
 		return nil, fmt.Errorf("state lock: %w", err)
 	}
-	deadline := time.Now().Add(lockWait)
-	for {
-		err = unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB)
-		if !errors.Is(err, unix.EWOULDBLOCK) || time.Now().After(deadline) {
-			break
+	err = flockWait(f, func(late bool) error {
+		if late {
+			return fmt.Errorf("%w in %s", ErrLocked, s.dir)
 		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return nil
+	})
 	if err != nil {
 		f.Close()
-		if errors.Is(err, unix.EWOULDBLOCK) {
-			return nil, fmt.Errorf("%w in %s", ErrLocked, s.dir)
+		if errors.Is(err, ErrLocked) {
+			return nil, err
 		}
 		return nil, fmt.Errorf("state lock %s: %w", s.dir, err)
 	}
@@ -345,30 +343,25 @@ func (s *Store) HoldController(role string) (release func(), err error) {
 	if err != nil {
 		return nil, fmt.Errorf("controller lock: %w", err)
 	}
-	deadline := time.Now().Add(lockWait)
-	for {
-		err = unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB)
-		if !errors.Is(err, unix.EWOULDBLOCK) {
-			break
-		}
+	err = flockWait(f, func(late bool) error {
 		holder := readHolder(f)
-		if strings.HasPrefix(holder, "run ") {
-			f.Close()
-			return nil, fmt.Errorf("%w (ctguard %s, state dir %s)", ErrControllerRunning, holder, s.dir)
+		switch {
+		case strings.HasPrefix(holder, "run "):
+			return fmt.Errorf("%w (ctguard %s, state dir %s)", ErrControllerRunning, holder, s.dir)
+		case !late:
+			return nil
+		case holder == "":
+			holder = "a ctguard command"
+		default:
+			holder = "one-shot ctguard " + holder
 		}
-		if time.Now().After(deadline) {
-			f.Close()
-			if holder == "" {
-				holder = "a ctguard command"
-			} else {
-				holder = "one-shot ctguard " + holder
-			}
-			return nil, fmt.Errorf("%w: %s holds %s; try again when it is done", ErrLocked, holder, path)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return fmt.Errorf("%w: %s holds %s; try again when it is done", ErrLocked, holder, path)
+	})
 	if err != nil {
 		f.Close()
+		if errors.Is(err, ErrLocked) || errors.Is(err, ErrControllerRunning) {
+			return nil, err
+		}
 		return nil, fmt.Errorf("controller lock %s: %w", s.dir, err)
 	}
 	// Name the holder for whoever waits (best effort: a read-only lock
@@ -391,4 +384,22 @@ func readHolder(f *os.File) string {
 		}
 		return r
 	}, line)
+}
+
+// flockWait takes an exclusive flock on f, polling every 50 ms while
+// another process holds it. Each time it is held, busy decides: late says
+// lockWait has passed since the first try, and an error from busy ends the
+// wait with that error. A flock error other than "held" is returned as is.
+func flockWait(f *os.File, busy func(late bool) error) error {
+	deadline := time.Now().Add(lockWait)
+	for {
+		err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB)
+		if !errors.Is(err, unix.EWOULDBLOCK) {
+			return err
+		}
+		if err := busy(time.Now().After(deadline)); err != nil {
+			return err
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }

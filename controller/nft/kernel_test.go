@@ -16,6 +16,7 @@ import (
 
 	"github.com/ctguard/ctguard/controller/ruleset"
 	"github.com/ctguard/ctguard/internal/netnstest"
+	"github.com/ctguard/ctguard/internal/policytest"
 	"github.com/ctguard/ctguard/policy"
 	"golang.org/x/sys/unix"
 )
@@ -61,7 +62,7 @@ func stripHandles(v any) {
 // mixedPolicies covers every rule shape Build makes.
 func mixedPolicies() []policy.Policy {
 	return []policy.Policy{
-		{Metadata: policy.Metadata{Name: "egress-snat"}, Spec: policy.Spec{
+		policytest.New(policy.Document{Metadata: policy.Metadata{Name: "egress-snat"}, Spec: policy.Spec{
 			Workaround:  policy.WorkaroundDropInvalid,
 			DropInvalid: &policy.DropInvalid{Interfaces: []string{"lo", "wan0"}, Hooks: []policy.Hook{policy.HookInput, policy.HookForward}},
 			Match: policy.Match{
@@ -69,21 +70,21 @@ func mixedPolicies() []policy.Policy {
 				Destinations:     prefixes("198.18.0.0/24", "198.18.1.0/24", "198.19.7.9/32", "2001:db8::/32", "fd00:c79::/48"),
 				DestinationPorts: []policy.PortRange{{From: 443, To: 443}, {From: 8000, To: 8100}, {From: 65000, To: 65535}},
 			},
-		}},
-		{Metadata: policy.Metadata{Name: "flows"}, Spec: policy.Spec{
+		}}),
+		policytest.New(policy.Document{Metadata: policy.Metadata{Name: "flows"}, Spec: policy.Spec{
 			Workaround: policy.WorkaroundLiberal,
 			Liberal:    &policy.Liberal{Scope: policy.ScopePerFlow},
 			Match:      policy.Match{Family: policy.FamilyIPv6, Destinations: prefixes("2001:db8:1::/48")},
-		}},
-		{Metadata: policy.Metadata{Name: "watch"}, Spec: policy.Spec{
+		}}),
+		policytest.New(policy.Document{Metadata: policy.Metadata{Name: "watch"}, Spec: policy.Spec{
 			Workaround: policy.WorkaroundObserve,
 			Match:      policy.Match{Family: policy.FamilyIPv4, DestinationPorts: []policy.PortRange{{From: 80, To: 80}}},
-		}},
-		{Metadata: policy.Metadata{Name: "global"}, Spec: policy.Spec{
+		}}),
+		policytest.New(policy.Document{Metadata: policy.Metadata{Name: "global"}, Spec: policy.Spec{
 			Workaround: policy.WorkaroundLiberal,
 			Liberal:    &policy.Liberal{Scope: policy.ScopeGlobal},
 			Match:      policy.Match{Family: policy.FamilyAny},
-		}},
+		}}),
 	}
 }
 
@@ -373,12 +374,12 @@ func TestPrivilegedDropInvalidEffect(t *testing.T) {
 	c := newClient(t, box)
 
 	match := policy.Match{Family: policy.FamilyIPv4, Destinations: prefixes("198.18.5.1/32"), DestinationPorts: []policy.PortRange{{From: 443, To: 443}}}
-	observe := ruleset.Build([]policy.Policy{{Metadata: policy.Metadata{Name: "lab"}, Spec: policy.Spec{
+	observe := ruleset.Build([]policy.Policy{policytest.New(policy.Document{Metadata: policy.Metadata{Name: "lab"}, Spec: policy.Spec{
 		Workaround: policy.WorkaroundLiberal, Liberal: &policy.Liberal{Scope: policy.ScopePerFlow, Handshake: policy.HandshakeNone}, Match: match,
-	}}}, testOpts)
-	drop := ruleset.Build([]policy.Policy{{Metadata: policy.Metadata{Name: "lab"}, Spec: policy.Spec{
+	}})}, testOpts)
+	drop := ruleset.Build([]policy.Policy{policytest.New(policy.Document{Metadata: policy.Metadata{Name: "lab"}, Spec: policy.Spec{
 		Workaround: policy.WorkaroundDropInvalid, DropInvalid: &policy.DropInvalid{Interfaces: []string{"ctg-b"}, Hooks: []policy.Hook{policy.HookInput}}, Match: match,
-	}}}, testOpts)
+	}})}, testOpts)
 	// SYN|FIN is invalid for conntrack; delivered, the box answers it with
 	// a RST of its own (the incident's mechanism, without a real flow).
 	segment := tcpSegment(addr("198.18.5.1"), addr("198.18.5.2"), 443, 34567, flagSYN|flagFIN)
@@ -544,11 +545,11 @@ func hostsTable(n int) ruleset.Table {
 		v := 2 * i
 		hosts[i] = netip.PrefixFrom(netip.AddrFrom4([4]byte{198, byte(18 + v>>16), byte(v >> 8), byte(v)}), 32)
 	}
-	return ruleset.Build([]policy.Policy{{Metadata: policy.Metadata{Name: "big"}, Spec: policy.Spec{
+	return ruleset.Build([]policy.Policy{policytest.New(policy.Document{Metadata: policy.Metadata{Name: "big"}, Spec: policy.Spec{
 		Workaround:  policy.WorkaroundDropInvalid,
 		DropInvalid: &policy.DropInvalid{Hooks: []policy.Hook{policy.HookInput}},
 		Match:       policy.Match{Family: policy.FamilyIPv4, Destinations: hosts},
-	}}}, testOpts)
+	}})}, testOpts)
 }
 
 func TestPrivilegedLargeSet(t *testing.T) {
@@ -602,7 +603,7 @@ func TestPrivilegedManyPolicies(t *testing.T) {
 	c := newClient(t, ns)
 	var ps []policy.Policy
 	for i := range 100 {
-		ps = append(ps, policy.Policy{
+		ps = append(ps, policytest.New(policy.Document{
 			Metadata: policy.Metadata{Name: fmt.Sprintf("p%03d", i)},
 			Spec: policy.Spec{
 				Workaround:  policy.WorkaroundDropInvalid,
@@ -613,7 +614,7 @@ func TestPrivilegedManyPolicies(t *testing.T) {
 					DestinationPorts: []policy.PortRange{{From: 443, To: 443}},
 				},
 			},
-		})
+		}))
 	}
 	want := ruleset.Build(ps, testOpts)
 	if err := c.Replace(want); err != nil {
@@ -628,7 +629,7 @@ func TestPrivilegedManyPolicies(t *testing.T) {
 // gatePolicies are gated perFlow policies of every NAT kind and family.
 func gatePolicies() []policy.Policy {
 	return []policy.Policy{
-		{Metadata: policy.Metadata{Name: "gated"}, Spec: policy.Spec{
+		policytest.New(policy.Document{Metadata: policy.Metadata{Name: "gated"}, Spec: policy.Spec{
 			Workaround: policy.WorkaroundLiberal,
 			Liberal:    &policy.Liberal{Scope: policy.ScopePerFlow},
 			Match: policy.Match{
@@ -637,12 +638,12 @@ func gatePolicies() []policy.Policy {
 				DestinationPorts: []policy.PortRange{{From: 443, To: 443}},
 				NAT:              []policy.NATKind{policy.NATSource, policy.NATDest},
 			},
-		}},
-		{Metadata: policy.Metadata{Name: "all"}, Spec: policy.Spec{
+		}}),
+		policytest.New(policy.Document{Metadata: policy.Metadata{Name: "all"}, Spec: policy.Spec{
 			Workaround: policy.WorkaroundLiberal,
 			Liberal:    &policy.Liberal{Scope: policy.ScopePerFlow, Directions: []policy.Direction{policy.DirectionOriginal, policy.DirectionReply}},
 			Match:      policy.Match{NAT: []policy.NATKind{policy.NATAny}},
-		}},
+		}}),
 	}
 }
 

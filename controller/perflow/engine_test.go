@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/ctguard/ctguard/controller/flows"
+	"github.com/ctguard/ctguard/internal/policytest"
 	"github.com/ctguard/ctguard/policy"
 )
 
@@ -20,14 +21,14 @@ func perFlow(name string, m policy.Match, existing bool) policy.Policy {
 	if m.NAT == nil && m.NATOnly == nil {
 		m.NAT = []policy.NATKind{policy.NATAny}
 	}
-	return policy.Policy{
+	return policytest.New(policy.Document{
 		Metadata: policy.Metadata{Name: name},
 		Spec: policy.Spec{
 			Workaround: policy.WorkaroundLiberal,
 			Liberal:    &policy.Liberal{Scope: policy.ScopePerFlow, ExistingFlows: &existing},
 			Match:      m,
 		},
-	}
+	})
 }
 
 // web selects flows to port 443.

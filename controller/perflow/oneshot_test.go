@@ -7,6 +7,7 @@ import (
 
 	"github.com/ctguard/ctguard/controller/flows"
 	"github.com/ctguard/ctguard/controller/selector"
+	"github.com/ctguard/ctguard/internal/policytest"
 	"github.com/ctguard/ctguard/policy"
 )
 
@@ -21,10 +22,9 @@ func compile(t testing.TB, ps ...policy.Policy) *selector.Selector {
 
 // withDirs returns p flagging the given directions.
 func withDirs(p policy.Policy, ds ...policy.Direction) policy.Policy {
-	l := *p.Spec.Liberal
-	l.Directions = ds
-	p.Spec.Liberal = &l
-	return p
+	d := p.Document()
+	d.Spec.Liberal.Directions = ds
+	return policytest.New(d)
 }
 
 // liberalIn returns f with BE_LIBERAL set in dirs and the given mark.

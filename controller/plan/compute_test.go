@@ -9,6 +9,7 @@ import (
 
 	"github.com/ctguard/ctguard/controller/ruleset"
 	"github.com/ctguard/ctguard/controller/sysctl"
+	"github.com/ctguard/ctguard/internal/policytest"
 	"github.com/ctguard/ctguard/policy"
 )
 
@@ -25,7 +26,7 @@ func states() []State {
 	return append(out,
 		State{},
 		State{Table: &ruleset.Table{}},
-		State{Table: table(egress("198.18.0.0/24", "2001:db8::/32"), wanDrop(policy.HookInput, policy.HookForward), global())},
+		State{Table: table(egress("198.18.0.0/24", "203.0.113.0/24"), wanDrop(policy.HookInput, policy.HookForward), global())},
 		dup,
 	)
 }
@@ -262,14 +263,16 @@ func TestRenderersReportWriteErrors(t *testing.T) {
 }
 
 func TestFromPolicies(t *testing.T) {
-	unset := egress("198.18.0.0/24")
-	unset.Metadata.Name = "defaults"
-	unset.Spec.Liberal = &policy.Liberal{Scope: policy.ScopePerFlow}
-	off := egress("198.18.0.0/24")
-	off.Metadata.Name = "no-existing"
-	off.Spec.Liberal.ExistingFlows = ptr(false)
-	off.Spec.Liberal.Handshake = policy.HandshakeGuard
-	off.Spec.Match.NAT = []policy.NATKind{policy.NATDest, policy.NATSource}
+	d := egress("198.18.0.0/24").Document()
+	d.Metadata.Name = "defaults"
+	d.Spec.Liberal = &policy.Liberal{Scope: policy.ScopePerFlow}
+	unset := policytest.New(d)
+	d = egress("198.18.0.0/24").Document()
+	d.Metadata.Name = "no-existing"
+	d.Spec.Liberal.ExistingFlows = ptr(false)
+	d.Spec.Liberal.Handshake = policy.HandshakeGuard
+	d.Spec.Match.NAT = []policy.NATKind{policy.NATDest, policy.NATSource}
+	off := policytest.New(d)
 	got := FromPolicies([]policy.Policy{egress("198.18.0.0/24"), wanDrop(), global(), unset, off})
 	snat := []policy.NATKind{policy.NATSource}
 	want := []PerFlowPolicy{

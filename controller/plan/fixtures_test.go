@@ -5,6 +5,7 @@ import (
 
 	"github.com/ctguard/ctguard/controller/ruleset"
 	"github.com/ctguard/ctguard/controller/sysctl"
+	"github.com/ctguard/ctguard/internal/policytest"
 	"github.com/ctguard/ctguard/policy"
 )
 
@@ -20,7 +21,7 @@ func prefixes(ss ...string) []netip.Prefix {
 
 // egress is a perFlow liberal policy for HTTPS servers behind the SNAT.
 func egress(destinations ...string) policy.Policy {
-	return policy.Policy{
+	return policytest.New(policy.Document{
 		APIVersion: policy.APIVersion, Kind: policy.Kind,
 		Metadata: policy.Metadata{Name: "egress"},
 		Spec: policy.Spec{
@@ -32,12 +33,12 @@ func egress(destinations ...string) policy.Policy {
 				DestinationPorts: []policy.PortRange{{From: 443, To: 443}},
 			},
 		},
-	}
+	})
 }
 
 // wanDrop drops invalid packets from 198.19.0.0/16 arriving on wan0.
 func wanDrop(hooks ...policy.Hook) policy.Policy {
-	return policy.Policy{
+	return policytest.New(policy.Document{
 		APIVersion: policy.APIVersion, Kind: policy.Kind,
 		Metadata: policy.Metadata{Name: "wan-drop"},
 		Spec: policy.Spec{
@@ -45,12 +46,12 @@ func wanDrop(hooks ...policy.Hook) policy.Policy {
 			DropInvalid: &policy.DropInvalid{Interfaces: []string{"wan0"}, Hooks: hooks},
 			Match:       policy.Match{Family: policy.FamilyIPv4, Destinations: prefixes("198.19.0.0/16")},
 		},
-	}
+	})
 }
 
 // global asks for the global be_liberal sysctl.
 func global() policy.Policy {
-	return policy.Policy{
+	return policytest.New(policy.Document{
 		APIVersion: policy.APIVersion, Kind: policy.Kind,
 		Metadata: policy.Metadata{Name: "global"},
 		Spec: policy.Spec{
@@ -58,7 +59,7 @@ func global() policy.Policy {
 			Liberal:    &policy.Liberal{Scope: policy.ScopeGlobal},
 			Match:      policy.Match{Family: policy.FamilyAny},
 		},
-	}
+	})
 }
 
 func table(ps ...policy.Policy) *ruleset.Table {

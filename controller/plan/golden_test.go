@@ -2,13 +2,16 @@ package plan
 
 import (
 	"bytes"
+	"encoding/json"
 	"flag"
 	"os"
 	"path/filepath"
+	"reflect"
 	"testing"
 
 	"github.com/ctguard/ctguard/controller/ruleset"
 	"github.com/ctguard/ctguard/policy"
+	"sigs.k8s.io/yaml"
 )
 
 var update = flag.Bool("update", false, "rewrite testdata/*.golden")
@@ -147,6 +150,28 @@ func TestGolden(t *testing.T) {
 			}
 			checkGolden(t, tc.name+".txt.golden", text.Bytes())
 			checkGolden(t, tc.name+".json.golden", js.Bytes())
+			var y bytes.Buffer
+			if err := WriteYAML(&y, p); err != nil {
+				t.Fatal(err)
+			}
+			if tc.name == "perflow-added" {
+				checkGolden(t, tc.name+".yaml.golden", y.Bytes())
+			}
+			// -o yaml is -o json, field for field.
+			back, err := yaml.YAMLToJSON(y.Bytes())
+			if err != nil {
+				t.Fatal(err)
+			}
+			var fromYAML, fromJSON any
+			if err := json.Unmarshal(back, &fromYAML); err != nil {
+				t.Fatal(err)
+			}
+			if err := json.Unmarshal(js.Bytes(), &fromJSON); err != nil {
+				t.Fatal(err)
+			}
+			if !reflect.DeepEqual(fromYAML, fromJSON) {
+				t.Errorf("WriteYAML differs from WriteJSON:\n%s", y.Bytes())
+			}
 		})
 	}
 }

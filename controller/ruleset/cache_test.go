@@ -11,11 +11,11 @@ import (
 	"github.com/ctguard/ctguard/policy"
 )
 
-// randomPolicies returns dropInvalid and perFlow policies with random
+// randomMatches returns matches for policies a, b and c with random
 // destinations (both families, overlapping and adjacent ones) and ports;
 // some rounds leave a policy out.
-func randomPolicies(rng *rand.Rand) []policy.Policy {
-	var ps []policy.Policy
+func randomMatches(rng *rand.Rand) map[string]policy.Match {
+	ms := map[string]policy.Match{}
 	for _, name := range []string{"a", "b", "c"} {
 		if rng.IntN(5) == 0 {
 			continue
@@ -26,15 +26,29 @@ func randomPolicies(rng *rand.Rand) []policy.Policy {
 			if rng.IntN(3) == 0 {
 				a = netip.AddrFrom16([16]byte{0xfd, 0, 0xc7, 14: byte(rng.IntN(4)), 15: byte(rng.IntN(256))})
 			}
-			m.Destinations = append(m.Destinations, netip.PrefixFrom(a, a.BitLen()-rng.IntN(6)))
+			m.Destinations = append(m.Destinations, netip.PrefixFrom(a, a.BitLen()-rng.IntN(6)).Masked())
 		}
 		for range rng.IntN(4) {
 			from := uint16(440 + rng.IntN(10))
 			m.DestinationPorts = append(m.DestinationPorts, policy.PortRange{From: from, To: from + uint16(rng.IntN(3))})
 		}
-		if name == "b" {
+		ms[name] = m
+	}
+	return ms
+}
+
+// policiesOf builds policy b as perFlow liberal, the others as
+// dropInvalid, each list without the duplicates validation rejects.
+func policiesOf(ms map[string]policy.Match) []policy.Policy {
+	var ps []policy.Policy
+	for _, name := range []string{"a", "b", "c"} {
+		m, ok := ms[name]
+		m.Destinations, m.DestinationPorts = unique(m.Destinations), unique(m.DestinationPorts)
+		switch {
+		case !ok:
+		case name == "b":
 			ps = append(ps, liberal(name, policy.ScopePerFlow, m))
-		} else {
+		default:
 			ps = append(ps, dropInvalid(name, m, nil))
 		}
 	}
@@ -46,19 +60,21 @@ func randomPolicies(rng *rand.Rand) []policy.Policy {
 func TestSetCacheBuildsWhatBuildBuilds(t *testing.T) {
 	rng := rand.New(rand.NewPCG(9, 1))
 	var c SetCache
-	ps := randomPolicies(rng)
+	ms := randomMatches(rng)
 	for round := range 300 {
 		if rng.IntN(3) == 0 {
-			ps = randomPolicies(rng)
-		} else if len(ps) > 0 {
+			ms = randomMatches(rng)
+		} else {
 			// Edit one destination of one policy, as an operator would.
-			p := &ps[rng.IntN(len(ps))]
-			if d := p.Spec.Match.Destinations; len(d) > 0 {
-				d = slices.Clone(d)
+			name := []string{"a", "b", "c"}[rng.IntN(3)]
+			if m := ms[name]; len(m.Destinations) > 0 {
+				d := slices.Clone(m.Destinations)
 				d[rng.IntN(len(d))] = netip.PrefixFrom(netip.AddrFrom4([4]byte{198, 18, 5, byte(round)}), 32)
-				p.Spec.Match.Destinations = d
+				m.Destinations = d
+				ms[name] = m
 			}
 		}
+		ps := policiesOf(ms)
 		got, want := c.Build(ps, testOpts), Build(ps, testOpts)
 		if !reflect.DeepEqual(got, want) {
 			t.Fatalf("round %d: cached build\n%s\nwant\n%s", round, got.String(), want.String())
@@ -110,6 +126,19 @@ func TestSetCacheReusesUnchangedElements(t *testing.T) {
 	if !reflect.DeepEqual(t2, Build(after, testOpts)) {
 		t.Error("cached build differs from Build")
 	}
+}
+
+// unique returns list without repeated elements, in first-seen order.
+func unique[T comparable](list []T) []T {
+	seen := map[T]bool{}
+	var out []T
+	for _, v := range list {
+		if !seen[v] {
+			seen[v] = true
+			out = append(out, v)
+		}
+	}
+	return out
 }
 
 // compareOrZero orders IPv4 set elements by their first address.

@@ -4,11 +4,12 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/ctguard/ctguard/internal/policytest"
 	"github.com/ctguard/ctguard/policy"
 )
 
 func TestEvidenceRules(t *testing.T) {
-	observe := policy.Policy{Metadata: policy.Metadata{Name: "watch"}, Spec: policy.Spec{Workaround: policy.WorkaroundObserve, Match: policy.Match{Family: policy.FamilyAny}}}
+	observe := policytest.New(policy.Document{Metadata: policy.Metadata{Name: "watch"}, Spec: policy.Spec{Workaround: policy.WorkaroundObserve, Match: policy.Match{Family: policy.FamilyAny}}})
 	got := Build([]policy.Policy{observe}, Options{EvidenceGroup: 7302}).String()
 	for _, want := range []string{
 		"chain input {\n\t\ttype filter hook input priority filter - 10; policy accept;\n" +

@@ -3,6 +3,7 @@ package ruleset
 import (
 	"net/netip"
 
+	"github.com/ctguard/ctguard/internal/policytest"
 	"github.com/ctguard/ctguard/policy"
 )
 
@@ -17,7 +18,7 @@ func prefixes(ss ...string) []netip.Prefix {
 }
 
 func dropInvalid(name string, m policy.Match, ifaces []string, hooks ...policy.Hook) policy.Policy {
-	return policy.Policy{
+	return policytest.New(policy.Document{
 		APIVersion: policy.APIVersion, Kind: policy.Kind,
 		Metadata: policy.Metadata{Name: name},
 		Spec: policy.Spec{
@@ -25,19 +26,23 @@ func dropInvalid(name string, m policy.Match, ifaces []string, hooks ...policy.H
 			DropInvalid: &policy.DropInvalid{Interfaces: ifaces, Hooks: hooks},
 			Match:       m,
 		},
-	}
+	})
 }
 
 func liberal(name string, scope policy.Scope, m policy.Match) policy.Policy {
-	return policy.Policy{
+	l := &policy.Liberal{Scope: scope}
+	if scope == policy.ScopePerFlow {
+		l.Directions, l.ExistingFlows = []policy.Direction{policy.DirectionReply}, boolPtr(true)
+	}
+	return policytest.New(policy.Document{
 		APIVersion: policy.APIVersion, Kind: policy.Kind,
 		Metadata: policy.Metadata{Name: name},
 		Spec: policy.Spec{
 			Workaround: policy.WorkaroundLiberal,
-			Liberal:    &policy.Liberal{Scope: scope, Directions: []policy.Direction{policy.DirectionReply}, ExistingFlows: boolPtr(true)},
+			Liberal:    l,
 			Match:      m,
 		},
-	}
+	})
 }
 
 // testOpts are the Build options of the tests: the default mark bit and a
@@ -45,11 +50,13 @@ func liberal(name string, scope policy.Scope, m policy.Match) policy.Policy {
 var testOpts = Options{MarkBit: 0x00800000, Queue: 7301}
 
 func handshake(p policy.Policy, h policy.Handshake) policy.Policy {
-	p.Spec.Liberal.Handshake = h
-	return p
+	d := p.Document()
+	d.Spec.Liberal.Handshake = h
+	return policytest.New(d)
 }
 
 func directions(p policy.Policy, ds ...policy.Direction) policy.Policy {
-	p.Spec.Liberal.Directions = ds
-	return p
+	d := p.Document()
+	d.Spec.Liberal.Directions = ds
+	return policytest.New(d)
 }

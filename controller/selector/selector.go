@@ -5,17 +5,12 @@
 package selector
 
 import (
-	"fmt"
-
 	"github.com/ctguard/ctguard/controller/flows"
 	"github.com/ctguard/ctguard/policy"
 )
 
-// MaxPolicies is the most per-flow policies a Selector holds (one Mask bit
-// each).
-const MaxPolicies = 64
-
-// Mask is a set of policy indices: bit i is the Selector's policy i.
+// Mask is a set of policy indices: bit i is the Selector's policy i. It
+// holds policy.MaxPerFlowPolicies bits.
 type Mask uint64
 
 // Has reports whether policy i is in the set.
@@ -45,9 +40,7 @@ type compiled struct {
 }
 
 // Compile keeps the per-flow liberal policies (p.IsPerFlow()), in order, and
-// compiles their matches. Directions default to reply, existingFlows to
-// true, nat to [snat] and handshake to gate when the policy leaves them
-// unset. It fails beyond MaxPolicies.
+// compiles their matches. It fails beyond policy.MaxPerFlowPolicies.
 func Compile(policies []policy.Policy) (*Selector, error) {
 	s := &Selector{}
 	for i := range policies {
@@ -55,10 +48,10 @@ func Compile(policies []policy.Policy) (*Selector, error) {
 		if !p.IsPerFlow() {
 			continue
 		}
-		if len(s.policies) == MaxPolicies {
-			return nil, fmt.Errorf("more than %d per-flow policies", MaxPolicies)
+		if len(s.policies) == policy.MaxPerFlowPolicies {
+			return nil, policy.ErrTooManyPerFlow
 		}
-		m := &p.Spec.Match
+		m := p.Match()
 		var status uint32
 		nat := p.NATMatch()
 		if nat&policy.NATMatchSource != 0 {
@@ -68,9 +61,9 @@ func Compile(policies []policy.Policy) (*Selector, error) {
 			status |= flows.StatusDstNAT
 		}
 		c := compiled{
-			name:     p.Metadata.Name,
-			dirs:     FlowDirections(p.Spec.Liberal.Directions),
-			existing: p.Spec.Liberal.ExistingFlows == nil || *p.Spec.Liberal.ExistingFlows,
+			name:     p.Name(),
+			dirs:     FlowDirections(p.Directions()),
+			existing: p.ExistingFlows(),
 			gated:    p.Handshake() == policy.HandshakeGate,
 			family:   m.Family,
 			status:   status,
@@ -84,21 +77,19 @@ func Compile(policies []policy.Policy) (*Selector, error) {
 }
 
 // Directions returns the union of the directions the per-flow liberal
-// policies among ps flag (reply for those leaving them unset), 0 when there
-// is none: what ctguard may set on flows for them, e.g. the directions a
+// policies among ps flag, 0 when there is none: what ctguard may set on flows for them, e.g. the directions a
 // rollback clears when computed over every policy set ctguard applied.
 func Directions(ps []policy.Policy) flows.Directions {
 	var d flows.Directions
 	for i := range ps {
 		if ps[i].IsPerFlow() {
-			d |= FlowDirections(ps[i].Spec.Liberal.Directions)
+			d |= FlowDirections(ps[i].Directions())
 		}
 	}
 	return d
 }
 
-// FlowDirections converts policy directions to conntrack directions; none
-// means reply, the default.
+// FlowDirections converts policy directions to conntrack directions.
 func FlowDirections(ds []policy.Direction) flows.Directions {
 	var d flows.Directions
 	for _, x := range ds {
@@ -108,9 +99,6 @@ func FlowDirections(ds []policy.Direction) flows.Directions {
 		case policy.DirectionReply:
 			d |= flows.Reply
 		}
-	}
-	if d == 0 {
-		return flows.Reply
 	}
 	return d
 }

@@ -1,11 +1,13 @@
 package selector
 
 import (
+	"errors"
 	"fmt"
 	"net/netip"
 	"testing"
 
 	"github.com/ctguard/ctguard/controller/flows"
+	"github.com/ctguard/ctguard/internal/policytest"
 	"github.com/ctguard/ctguard/policy"
 )
 
@@ -14,14 +16,14 @@ func perFlow(name string, m policy.Match, dirs ...policy.Direction) policy.Polic
 	if m.NAT == nil && m.NATOnly == nil {
 		m.NAT = []policy.NATKind{policy.NATAny}
 	}
-	return policy.Policy{
+	return policytest.New(policy.Document{
 		Metadata: policy.Metadata{Name: name},
 		Spec: policy.Spec{
 			Workaround: policy.WorkaroundLiberal,
 			Liberal:    &policy.Liberal{Scope: policy.ScopePerFlow, Directions: dirs},
 			Match:      m,
 		},
-	}
+	})
 }
 
 func prefixes(ss ...string) []netip.Prefix {
@@ -121,12 +123,12 @@ func TestMatch(t *testing.T) {
 
 func TestCompileKeepsPerFlowPoliciesAndUnionsDirections(t *testing.T) {
 	no := false
-	global := perFlow("global", policy.Match{})
-	global.Spec.Liberal.Scope = policy.ScopeGlobal
-	drop := policy.Policy{Metadata: policy.Metadata{Name: "drop"}, Spec: policy.Spec{Workaround: policy.WorkaroundDropInvalid}}
+	global := policytest.Named("global", policy.Spec{Workaround: policy.WorkaroundLiberal, Liberal: &policy.Liberal{Scope: policy.ScopeGlobal}})
+	drop := policytest.New(policy.Document{Metadata: policy.Metadata{Name: "drop"}, Spec: policy.Spec{Workaround: policy.WorkaroundDropInvalid}})
 	web := perFlow("web", policy.Match{DestinationPorts: []policy.PortRange{{From: 443, To: 443}}}, policy.DirectionOriginal)
-	fresh := perFlow("fresh", policy.Match{Sources: prefixes("198.18.0.0/15")}, policy.DirectionReply)
-	fresh.Spec.Liberal.ExistingFlows = &no
+	d := perFlow("fresh", policy.Match{Sources: prefixes("198.18.0.0/15")}, policy.DirectionReply).Document()
+	d.Spec.Liberal.ExistingFlows = &no
+	fresh := policytest.New(d)
 	s, err := Compile([]policy.Policy{global, web, drop, fresh})
 	if err != nil {
 		t.Fatal(err)
@@ -147,12 +149,12 @@ func TestCompileKeepsPerFlowPoliciesAndUnionsDirections(t *testing.T) {
 }
 
 func TestCompileTooManyPolicies(t *testing.T) {
-	ps := make([]policy.Policy, MaxPolicies+1)
+	ps := make([]policy.Policy, policy.MaxPerFlowPolicies+1)
 	for i := range ps {
 		ps[i] = perFlow(fmt.Sprint(i), policy.Match{})
 	}
-	if _, err := Compile(ps); err == nil {
-		t.Fatal("no error beyond MaxPolicies")
+	if _, err := Compile(ps); !errors.Is(err, policy.ErrTooManyPerFlow) {
+		t.Fatalf("beyond MaxPerFlowPolicies: %v, want ErrTooManyPerFlow", err)
 	}
 }
 
@@ -168,7 +170,7 @@ func TestMergeOverlappingAndAdjacent(t *testing.T) {
 }
 
 func TestDirections(t *testing.T) {
-	global := policy.Policy{Spec: policy.Spec{Workaround: policy.WorkaroundLiberal, Liberal: &policy.Liberal{Scope: policy.ScopeGlobal}}}
+	global := policytest.Named("global", policy.Spec{Workaround: policy.WorkaroundLiberal, Liberal: &policy.Liberal{Scope: policy.ScopeGlobal}})
 	tests := []struct {
 		name string
 		ps   []policy.Policy

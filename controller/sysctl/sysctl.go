@@ -16,11 +16,13 @@ import (
 	"strings"
 
 	"github.com/vishvananda/netns"
+
+	"github.com/ctguard/ctguard/policy"
 )
 
 // BeLiberal is the global switch of the liberal workaround: 1 turns off TCP
 // window checking for every flow of the namespace.
-const BeLiberal = "net.netfilter.nf_conntrack_tcp_be_liberal"
+const BeLiberal = policy.GlobalSysctl
 
 // ErrNotOwned reports a write to a sysctl other than BeLiberal: the one
 // sysctl ctguard owns, whatever a journal or caller names.

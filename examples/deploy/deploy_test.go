@@ -113,7 +113,7 @@ func TestConfigMapPolicyIsValid(t *testing.T) {
 		}
 		for _, p := range pols {
 			if !p.IsPerFlow() {
-				t.Errorf("%s: policy %s is not perFlow; the DaemonSet cannot write sysctls", key, p.Metadata.Name)
+				t.Errorf("%s: policy %s is not perFlow; the DaemonSet cannot write sysctls", key, p.Name())
 			}
 		}
 	}

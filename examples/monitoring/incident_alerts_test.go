@@ -6,7 +6,7 @@ import (
 	"testing"
 
 	"github.com/ctguard/ctguard/controller/metrics"
-	"gopkg.in/yaml.v3"
+	"go.yaml.in/yaml/v3"
 )
 
 // TestIncidentAlertsNameServedMetrics checks that every metric the incident
