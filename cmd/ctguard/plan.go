@@ -1,15 +1,15 @@
 package main
 
 import (
-	"fmt"
-	"os"
+	"io"
 
 	"github.com/ctguard/ctguard/controller/plan"
 	"github.com/spf13/cobra"
 )
 
 func newPlanCommand(g *globals) *cobra.Command {
-	var file, output string
+	var file string
+	var output *outputFlag
 	cmd := &cobra.Command{
 		Use:   "plan [-f PATH] [-o text|json]",
 		Short: "Show what apply would change; change nothing",
@@ -18,7 +18,7 @@ Exit status: 0 no changes, 2 changes pending, 1 error.
 Without -f the embedded default policy is used.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := checkOutput(output); err != nil {
+			if err := output.check(); err != nil {
 				return err
 			}
 			set, s, err := openWithPolicies(g, file)
@@ -30,7 +30,7 @@ Without -f the embedded default policy is used.`,
 			if err != nil {
 				return err
 			}
-			if err := writePlan(output, p); err != nil {
+			if err := writePlan(g.out, output.format, p); err != nil {
 				return err
 			}
 			if !p.Empty() {
@@ -40,21 +40,14 @@ Without -f the embedded default policy is used.`,
 		},
 	}
 	cmd.Flags().StringVarP(&file, "file", "f", "", "policy file or directory (default: the embedded policy)")
-	cmd.Flags().StringVarP(&output, "output", "o", "text", "output format: text or json")
+	output = addOutputFlag(cmd, "", outputText, outputJSON)
 	return cmd
 }
 
-// checkOutput validates -o before anything is read.
-func checkOutput(output string) error {
-	if output != "text" && output != "json" {
-		return fmt.Errorf("-o: %q is not one of text, json", output)
-	}
-	return nil
-}
-
-func writePlan(output string, p plan.Plan) error {
-	if output == "json" {
-		return plan.WriteJSON(os.Stdout, p)
-	}
-	return plan.WriteText(os.Stdout, p)
+// writePlan renders a plan in the -o format.
+func writePlan(w io.Writer, output string, p plan.Plan) error {
+	return writeView(w, output, view{
+		text: func(w io.Writer) error { return plan.WriteText(w, p) },
+		json: func(w io.Writer) error { return plan.WriteJSON(w, p) },
+	})
 }
