@@ -17,7 +17,7 @@ import (
 	"github.com/ctguard/ctguard/controller/incident"
 	"github.com/ctguard/ctguard/internal/netnstest"
 	"github.com/ctguard/ctguard/internal/racetest"
-	"golang.org/x/sys/unix"
+	"github.com/ctguard/ctguard/lab/handshake"
 )
 
 // detectProc is a "ctguard detect -o json" running in a namespace.
@@ -290,30 +290,26 @@ func TestPrivilegedDetectMidDownload(t *testing.T) {
 }
 
 // serveAndInject serves one download on the backend address and, once
-// after bytes have been written, sends from the connection's own tuple 100
-// bytes at snd_nxt + 1 GiB: beyond any window. The channel gets the
+// after bytes have been written, sends from the connection's own tuple the
+// lab's crafted segment beyond any window (handshake.Injector). The channel gets the
 // injection's outcome.
 func serveAndInject(t *testing.T, tp *racetest.Topo, after int) <-chan error {
 	t.Helper()
 	var ln net.Listener
-	var raw int
+	var inj *handshake.Injector
 	var err error
 	tp.Server.Do(t, func() {
 		if ln, err = net.Listen("tcp", tp.Backend.String()); err != nil {
 			return
 		}
-		af := unix.AF_INET
-		if tp.IPv6 {
-			af = unix.AF_INET6
-		}
-		if raw, err = unix.Socket(af, unix.SOCK_RAW, unix.IPPROTO_TCP); err == nil && tp.IPv6 {
-			err = unix.SetsockoptInt(raw, unix.IPPROTO_IPV6, unix.IPV6_CHECKSUM, 16)
+		if inj, err = handshake.NewInjector(tp.IPv6); err != nil {
+			ln.Close()
 		}
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { ln.Close(); unix.Close(raw) })
+	t.Cleanup(func() { ln.Close(); inj.Close() })
 	done := make(chan error, 1)
 	go func() {
 		c, err := ln.Accept()
@@ -329,7 +325,7 @@ func serveAndInject(t *testing.T, tp *racetest.Topo, after int) <-chan error {
 				return
 			}
 		}
-		done <- racetest.InjectBeyondWindow(raw, c.(*net.TCPConn))
+		done <- inj.Inject(c.(*net.TCPConn))
 		c.SetWriteDeadline(time.Now().Add(3 * time.Second))
 		for {
 			if _, err := c.Write(buf); err != nil {

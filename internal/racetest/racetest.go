@@ -9,7 +9,6 @@ package racetest
 
 import (
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -20,6 +19,7 @@ import (
 	"time"
 
 	"github.com/ctguard/ctguard/internal/netnstest"
+	"github.com/ctguard/ctguard/lab/handshake"
 	"golang.org/x/sys/unix"
 )
 
@@ -84,7 +84,7 @@ func New(t testing.TB, kind Kind, ipv6 bool) *Topo {
 }
 
 // Adversary is the server: it accepts, sends one segment beyond the
-// client's window at once, waits, and looks whether its connection is still
+// client's window at once (the lab's handshake.Injector), waits, and looks whether its connection is still
 // established; if so it greets the client and waits for the client to close.
 // The client sends nothing before the greeting, so a reset caused by the
 // segment always carries the sequence number the server expects (a client
@@ -92,7 +92,7 @@ func New(t testing.TB, kind Kind, ipv6 bool) *Topo {
 // lands after Settle is still counted when the server reads the close.
 type Adversary struct {
 	ln       net.Listener
-	raw      int
+	inj      *handshake.Injector
 	survived atomic.Int64
 	reset    atomic.Int64
 	wg       sync.WaitGroup
@@ -112,28 +112,21 @@ func (a *Adversary) SetBenign(on bool) { a.benign.Store(on) }
 // StartAdversary listens on the backend address in the server namespace.
 func (tp *Topo) StartAdversary(t testing.TB) *Adversary {
 	t.Helper()
-	a := &Adversary{Settle: 30 * time.Millisecond, raw: -1}
+	a := &Adversary{Settle: 30 * time.Millisecond}
 	var err error
 	tp.Server.Do(t, func() {
 		if a.ln, err = net.Listen("tcp", tp.Backend.String()); err != nil {
 			return
 		}
-		af := unix.AF_INET
-		if tp.IPv6 {
-			af = unix.AF_INET6
-		}
-		if a.raw, err = unix.Socket(af, unix.SOCK_RAW, unix.IPPROTO_TCP); err != nil {
-			return
-		}
-		if tp.IPv6 {
-			err = unix.SetsockoptInt(a.raw, unix.IPPROTO_IPV6, unix.IPV6_CHECKSUM, 16) // the kernel sums
+		if a.inj, err = handshake.NewInjector(tp.IPv6); err != nil {
+			a.ln.Close()
 		}
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
 	go a.serve()
-	t.Cleanup(func() { a.ln.Close(); a.wg.Wait(); unix.Close(a.raw) })
+	t.Cleanup(func() { a.ln.Close(); a.wg.Wait(); a.inj.Close() })
 	return a
 }
 
@@ -165,7 +158,7 @@ func (a *Adversary) serve() {
 // handle serves one connection and reports whether it survived.
 func (a *Adversary) handle(c *net.TCPConn) bool {
 	if !a.benign.Load() {
-		if err := a.inject(c); err != nil {
+		if err := a.inj.Inject(c); err != nil {
 			return false // cannot tell: count against the mitigation
 		}
 		time.Sleep(a.Settle)
@@ -185,54 +178,6 @@ func greet(c *net.TCPConn) bool {
 	}
 	_, err := io.Copy(io.Discard, c)
 	return err == nil
-}
-
-// inject sends, from the connection's own tuple, 100 bytes at snd_nxt +
-// 1 GiB: beyond any window the client advertised.
-func (a *Adversary) inject(c *net.TCPConn) error { return InjectBeyondWindow(a.raw, c) }
-
-// InjectBeyondWindow reads the server connection c's sequence numbers
-// (TCP_REPAIR) and sends, on raw (a SOCK_RAW IPPROTO_TCP socket) and from c's
-// own tuple, 100 bytes at snd_nxt + 1 GiB: beyond any window the client
-// advertised, so conntrack marks the segment invalid on every kernel.
-func InjectBeyondWindow(raw int, c *net.TCPConn) error {
-	sc, err := c.SyscallConn()
-	if err != nil {
-		return err
-	}
-	var sndNxt, rcvNxt int
-	var serr error
-	err = sc.Control(func(fd uintptr) {
-		s := int(fd)
-		if serr = unix.SetsockoptInt(s, unix.IPPROTO_TCP, unix.TCP_REPAIR, 1); serr != nil {
-			return
-		}
-		defer unix.SetsockoptInt(s, unix.IPPROTO_TCP, unix.TCP_REPAIR, unix.TCP_REPAIR_OFF_NO_WP)
-		if serr = unix.SetsockoptInt(s, unix.IPPROTO_TCP, unix.TCP_REPAIR_QUEUE, 2); serr != nil { // TCP_SEND_QUEUE
-			return
-		}
-		if sndNxt, serr = unix.GetsockoptInt(s, unix.IPPROTO_TCP, unix.TCP_QUEUE_SEQ); serr != nil {
-			return
-		}
-		if serr = unix.SetsockoptInt(s, unix.IPPROTO_TCP, unix.TCP_REPAIR_QUEUE, 1); serr != nil { // TCP_RECV_QUEUE
-			return
-		}
-		rcvNxt, serr = unix.GetsockoptInt(s, unix.IPPROTO_TCP, unix.TCP_QUEUE_SEQ)
-	})
-	if err = errors.Join(err, serr); err != nil {
-		return fmt.Errorf("read the sequence numbers: %w", err)
-	}
-	local := c.LocalAddr().(*net.TCPAddr).AddrPort()
-	remote := c.RemoteAddr().(*net.TCPAddr).AddrPort()
-	seg := Segment(local, remote, uint32(sndNxt)+1<<30, uint32(rcvNxt), 100)
-	return unix.Sendto(raw, seg, 0, sockaddr(remote))
-}
-
-func sockaddr(ap netip.AddrPort) unix.Sockaddr {
-	if ap.Addr().Unmap().Is4() {
-		return &unix.SockaddrInet4{Addr: ap.Addr().Unmap().As4()}
-	}
-	return &unix.SockaddrInet6{Addr: ap.Addr().As16()}
 }
 
 // established reports whether the connection is still ESTABLISHED.

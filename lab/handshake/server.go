@@ -36,7 +36,7 @@ const serverLinger = 5 * time.Second
 // Server is the adversarial server. Its counters may be read while it runs.
 type Server struct {
 	ln   net.Listener
-	raw  *rawSender
+	raw  *Injector
 	wg   sync.WaitGroup
 	done chan struct{}
 
@@ -62,7 +62,7 @@ type Stats struct {
 func Listen(ns topo.Namespace, addr netip.AddrPort) (*Server, error) {
 	s := &Server{done: make(chan struct{})}
 	err := ns.Do(func() (err error) {
-		if s.raw, err = newRawSender(addr.Addr().Is6()); err != nil {
+		if s.raw, err = NewInjector(addr.Addr().Is6()); err != nil {
 			return err
 		}
 		s.ln, err = net.Listen("tcp", addr.String())
@@ -99,7 +99,7 @@ func (s *Server) serve() {
 // for the client to close.
 func (s *Server) handle(c *net.TCPConn) {
 	defer c.Close()
-	if err := s.inject(c); err != nil {
+	if err := s.raw.Inject(c); err != nil {
 		s.mu.Lock()
 		if s.injectErr == nil {
 			s.injectErr = err
@@ -119,22 +119,6 @@ func (s *Server) handle(c *net.TCPConn) {
 	if errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) {
 		s.resets.Add(1)
 	}
-}
-
-// inject reads the connection's sequence numbers and sends the segment
-// beyond the client's window from the server's address and port.
-func (s *Server) inject(c *net.TCPConn) error {
-	snd, rcv, err := sequences(c)
-	if err != nil {
-		return err
-	}
-	local := c.LocalAddr().(*net.TCPAddr).AddrPort()
-	remote := c.RemoteAddr().(*net.TCPAddr).AddrPort()
-	pkt, err := craft(local, remote, snd+BeyondWindowOffset, rcv)
-	if err != nil {
-		return err
-	}
-	return s.raw.send(pkt, remote.Addr())
 }
 
 // Stats returns the server's counters.
