@@ -125,7 +125,7 @@ func TestPrivilegedDetect(t *testing.T) {
 				inc := incs[0]
 				b, _ := json.Marshal(inc)
 				t.Logf("incident: %s", b)
-				clientAddr := map[bool]string{false: "198.18.8.2", true: "fd00:c7:8:1::2"}[v6]
+				clientAddr := tp.Addrs.Client.Addr().String()
 				if inc.Client.Addr().String() != clientAddr || inc.Client.Port() == 0 {
 					t.Errorf("client %s, want %s:port", inc.Client, clientAddr)
 				}
@@ -141,7 +141,7 @@ func TestPrivilegedDetect(t *testing.T) {
 				}
 				switch kind {
 				case racetest.SNAT:
-					natOut := map[bool]string{false: "198.19.8.1", true: "fd00:c7:8:2::1"}[v6]
+					natOut := tp.Addrs.NATOutside.Addr().String()
 					if inc.NAT != "snat" || inc.ResetBy != "box" || inc.Box != replyDst || inc.Box.Addr().String() != natOut || inc.Stray.Hook != "input" {
 						t.Errorf("SNAT incident: nat %s reset by %s box %s (conntrack reply dst %s) stray hook %s", inc.NAT, inc.ResetBy, inc.Box, replyDst, inc.Stray.Hook)
 					}
@@ -228,7 +228,7 @@ func TestPrivilegedRunIncidentRing(t *testing.T) {
 		t.Fatalf("status shows %d incidents, want %d", len(st.Live.Incidents.Last), res.Reset)
 	}
 	for _, inc := range st.Live.Incidents.Last {
-		if inc.Client.Addr().String() != "198.18.8.2" || inc.Server != tp.Backend || len(inc.Policies) != 1 || inc.Policies[0].Name != "events-only" {
+		if inc.Client.Addr().String() != tp.Addrs.Client.Addr().String() || inc.Server != tp.Backend || len(inc.Policies) != 1 || inc.Policies[0].Name != "events-only" {
 			t.Errorf("incident %+v", inc)
 		}
 	}
@@ -276,7 +276,7 @@ func TestPrivilegedDetectMidDownload(t *testing.T) {
 					t.Fatalf("detect printed %d incidents, want 1: %+v\n%s", len(incs), incs, summary)
 				}
 				inc := incs[0]
-				clientAddr := map[bool]string{false: "198.18.8.2", true: "fd00:c7:8:1::2"}[v6]
+				clientAddr := tp.Addrs.Client.Addr().String()
 				if inc.Client.Addr().String() != clientAddr || inc.Server != tp.Backend || inc.Stray == nil || inc.Stray.Len != 100 {
 					t.Errorf("incident %+v", inc)
 				}

@@ -12,6 +12,7 @@ import (
 
 	"github.com/ctguard/ctguard/internal/netnstest"
 	"github.com/ctguard/ctguard/internal/racetest"
+	"github.com/ctguard/ctguard/lab/handshake"
 	"golang.org/x/sys/unix"
 )
 
@@ -28,16 +29,21 @@ const floodSenders = 2
 // box answers nothing). It returns the packets sent a second.
 func flood(b *testing.B, tp *racetest.Topo, server, box netip.AddrPort, rst bool, d time.Duration) float64 {
 	b.Helper()
-	seg := racetest.Segment(server, box, 1<<31, 1, 100)
+	// An IPv4 packet (20-byte header) for an IPPROTO_RAW socket.
+	seg, err := handshake.Craft(server, box, 1<<31, 1)
+	if err != nil {
+		b.Error(err) // flood runs on a goroutine of its own
+		return 0
+	}
 	if rst {
-		setFlags(seg, 0x04)
+		setFlags(seg[20:], 0x04)
 	}
 	to := &unix.SockaddrInet4{Addr: box.Addr().As4()}
 	counts := make(chan int, floodSenders)
 	start := time.Now()
 	for range floodSenders {
 		go tp.Server.Do(b, func() {
-			fd, err := unix.Socket(unix.AF_INET, unix.SOCK_RAW, unix.IPPROTO_TCP)
+			fd, err := unix.Socket(unix.AF_INET, unix.SOCK_RAW, unix.IPPROTO_RAW)
 			if err != nil {
 				b.Error(err)
 				counts <- 0

@@ -6,7 +6,6 @@ import (
 	"strings"
 
 	"github.com/ctguard/ctguard/controller"
-
 	"github.com/spf13/cobra"
 )
 

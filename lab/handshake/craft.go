@@ -19,10 +19,10 @@ const BeyondWindowOffset = 1<<30 + 1<<28
 // CraftedPayload is the data length of the crafted segment.
 const CraftedPayload = 100
 
-// craft encodes the segment from local to remote with sequence number seq
+// Craft encodes the segment from local to remote with sequence number seq
 // and acknowledgement ack (ACK|PSH, CraftedPayload bytes) as an IP packet
-// with lengths and checksums computed.
-func craft(local, remote netip.AddrPort, seq, ack uint32) ([]byte, error) {
+// with lengths and checksums computed, for an IPPROTO_RAW socket.
+func Craft(local, remote netip.AddrPort, seq, ack uint32) ([]byte, error) {
 	local, remote = netip.AddrPortFrom(local.Addr().Unmap(), local.Port()), netip.AddrPortFrom(remote.Addr().Unmap(), remote.Port())
 	if local.Addr().Is4() != remote.Addr().Is4() {
 		return nil, fmt.Errorf("craft segment %s -> %s: mixed address families", local, remote)
@@ -100,7 +100,7 @@ func (r *Injector) Inject(c *net.TCPConn) error {
 	}
 	local := c.LocalAddr().(*net.TCPAddr).AddrPort()
 	remote := c.RemoteAddr().(*net.TCPAddr).AddrPort()
-	pkt, err := craft(local, remote, snd+BeyondWindowOffset, rcv)
+	pkt, err := Craft(local, remote, snd+BeyondWindowOffset, rcv)
 	if err != nil {
 		return err
 	}
