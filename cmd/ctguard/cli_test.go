@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/ctguard/ctguard/controller"
+	"github.com/ctguard/ctguard/controller/plan"
 	"github.com/ctguard/ctguard/internal/version"
 )
 
@@ -321,5 +322,27 @@ func TestRootWritesToItsStreams(t *testing.T) {
 	}
 	if !strings.Contains(out.String(), "ctguard status [-o text|json]") {
 		t.Errorf("help status wrote %q", out.String())
+	}
+}
+
+// TestPlanView: plan's text and its versioned JSON document through the
+// same view as every command.
+func TestPlanView(t *testing.T) {
+	var text, js bytes.Buffer
+	if err := writePlan(&text, outputText, plan.Plan{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := writePlan(&js, outputJSON, plan.Plan{}); err != nil {
+		t.Fatal(err)
+	}
+	var doc struct {
+		FormatVersion int  `json:"formatVersion"`
+		Empty         bool `json:"empty"`
+	}
+	if err := json.Unmarshal(js.Bytes(), &doc); err != nil || doc.FormatVersion != plan.JSONFormatVersion || !doc.Empty {
+		t.Errorf("plan -o json of an empty plan: %+v, %v\n%s", doc, err, js.String())
+	}
+	if text.Len() == 0 || strings.HasPrefix(text.String(), "{") {
+		t.Errorf("plan text of an empty plan: %q", text.String())
 	}
 }

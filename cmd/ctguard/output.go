@@ -54,16 +54,23 @@ type view struct {
 	json func(io.Writer) error
 }
 
-// writeView renders v to w in format (checked by outputFlag.check).
+// writeView renders v to w in format (checked by outputFlag.check). A
+// structured format derived from the JSON form (YAML, say, converted from
+// writeJSON's bytes) is one more case here.
 func writeView(w io.Writer, format string, v view) error {
 	switch format {
 	case outputJSON:
-		if v.json != nil {
-			return v.json(w)
-		}
-		enc := json.NewEncoder(w)
-		enc.SetIndent("", "  ")
-		return enc.Encode(v.value)
+		return v.writeJSON(w)
 	}
 	return v.text(w)
+}
+
+// writeJSON writes the JSON form: v.json, or value indented.
+func (v view) writeJSON(w io.Writer) error {
+	if v.json != nil {
+		return v.json(w)
+	}
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v.value)
 }
