@@ -86,7 +86,7 @@ type Config struct {
 	Store   *journal.Store
 	// Lock is the namespace's lock; nil takes none (unit tests).
 	Lock NamespaceLock
-	// NetNS identifies the namespace (journal.CurrentNetNS) so a journal of
+	// NetNS identifies the namespace (netns.Current) so a journal of
 	// another namespace is never used.
 	NetNS string
 	// BootID and BootTime identify the current boot (journal.CurrentIdentity)

@@ -10,6 +10,7 @@ import (
 	"github.com/ctguard/ctguard/controller/nslock"
 	"github.com/ctguard/ctguard/controller/ruleset"
 	"github.com/ctguard/ctguard/controller/sysctl"
+	"github.com/ctguard/ctguard/internal/netns"
 )
 
 // Kernel is a Controller wired to the real kernel of one network
@@ -30,7 +31,7 @@ func Open(netnsFd int, stateDir string, mark flows.MarkBit, log *slog.Logger) (*
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	ns, err := namespaceID(netnsFd)
+	ns, err := netns.IdentityOf(netnsFd)
 	if err != nil {
 		return nil, err
 	}
@@ -69,13 +70,6 @@ func Open(netnsFd int, stateDir string, mark flows.MarkBit, log *slog.Logger) (*
 // Close releases the kernel connections.
 func (k *Kernel) Close() error {
 	return errors.Join(k.Conntrack.Close(), k.Tables.Close())
-}
-
-func namespaceID(netnsFd int) (string, error) {
-	if netnsFd < 0 {
-		return journal.CurrentNetNS()
-	}
-	return journal.NetNSOfFd(netnsFd)
 }
 
 // SetGate sets the gate's queue number and whether the gate can run

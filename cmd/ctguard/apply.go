@@ -2,8 +2,9 @@ package main
 
 import (
 	"fmt"
-	"os"
+	"io"
 
+	"github.com/ctguard/ctguard/controller"
 	"github.com/ctguard/ctguard/controller/plan"
 	"github.com/spf13/cobra"
 )
@@ -28,26 +29,33 @@ perFlow policies flag NEW flows only while "ctguard run" is running.`,
 			if err != nil {
 				return err
 			}
-			if err := plan.WriteText(os.Stdout, res.Plan); err != nil {
-				return err
-			}
-			fmt.Printf("Applied revision %d from %s", res.Revision, set.Source)
-			if res.FlaggedExisting > 0 {
-				fmt.Printf("; flagged %d existing flows", res.FlaggedExisting)
-			}
-			if res.ClearedStale > 0 {
-				fmt.Printf("; cleared ctguard's flag on %d flows no policy wants any more", res.ClearedStale)
-			}
-			fmt.Println(".")
-			for _, p := range set.Policies {
-				if p.IsPerFlow() {
-					fmt.Println(`Note: perFlow policies flag new flows only while "ctguard run" is running.`)
-					break
-				}
-			}
-			return nil
+			return writeApplied(g.out, set, res)
 		},
 	}
 	cmd.Flags().StringVarP(&file, "file", "f", "", "policy file or directory (default: the embedded policy)")
 	return cmd
+}
+
+// writeApplied reports what apply did.
+func writeApplied(w io.Writer, set controller.PolicySet, res controller.ApplyResult) error {
+	if err := plan.WriteText(w, res.Plan); err != nil {
+		return err
+	}
+	line := fmt.Sprintf("Applied revision %d from %s", res.Revision, set.Source)
+	if res.FlaggedExisting > 0 {
+		line += fmt.Sprintf("; flagged %d existing flows", res.FlaggedExisting)
+	}
+	if res.ClearedStale > 0 {
+		line += fmt.Sprintf("; cleared ctguard's flag on %d flows no policy wants any more", res.ClearedStale)
+	}
+	if _, err := fmt.Fprintln(w, line+"."); err != nil {
+		return err
+	}
+	for _, p := range set.Policies {
+		if p.IsPerFlow() {
+			_, err := fmt.Fprintln(w, `Note: perFlow policies flag new flows only while "ctguard run" is running.`)
+			return err
+		}
+	}
+	return nil
 }

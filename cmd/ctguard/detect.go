@@ -26,7 +26,8 @@ import (
 const DefaultEvidenceGroup uint16 = 7302
 
 func newDetectCommand(g *globals) *cobra.Command {
-	var file, output string
+	var file string
+	var output *outputFlag
 	cmd := &cobra.Command{
 		Use:   "detect [-f PATH] [-o text|json]",
 		Short: "Name every connection this box resets on a conntrack-invalid segment, until interrupted",
@@ -39,7 +40,7 @@ of its own (inet ` + nft.EvidenceTableName + `), removed when it ends. -f names 
 whose coverage to report (default: those ctguard applied, if any).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := checkOutput(output); err != nil {
+			if err := output.check(); err != nil {
 				return err
 			}
 			if g.evidence == 0 {
@@ -51,11 +52,11 @@ whose coverage to report (default: those ctguard applied, if any).`,
 			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
-			return runDetect(ctx, g.evidence, ps, output, os.Stdout, os.Stderr)
+			return runDetect(ctx, g.evidence, ps, output.format, g.out, g.err)
 		},
 	}
 	cmd.Flags().StringVarP(&file, "file", "f", "", "policy file or directory whose coverage to report")
-	cmd.Flags().StringVarP(&output, "output", "o", "text", "output format: text or json (one object per line)")
+	output = addOutputFlag(cmd, "json: one object per line", outputText, outputJSON)
 	return cmd
 }
 
@@ -95,10 +96,10 @@ func runDetect(ctx context.Context, group uint16, ps []policy.Policy, output str
 		return err
 	}
 	defer conn.Close()
-	log, _ := newLogger("warn", "warn")
+	log, _ := newLogger(errOut, "warn", "warn")
 	enc := json.NewEncoder(out)
 	w, err := detect.Open(detect.Config{NetNSFd: -1, Group: group, Conn: conn, Policies: ps, Logger: log, OnIncident: func(inc incident.Incident) {
-		if output == "json" {
+		if output == outputJSON {
 			_ = enc.Encode(inc)
 		} else {
 			fmt.Fprintln(out, incident.Text(inc))

@@ -17,7 +17,7 @@ import (
 	"github.com/ctguard/ctguard/controller/incident"
 	"github.com/ctguard/ctguard/internal/netnstest"
 	"github.com/ctguard/ctguard/internal/racetest"
-	"golang.org/x/sys/unix"
+	"github.com/ctguard/ctguard/lab/handshake"
 )
 
 // detectProc is a "ctguard detect -o json" running in a namespace.
@@ -125,7 +125,7 @@ func TestPrivilegedDetect(t *testing.T) {
 				inc := incs[0]
 				b, _ := json.Marshal(inc)
 				t.Logf("incident: %s", b)
-				clientAddr := map[bool]string{false: "198.18.8.2", true: "fd00:c7:8:1::2"}[v6]
+				clientAddr := tp.Addrs.Client.Addr().String()
 				if inc.Client.Addr().String() != clientAddr || inc.Client.Port() == 0 {
 					t.Errorf("client %s, want %s:port", inc.Client, clientAddr)
 				}
@@ -141,7 +141,7 @@ func TestPrivilegedDetect(t *testing.T) {
 				}
 				switch kind {
 				case racetest.SNAT:
-					natOut := map[bool]string{false: "198.19.8.1", true: "fd00:c7:8:2::1"}[v6]
+					natOut := tp.Addrs.NATOutside.Addr().String()
 					if inc.NAT != "snat" || inc.ResetBy != "box" || inc.Box != replyDst || inc.Box.Addr().String() != natOut || inc.Stray.Hook != "input" {
 						t.Errorf("SNAT incident: nat %s reset by %s box %s (conntrack reply dst %s) stray hook %s", inc.NAT, inc.ResetBy, inc.Box, replyDst, inc.Stray.Hook)
 					}
@@ -228,7 +228,7 @@ func TestPrivilegedRunIncidentRing(t *testing.T) {
 		t.Fatalf("status shows %d incidents, want %d", len(st.Live.Incidents.Last), res.Reset)
 	}
 	for _, inc := range st.Live.Incidents.Last {
-		if inc.Client.Addr().String() != "198.18.8.2" || inc.Server != tp.Backend || len(inc.Policies) != 1 || inc.Policies[0].Name != "events-only" {
+		if inc.Client.Addr().String() != tp.Addrs.Client.Addr().String() || inc.Server != tp.Backend || len(inc.Policies) != 1 || inc.Policies[0].Name != "events-only" {
 			t.Errorf("incident %+v", inc)
 		}
 	}
@@ -276,7 +276,7 @@ func TestPrivilegedDetectMidDownload(t *testing.T) {
 					t.Fatalf("detect printed %d incidents, want 1: %+v\n%s", len(incs), incs, summary)
 				}
 				inc := incs[0]
-				clientAddr := map[bool]string{false: "198.18.8.2", true: "fd00:c7:8:1::2"}[v6]
+				clientAddr := tp.Addrs.Client.Addr().String()
 				if inc.Client.Addr().String() != clientAddr || inc.Server != tp.Backend || inc.Stray == nil || inc.Stray.Len != 100 {
 					t.Errorf("incident %+v", inc)
 				}
@@ -290,30 +290,26 @@ func TestPrivilegedDetectMidDownload(t *testing.T) {
 }
 
 // serveAndInject serves one download on the backend address and, once
-// after bytes have been written, sends from the connection's own tuple 100
-// bytes at snd_nxt + 1 GiB: beyond any window. The channel gets the
+// after bytes have been written, sends from the connection's own tuple the
+// lab's crafted segment beyond any window (handshake.Injector). The channel gets the
 // injection's outcome.
 func serveAndInject(t *testing.T, tp *racetest.Topo, after int) <-chan error {
 	t.Helper()
 	var ln net.Listener
-	var raw int
+	var inj *handshake.Injector
 	var err error
 	tp.Server.Do(t, func() {
 		if ln, err = net.Listen("tcp", tp.Backend.String()); err != nil {
 			return
 		}
-		af := unix.AF_INET
-		if tp.IPv6 {
-			af = unix.AF_INET6
-		}
-		if raw, err = unix.Socket(af, unix.SOCK_RAW, unix.IPPROTO_TCP); err == nil && tp.IPv6 {
-			err = unix.SetsockoptInt(raw, unix.IPPROTO_IPV6, unix.IPV6_CHECKSUM, 16)
+		if inj, err = handshake.NewInjector(tp.IPv6); err != nil {
+			ln.Close()
 		}
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { ln.Close(); unix.Close(raw) })
+	t.Cleanup(func() { ln.Close(); inj.Close() })
 	done := make(chan error, 1)
 	go func() {
 		c, err := ln.Accept()
@@ -329,7 +325,7 @@ func serveAndInject(t *testing.T, tp *racetest.Topo, after int) <-chan error {
 				return
 			}
 		}
-		done <- racetest.InjectBeyondWindow(raw, c.(*net.TCPConn))
+		done <- inj.Inject(c.(*net.TCPConn))
 		c.SetWriteDeadline(time.Now().Add(netnstest.Slow(3 * time.Second)))
 		for {
 			if _, err := c.Write(buf); err != nil {

@@ -1,10 +1,8 @@
 package main
 
 import (
-	"encoding/json"
 	"fmt"
 	"log/slog"
-	"os"
 	"os/exec"
 	"os/signal"
 	"strings"
@@ -16,7 +14,8 @@ import (
 )
 
 func newLabCommand(g *globals) *cobra.Command {
-	var workaround, family, output string
+	var workaround, family string
+	var output *outputFlag
 	var cases []string
 	cmd := &cobra.Command{
 		Use:   "lab [--workaround all|none|liberal|liberal-global|dropInvalid] [--family ipv4|ipv6|both] [-o text|json]",
@@ -30,10 +29,10 @@ Exit status 0 when every selected workaround protected every case that
 reproduced without one; "not reproducible on this kernel" is a result.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := checkOutput(output); err != nil {
+			if err := output.check(); err != nil {
 				return err
 			}
-			log, err := newLogger(g.logLevel, "info")
+			log, err := newLogger(g.err, g.logLevel, "info")
 			if err != nil {
 				return err
 			}
@@ -55,14 +54,7 @@ reproduced without one; "not reproducible on this kernel" is a result.`,
 			rep, runErr := lab.Run(ctx, opts)
 			if len(rep.Results) > 0 || runErr == nil {
 				// Print what ran, also when the lab stopped half-way.
-				if output == "json" {
-					enc := json.NewEncoder(os.Stdout)
-					enc.SetIndent("", "  ")
-					err = enc.Encode(rep)
-				} else {
-					err = rep.WriteText(os.Stdout)
-				}
-				if err != nil {
+				if err := writeView(g.out, output.format, view{value: rep, text: rep.WriteText}); err != nil {
 					return err
 				}
 			}
@@ -79,7 +71,7 @@ reproduced without one; "not reproducible on this kernel" is a result.`,
 	fl.StringVar(&workaround, "workaround", "all", "all, none, liberal, liberal-global or dropInvalid")
 	fl.StringVar(&family, "family", "both", "ipv4, ipv6 or both")
 	fl.StringSliceVar(&cases, "case", nil, "cases to run: old-retransmission, beyond-window (default: both)")
-	fl.StringVarP(&output, "output", "o", "text", "output format: text or json")
+	output = addOutputFlag(cmd, "", outputText, outputJSON)
 	return cmd
 }
 

@@ -5,6 +5,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"io"
 	"os"
 
 	"github.com/ctguard/ctguard/policy"
@@ -26,12 +27,13 @@ type exitCodeError int
 func (e exitCodeError) Error() string { return fmt.Sprintf("exit status %d", int(e)) }
 
 func main() {
-	os.Exit(run(os.Args[1:]))
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
 
-// run executes the command line and returns the process exit code.
-func run(args []string) int {
-	root := newRootCommand()
+// run executes the command line, writing results to stdout and messages to
+// stderr, and returns the process exit code.
+func run(args []string, stdout, stderr io.Writer) int {
+	root := newRootCommand(stdout, stderr)
 	root.SetArgs(args)
 	err := root.Execute()
 	if err == nil {
@@ -44,10 +46,10 @@ func run(args []string) int {
 	var list policy.ErrorList
 	if errors.As(err, &list) {
 		for _, e := range list {
-			fmt.Fprintln(os.Stderr, e.Error())
+			fmt.Fprintln(stderr, e.Error())
 		}
 		return exitError
 	}
-	fmt.Fprintln(os.Stderr, "ctguard: "+userMessage(err))
+	fmt.Fprintln(stderr, "ctguard: "+userMessage(err))
 	return exitError
 }

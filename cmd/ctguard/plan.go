@@ -1,17 +1,15 @@
 package main
 
 import (
-	"fmt"
-	"os"
-	"slices"
-	"strings"
+	"io"
 
 	"github.com/ctguard/ctguard/controller/plan"
 	"github.com/spf13/cobra"
 )
 
 func newPlanCommand(g *globals) *cobra.Command {
-	var file, output string
+	var file string
+	var output *outputFlag
 	cmd := &cobra.Command{
 		Use:   "plan [-f PATH] [-o text|json|yaml]",
 		Short: "Show what apply would change; change nothing",
@@ -20,7 +18,7 @@ Exit status: 0 no changes, 2 changes pending, 1 error.
 Without -f the embedded default policy is used.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := checkOutput(output, "yaml"); err != nil {
+			if err := output.check(); err != nil {
 				return err
 			}
 			set, s, err := openWithPolicies(g, file)
@@ -32,7 +30,7 @@ Without -f the embedded default policy is used.`,
 			if err != nil {
 				return err
 			}
-			if err := writePlan(output, p); err != nil {
+			if err := writePlan(g.out, output.format, p); err != nil {
 				return err
 			}
 			if !p.Empty() {
@@ -42,31 +40,14 @@ Without -f the embedded default policy is used.`,
 		},
 	}
 	cmd.Flags().StringVarP(&file, "file", "f", "", "policy file or directory (default: the embedded policy)")
-	cmd.Flags().StringVarP(&output, "output", "o", "text", "output format: text, json or yaml")
+	output = addOutputFlag(cmd, "", outputText, outputJSON, outputYAML)
 	return cmd
 }
 
-// checkOutput validates -o before anything is read: text and json, and
-// the formats in more.
-func checkOutput(output string, more ...string) error {
-	formats := append([]string{"text", "json"}, more...)
-	if !slices.Contains(formats, output) {
-		return errOutput(output, formats...)
-	}
-	return nil
-}
-
-// errOutput is the error for an -o that is not one of formats.
-func errOutput(output string, formats ...string) error {
-	return fmt.Errorf("-o: %q is not one of %s", output, strings.Join(formats, ", "))
-}
-
-func writePlan(output string, p plan.Plan) error {
-	switch output {
-	case "json":
-		return plan.WriteJSON(os.Stdout, p)
-	case "yaml":
-		return plan.WriteYAML(os.Stdout, p)
-	}
-	return plan.WriteText(os.Stdout, p)
+// writePlan renders a plan in the -o format.
+func writePlan(w io.Writer, output string, p plan.Plan) error {
+	return writeView(w, output, view{
+		text: func(w io.Writer) error { return plan.WriteText(w, p) },
+		json: func(w io.Writer) error { return plan.WriteJSON(w, p) },
+	})
 }

@@ -8,8 +8,9 @@ import (
 	"github.com/spf13/cobra"
 )
 
-func newPolicyCommand() *cobra.Command {
-	var file, output string
+func newPolicyCommand(g *globals) *cobra.Command {
+	var file string
+	var output *outputFlag
 	cmd := &cobra.Command{
 		Use:   "policy [-f PATH] [-o yaml|json]",
 		Short: "Validate policies and print them with every default filled in",
@@ -23,18 +24,18 @@ with its file, line, policy and field path).
 Without -f the embedded default policy is used.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if output != "yaml" && output != "json" {
-				return errOutput(output, "yaml", "json")
+			if err := output.check(); err != nil {
+				return err
 			}
 			set, err := loadPolicies(file)
 			if err != nil {
 				return err
 			}
-			return writePolicies(cmd.OutOrStdout(), output, set.Policies)
+			return writePolicies(g.out, output.format, set.Policies)
 		},
 	}
 	cmd.Flags().StringVarP(&file, "file", "f", "", "policy file or directory (default: the embedded policy)")
-	cmd.Flags().StringVarP(&output, "output", "o", "yaml", "output format: yaml or json")
+	output = addOutputFlag(cmd, "", outputYAML, outputJSON)
 	return cmd
 }
 
@@ -43,7 +44,7 @@ Without -f the embedded default policy is used.`,
 func writePolicies(w io.Writer, output string, ps []policy.Policy) error {
 	var out []byte
 	var err error
-	if output == "json" {
+	if output == outputJSON {
 		if ps == nil {
 			ps = []policy.Policy{}
 		}

@@ -2,7 +2,10 @@ package main
 
 import (
 	"fmt"
+	"io"
+	"strings"
 
+	"github.com/ctguard/ctguard/controller"
 	"github.com/spf13/cobra"
 )
 
@@ -25,21 +28,28 @@ per-flow flags it set) and leaves the box exactly as before the first apply.`,
 			if err != nil {
 				return err
 			}
-			if res.ForeignTableKept {
-				fmt.Println("Left table inet ctguard alone: ctguard did not create it (see ctguard status).")
-			}
-			if res.ToRevision == 0 {
-				fmt.Printf("Removed everything ctguard applied; cleared the flag on %d flows.\n", res.ClearedFlows)
-				return nil
-			}
-			fmt.Printf("Rolled back: the previous policies are in force again as revision %d", res.ToRevision)
-			if res.ClearedFlows > 0 {
-				fmt.Printf("; cleared the flag on %d flows", res.ClearedFlows)
-			}
-			fmt.Println(".")
-			return nil
+			return writeRolledBack(g.out, res)
 		},
 	}
 	cmd.Flags().BoolVar(&all, "all", false, "remove everything ctguard ever applied")
 	return cmd
+}
+
+// writeRolledBack reports what rollback did.
+func writeRolledBack(w io.Writer, res controller.RollbackResult) error {
+	var b strings.Builder
+	if res.ForeignTableKept {
+		b.WriteString("Left table inet ctguard alone: ctguard did not create it (see ctguard status).\n")
+	}
+	if res.ToRevision == 0 {
+		fmt.Fprintf(&b, "Removed everything ctguard applied; cleared the flag on %d flows.\n", res.ClearedFlows)
+	} else {
+		fmt.Fprintf(&b, "Rolled back: the previous policies are in force again as revision %d", res.ToRevision)
+		if res.ClearedFlows > 0 {
+			fmt.Fprintf(&b, "; cleared the flag on %d flows", res.ClearedFlows)
+		}
+		b.WriteString(".\n")
+	}
+	_, err := io.WriteString(w, b.String())
+	return err
 }

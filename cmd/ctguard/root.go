@@ -1,6 +1,8 @@
 package main
 
 import (
+	"io"
+
 	"github.com/ctguard/ctguard/controller/flows"
 	"github.com/ctguard/ctguard/controller/journal"
 	"github.com/ctguard/ctguard/controller/ruleset"
@@ -8,8 +10,11 @@ import (
 	"github.com/spf13/cobra"
 )
 
-// globals are the flags every subcommand shares.
+// globals are the flags every subcommand shares, and the streams every
+// command writes to (never os.Stdout or os.Stderr directly).
 type globals struct {
+	out, err io.Writer // results; messages and logs
+
 	stateDir string
 	logLevel string
 	markBit  uint32
@@ -17,8 +22,11 @@ type globals struct {
 	evidence uint16
 }
 
-func newRootCommand() *cobra.Command {
-	g := &globals{}
+// newRootCommand returns the ctguard command writing results to out and
+// messages, logs and help to errOut (cobra's own output follows its
+// convention: help to out, errors to errOut).
+func newRootCommand(out, errOut io.Writer) *cobra.Command {
+	g := &globals{out: out, err: errOut}
 	root := &cobra.Command{
 		Use:   "ctguard",
 		Short: "Stop a NAT box from resetting healthy TCP connections on conntrack-invalid packets",
@@ -31,6 +39,8 @@ It acts on the network namespace it runs in.`,
 		Version:       version.Get().String(),
 	}
 	root.SetVersionTemplate("{{.Version}}\n")
+	root.SetOut(out)
+	root.SetErr(errOut)
 	root.PersistentFlags().StringVar(&g.stateDir, "state-dir", journal.DefaultDir, "directory of the rollback journal")
 	root.PersistentFlags().Uint32Var(&g.markBit, "mark-bit", uint32(flows.DefaultMarkBit), "conntrack mark bit ctguard owns: set on the flows it flags, used by rollback to find them (use the same value for every command)")
 	root.PersistentFlags().Uint16Var(&g.queue, "gate-queue", ruleset.DefaultQueue, "NFQUEUE number of the handshake gate (perFlow policies with handshake gate; use the same value for every command)")
@@ -43,9 +53,9 @@ It acts on the network namespace it runs in.`,
 		newRollbackCommand(g),
 		newRunCommand(g),
 		newLabCommand(g),
-		newVersionCommand(),
+		newVersionCommand(g),
 		newDetectCommand(g),
-		newPolicyCommand(),
+		newPolicyCommand(g),
 	)
 	return root
 }

@@ -14,6 +14,7 @@ import (
 
 	"github.com/ctguard/ctguard/controller"
 	"github.com/ctguard/ctguard/controller/flows"
+	"github.com/ctguard/ctguard/controller/gate"
 	"github.com/ctguard/ctguard/controller/metrics"
 	"github.com/ctguard/ctguard/controller/perflow"
 	"github.com/ctguard/ctguard/controller/watch"
@@ -57,86 +58,41 @@ place (unless --cleanup-on-exit). Without -f the embedded default policy runs.`,
 	return cmd
 }
 
+// runController is "ctguard run": each step below does one thing, in the
+// order the kernel needs them.
 func runController(ctx context.Context, g *globals, f *runFlags) error {
 	if err := f.validate(); err != nil {
 		return err
 	}
-	if f.stuckAfter <= 0 {
-		return fmt.Errorf("--stuck-after: must be positive, got %s", f.stuckAfter)
+	// A bad policy ends the process before anything is bound, opened,
+	// locked or applied. Run reads the file again at its start.
+	initial, err := loadPolicies(f.file)
+	if err != nil {
+		return err
 	}
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
-	// Bind the metrics address first: probes that can never answer must
-	// end the process at once, before anything is applied.
-	var metricsLn net.Listener
-	if f.webConfig != "" {
-		if f.metricsAddr == "" {
-			return errors.New("--web-config-file: needs --metrics-addr")
-		}
-		if err := metrics.CheckWebConfig(f.webConfig); err != nil {
-			return fmt.Errorf("--web-config-file: %w", err)
-		}
+	// Probes that can never answer end the process at once, before
+	// anything is applied.
+	metricsLn, err := listenMetrics(f)
+	if err != nil {
+		return err
 	}
-	if f.metricsAddr != "" {
-		ln, err := metrics.Listen(f.metricsAddr)
-		if err != nil {
-			return fmt.Errorf("--metrics-addr: %w", err)
-		}
-		metricsLn = ln
-		defer ln.Close()
+	if metricsLn != nil {
+		defer metricsLn.Close()
 	}
 	// A metrics server that fails later ends the controller too.
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	serveErr := make(chan error, 1)
 
 	s, err := openSession(g, "info")
 	if err != nil {
 		return err
 	}
 	defer s.close()
-	owned, err := s.FlaggedDirections()
+	r, err := newControllerRun(g, f, s)
 	if err != nil {
 		return err
-	}
-	m := metrics.New()
-	// Rule counters, drift and the sysctl are read from the kernel at each
-	// scrape, not only at reconcile time.
-	m.ReadKernelAtScrape(s.KernelState)
-	var ready, failing atomic.Bool
-	var loopBeat atomic.Int64
-	sd, err := sdnotify.FromEnv()
-	if err != nil {
-		s.log.Warn("systemd notifications off", "err", err)
-	}
-	engine, err := perflow.New(perflow.Config{
-		Conn:        perflow.FromFlows(s.Conntrack),
-		MarkBit:     flows.MarkBit(g.markBit),
-		EventBuffer: f.eventBuffer,
-		// What earlier ctguard processes may have flagged, so a policy
-		// change can clear it on flows no policy selects any more.
-		OwnedDirections: owned,
-		// The same period as the table check: it re-flags flows whose
-		// flag something cleared and forgets flows that ended unseen.
-		ResyncInterval: f.resync,
-		Logger:         s.log,
-		Observer:       metricsObserver{m},
-		// Ready once the policies are applied (Run starts the engine
-		// after its first apply) and the engine listens to events.
-		OnReady: func() {
-			ready.Store(true)
-			notifySystemd(sd, s.log, sdnotify.Ready, sdnotify.Status("policies applied; per-flow engine listening"))
-		},
-	})
-	if err != nil {
-		return err
-	}
-	// The gate listens before the first apply installs its rules and
-	// before the engine's first dump (Run starts the engine after the
-	// apply). A policy that does not load is reported by Run.
-	initial, err := loadPolicies(f.file)
-	if err != nil {
-		return err // nothing is locked, bound or applied yet
 	}
 	// Only one ctguard runs in a namespace: hold its locks before binding
 	// the queue, which a running ctguard holds.
@@ -144,78 +100,211 @@ func runController(ctx context.Context, g *globals, f *runFlags) error {
 	if err != nil {
 		return err
 	}
-	gated := startGate(s, g, engine, m, initial.Policies)
-	// The evidence group is bound before the first apply writes rules
-	// logging to it.
-	ring := startIncidents(ctx, s, g.evidence, m, initial.Policies)
-	health := func() error { return stuck(time.Now(), f.stuckAfter, loopBeat.Load(), engine.Heartbeat()) }
-	go feedWatchdog(ctx, sd, &ready, health, s.log)
-	go func() {
-		<-ctx.Done()
-		notifySystemd(sd, s.log, sdnotify.Stopping)
-	}()
-
-	reload := make(chan struct{}, 1)
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP) // before anything can send one
-	defer signal.Stop(hup)
-	go forwardSignals(ctx, hup, reload)
-	if f.file != "" {
-		w, err := watch.New(f.file, s.log)
-		if err != nil {
-			return err
-		}
-		defer w.Close()
-		go forward(ctx, w.Events(), reload)
+	// The gate listens before the first apply installs its rules and
+	// before the engine's first dump (Run starts the engine after the
+	// apply); the evidence group is bound before the first apply writes
+	// rules logging to it.
+	gated := startGate(s, g, r.engine, r.m, initial.Policies)
+	ring := startIncidents(ctx, s, g.evidence, r.m, initial.Policies)
+	r.notifyLifecycle(ctx)
+	reload, stopReloads, err := r.reloads(ctx)
+	if err != nil {
+		return err
 	}
+	defer stopReloads()
 	changed, err := s.Tables.Watch(ctx)
 	if err != nil {
 		s.log.Warn("nftables change notifications unavailable; drift is repaired on the resync tick only", "err", err)
 	}
+	serveErr := r.serveMetrics(ctx, cancel, metricsLn)
+	err = s.Run(ctx, r.runConfig(reload, changed, gated, ring, release))
+	return withServeError(err, f.metricsAddr, serveErr)
+}
 
-	if metricsLn != nil {
-		h := m.ProbeHandler(metrics.Probes{
-			Ready: func() error {
-				switch {
-				case !ready.Load():
-					return errors.New("first apply not done yet")
-				case failing.Load():
-					return errors.New("the last reconcile failed: see the logs or ctguard status")
-				}
-				return nil
-			},
-			Live: health,
-		})
-		go func() {
-			if err := metrics.ServeListener(ctx, metricsLn, h, f.webConfig, s.log); err != nil {
-				serveErr <- err
-				cancel()
-			}
-		}()
+// listenMetrics checks --web-config-file and binds --metrics-addr (nil
+// when empty).
+func listenMetrics(f *runFlags) (net.Listener, error) {
+	if f.webConfig != "" {
+		if f.metricsAddr == "" {
+			return nil, errors.New("--web-config-file: needs --metrics-addr")
+		}
+		if err := metrics.CheckWebConfig(f.webConfig); err != nil {
+			return nil, fmt.Errorf("--web-config-file: %w", err)
+		}
 	}
-	lastGeneration := -1
-	err = s.Run(ctx, controller.RunConfig{
-		Load:         func() (controller.PolicySet, error) { return loadPolicies(f.file) },
+	if f.metricsAddr == "" {
+		return nil, nil
+	}
+	ln, err := metrics.Listen(f.metricsAddr)
+	if err != nil {
+		return nil, fmt.Errorf("--metrics-addr: %w", err)
+	}
+	return ln, nil
+}
+
+// controllerRun is the state the steps of one "ctguard run" share.
+type controllerRun struct {
+	g      *globals
+	f      *runFlags
+	s      *session
+	m      *metrics.Metrics
+	sd     *sdnotify.Notifier
+	engine *perflow.Engine
+	// ready: the first apply is done and the engine listens; failing: the
+	// last reconcile failed; loopBeat: when the reconcile loop last
+	// waited for work (Unix ns).
+	ready, failing atomic.Bool
+	loopBeat       atomic.Int64
+	// lastGeneration is the policy generation systemd last heard of.
+	lastGeneration int
+}
+
+// newControllerRun creates the metrics, the systemd notifier and the
+// per-flow engine (not started: Run starts it after its first apply).
+func newControllerRun(g *globals, f *runFlags, s *session) (*controllerRun, error) {
+	// What earlier ctguard processes may have flagged, so a policy change
+	// can clear it on flows no policy selects any more.
+	owned, err := s.FlaggedDirections()
+	if err != nil {
+		return nil, err
+	}
+	r := &controllerRun{g: g, f: f, s: s, m: metrics.New(), lastGeneration: -1}
+	// Rule counters, drift and the sysctl are read from the kernel at each
+	// scrape, not only at reconcile time.
+	r.m.ReadKernelAtScrape(s.KernelState)
+	if r.sd, err = sdnotify.FromEnv(); err != nil {
+		s.log.Warn("systemd notifications off", "err", err)
+	}
+	r.engine, err = perflow.New(r.engineConfig(owned))
+	if err != nil {
+		return nil, err
+	}
+	return r, nil
+}
+
+// engineConfig configures the per-flow engine.
+func (r *controllerRun) engineConfig(owned flows.Directions) perflow.Config {
+	return perflow.Config{
+		Conn:            perflow.FromFlows(r.s.Conntrack),
+		MarkBit:         flows.MarkBit(r.g.markBit),
+		EventBuffer:     r.f.eventBuffer,
+		OwnedDirections: owned,
+		// The same period as the table check: it re-flags flows whose
+		// flag something cleared and forgets flows that ended unseen.
+		ResyncInterval: r.f.resync,
+		Logger:         r.s.log,
+		Observer:       metricsObserver{r.m},
+		// Ready once the policies are applied (Run starts the engine
+		// after its first apply) and the engine listens to events.
+		OnReady: func() {
+			r.ready.Store(true)
+			notifySystemd(r.sd, r.s.log, sdnotify.Ready, sdnotify.Status("policies applied; per-flow engine listening"))
+		},
+	}
+}
+
+// health fails when the reconcile loop or the engine is stuck.
+func (r *controllerRun) health() error {
+	return stuck(time.Now(), r.f.stuckAfter, r.loopBeat.Load(), r.engine.Heartbeat())
+}
+
+// readiness answers /readyz.
+func (r *controllerRun) readiness() error {
+	switch {
+	case !r.ready.Load():
+		return errors.New("first apply not done yet")
+	case r.failing.Load():
+		return errors.New("the last reconcile failed: see the logs or ctguard status")
+	}
+	return nil
+}
+
+// notifyLifecycle feeds systemd's watchdog while healthy and says
+// STOPPING=1 when ctx ends.
+func (r *controllerRun) notifyLifecycle(ctx context.Context) {
+	go feedWatchdog(ctx, r.sd, &r.ready, r.health, r.s.log)
+	go func() {
+		<-ctx.Done()
+		notifySystemd(r.sd, r.s.log, sdnotify.Stopping)
+	}()
+}
+
+// reloads returns the channel Run reloads on: SIGHUP, and changes to -f's
+// path when one is watched. stop ends both.
+func (r *controllerRun) reloads(ctx context.Context) (reload chan struct{}, stop func(), err error) {
+	reload = make(chan struct{}, 1)
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP) // before anything can send one
+	go forwardSignals(ctx, hup, reload)
+	if r.f.file == "" {
+		return reload, func() { signal.Stop(hup) }, nil
+	}
+	w, err := watch.New(r.f.file, r.s.log)
+	if err != nil {
+		signal.Stop(hup)
+		return nil, nil, err
+	}
+	go forward(ctx, w.Events(), reload)
+	return reload, func() { w.Close(); signal.Stop(hup) }, nil
+}
+
+// serveMetrics serves /metrics, /healthz and /readyz on ln (when bound)
+// until ctx ends; a server that fails cancels the run and its error
+// arrives on the channel returned.
+func (r *controllerRun) serveMetrics(ctx context.Context, cancel context.CancelFunc, ln net.Listener) <-chan error {
+	serveErr := make(chan error, 1)
+	if ln == nil {
+		return serveErr
+	}
+	h := r.m.ProbeHandler(metrics.Probes{Ready: r.readiness, Live: r.health})
+	go func() {
+		if err := metrics.ServeListener(ctx, ln, h, r.f.webConfig, r.s.log); err != nil {
+			serveErr <- err
+			cancel()
+		}
+	}()
+	return serveErr
+}
+
+// runConfig wires the reconcile loop.
+func (r *controllerRun) runConfig(reload, changed <-chan struct{}, gated *gate.Runner, ring *incidentRing, release func()) controller.RunConfig {
+	return controller.RunConfig{
+		Load:         func() (controller.PolicySet, error) { return loadPolicies(r.f.file) },
 		Reload:       reload,
 		TableChanged: changed,
-		Resync:       f.resync,
+		Resync:       r.f.resync,
 		Engine:       ringEngine{Engine: gated, ring: ring},
-		Metrics:      m,
-		Gate:         func() *controller.GateStatus { return gateStatus(gated, s.Tables) },
+		Metrics:      r.m,
+		Gate:         func() *controller.GateStatus { return gateStatus(gated, r.s.Tables) },
 		Publish: func(st controller.LiveStatus) {
-			if was := failing.Swap(st.ReconcileFailing); was != st.ReconcileFailing || st.Generation != lastGeneration {
-				lastGeneration = st.Generation
-				notifySystemd(sd, s.log, sdnotify.Status(liveLine(st)))
+			if r.statusChanged(st) {
+				notifySystemd(r.sd, r.s.log, sdnotify.Status(liveLine(st)))
 			}
 			ring.publish(st)
 		},
-		Beat:          func() { loopBeat.Store(time.Now().UnixNano()) },
-		CleanupOnExit: f.cleanupOnExit,
+		Beat:          func() { r.loopBeat.Store(time.Now().UnixNano()) },
+		CleanupOnExit: r.f.cleanupOnExit,
 		Held:          release,
-	})
+	}
+}
+
+// statusChanged records st's failing state and generation and tells
+// whether either changed since the last published status (systemd hears
+// only of changes).
+func (r *controllerRun) statusChanged(st controller.LiveStatus) bool {
+	was := r.failing.Swap(st.ReconcileFailing)
+	if was == st.ReconcileFailing && st.Generation == r.lastGeneration {
+		return false
+	}
+	r.lastGeneration = st.Generation
+	return true
+}
+
+// withServeError adds a metrics server's failure, if any, to Run's error.
+func withServeError(err error, addr string, serveErr <-chan error) error {
 	select {
 	case e := <-serveErr:
-		return errors.Join(err, fmt.Errorf("--metrics-addr %s: %w", f.metricsAddr, e))
+		return errors.Join(err, fmt.Errorf("--metrics-addr %s: %w", addr, e))
 	default:
 		return err
 	}
@@ -254,6 +343,9 @@ func (f *runFlags) validate() error {
 	}
 	if f.eventBuffer <= 0 || f.eventBuffer > maxEventBuffer {
 		return fmt.Errorf("--event-buffer: %d bytes is not between 1 and %d", f.eventBuffer, maxEventBuffer)
+	}
+	if f.stuckAfter <= 0 {
+		return fmt.Errorf("--stuck-after: must be positive, got %s", f.stuckAfter)
 	}
 	return nil
 }

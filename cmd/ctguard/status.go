@@ -1,11 +1,9 @@
 package main
 
 import (
-	"encoding/json"
 	"fmt"
 	"io"
 	"maps"
-	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -15,14 +13,13 @@ import (
 	"github.com/ctguard/ctguard/controller"
 	"github.com/ctguard/ctguard/controller/incident"
 	"github.com/ctguard/ctguard/controller/perflow"
-	"github.com/ctguard/ctguard/controller/plan"
 	"github.com/ctguard/ctguard/controller/ruleset"
 	"github.com/ctguard/ctguard/controller/sysctl"
 	"github.com/spf13/cobra"
 )
 
 func newStatusCommand(g *globals) *cobra.Command {
-	var output string
+	var output *outputFlag
 	cmd := &cobra.Command{
 		Use:   "status [-o text|json|yaml]",
 		Short: "Show what is applied and what its counters prove",
@@ -32,7 +29,7 @@ in force), 4 failing (an interrupted apply, or the running controller's
 reconcile fails, its policy is rejected, or it is stuck), 1 error.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := checkOutput(output, "yaml"); err != nil {
+			if err := output.check(); err != nil {
 				return err
 			}
 			s, err := openSession(g, "warn")
@@ -44,38 +41,24 @@ reconcile fails, its policy is rejected, or it is stuck), 1 error.`,
 			if err != nil {
 				return err
 			}
-			switch output {
-			case "json":
-				enc := json.NewEncoder(os.Stdout)
-				enc.SetIndent("", "  ")
-				err = enc.Encode(st)
-			case "yaml":
-				err = writeYAML(os.Stdout, st)
-			default:
-				err = writeStatus(os.Stdout, st)
-			}
-			if err != nil {
+			if err := writeView(g.out, output.format, statusView(st, time.Now())); err != nil {
 				return err
 			}
 			return statusExit(st.State)
 		},
 	}
-	cmd.Flags().StringVarP(&output, "output", "o", "text", "output format: text, json or yaml")
+	output = addOutputFlag(cmd, "", outputText, outputJSON, outputYAML)
 	return cmd
 }
 
-// writeYAML writes v's JSON form as YAML: -o yaml shows what -o json
-// shows, field for field.
-func writeYAML(w io.Writer, v any) error {
-	js, err := json.Marshal(v)
-	if err != nil {
-		return err
-	}
-	return plan.JSONToYAML(w, js)
+// statusView is a Status in every -o format; now dates the controller's
+// last update.
+func statusView(st controller.Status, now time.Time) view {
+	return view{value: st, text: func(w io.Writer) error { return writeStatus(w, st, now) }}
 }
 
 // writeStatus renders a Status for people.
-func writeStatus(w io.Writer, st controller.Status) error {
+func writeStatus(w io.Writer, st controller.Status, now time.Time) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintf(tw, "State:\t%s\n", st.State)
 	for _, p := range st.Problems {
@@ -108,7 +91,7 @@ func writeStatus(w io.Writer, st controller.Status) error {
 	}
 	fmt.Fprintf(tw, "Sysctl %s:\t%s\n", sysctl.BeLiberal, liberal)
 	fmt.Fprintf(tw, "Conntrack invalid (all CPUs):\t%d\n", st.ConntrackInvalid)
-	fmt.Fprintf(tw, "Controller (ctguard run):\t%s\n", controllerState(st))
+	fmt.Fprintf(tw, "Controller (ctguard run):\t%s\n", controllerState(st, now))
 	if st.GateFallback {
 		fmt.Fprintf(tw, "Handshake gate:\tFALLEN BACK to guard rules (the kernel or the queue refused the gate)\n")
 	}
@@ -191,12 +174,12 @@ func tableState(st controller.Status) string {
 }
 
 // controllerState describes the last status a "ctguard run" published.
-func controllerState(st controller.Status) string {
+func controllerState(st controller.Status, now time.Time) string {
 	live := st.Live
 	if live == nil {
 		return "never ran with this state directory"
 	}
-	state := fmt.Sprintf("last update %s ago", time.Since(live.UpdatedAt).Round(time.Second))
+	state := fmt.Sprintf("last update %s ago", now.Sub(live.UpdatedAt).Round(time.Second))
 	if st.ControllerRunning {
 		state = fmt.Sprintf("running (pid %d in its namespace, policy generation %d), %s", live.PID, live.Generation, state)
 	} else {

@@ -1,34 +1,30 @@
 package main
 
 import (
-	"encoding/json"
 	"fmt"
-	"os"
+	"io"
 
 	"github.com/ctguard/ctguard/internal/version"
 	"github.com/spf13/cobra"
 )
 
-func newVersionCommand() *cobra.Command {
-	var output string
+func newVersionCommand(g *globals) *cobra.Command {
+	var output *outputFlag
 	cmd := &cobra.Command{
 		Use:   "version [-o text|json]",
 		Short: "Print ctguard's version, commit and Go version",
 		Args:  cobra.NoArgs,
 		RunE: func(*cobra.Command, []string) error {
-			if err := checkOutput(output); err != nil {
+			if err := output.check(); err != nil {
 				return err
 			}
 			v := version.Get()
-			if output == "json" {
-				enc := json.NewEncoder(os.Stdout)
-				enc.SetIndent("", "  ")
-				return enc.Encode(v)
-			}
-			_, err := fmt.Println(v)
-			return err
+			return writeView(g.out, output.format, view{value: v, text: func(w io.Writer) error {
+				_, err := fmt.Fprintln(w, v)
+				return err
+			}})
 		},
 	}
-	cmd.Flags().StringVarP(&output, "output", "o", "text", "output format: text or json")
+	output = addOutputFlag(cmd, "", outputText, outputJSON)
 	return cmd
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"log/slog"
 	"math/bits"
@@ -29,9 +30,9 @@ func loadPolicies(path string) (controller.PolicySet, error) {
 	return controller.PolicySet{Source: path, Policies: ps}, nil
 }
 
-// newLogger returns a text logger on a terminal and JSON otherwise, at
-// level, or at fallback when level is empty.
-func newLogger(level, fallback string) (*slog.Logger, error) {
+// newLogger returns a logger writing to w, text on a terminal and JSON
+// otherwise, at level, or at fallback when level is empty.
+func newLogger(w io.Writer, level, fallback string) (*slog.Logger, error) {
 	if level == "" {
 		level = fallback
 	}
@@ -40,13 +41,18 @@ func newLogger(level, fallback string) (*slog.Logger, error) {
 		return nil, fmt.Errorf("--log-level: %q is not one of debug, info, warn, error", level)
 	}
 	opts := &slog.HandlerOptions{Level: l}
-	if isTerminal(os.Stderr) {
-		return slog.New(slog.NewTextHandler(os.Stderr, opts)), nil
+	if isTerminal(w) {
+		return slog.New(slog.NewTextHandler(w, opts)), nil
 	}
-	return slog.New(slog.NewJSONHandler(os.Stderr, opts)), nil
+	return slog.New(slog.NewJSONHandler(w, opts)), nil
 }
 
-func isTerminal(f *os.File) bool {
+// isTerminal tells whether w is a terminal (a buffer is not).
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
 	_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
 	return err == nil
 }
@@ -60,7 +66,7 @@ type session struct {
 // openSession wires the kernel edges of the current namespace.
 // Its logs default to warnings: one-shot commands print their own result.
 func openSession(g *globals, defaultLevel string) (*session, error) {
-	log, err := newLogger(g.logLevel, defaultLevel)
+	log, err := newLogger(g.err, g.logLevel, defaultLevel)
 	if err != nil {
 		return nil, err
 	}

@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/ctguard/ctguard/internal/netns"
 )
 
 func TestCurrentBootID(t *testing.T) {
@@ -17,7 +19,7 @@ func TestCurrentBootID(t *testing.T) {
 	if err != nil || again != id {
 		t.Fatalf("CurrentBootID = %q then %q, %v", id, again, err)
 	}
-	cur, err := CurrentNetNS()
+	cur, err := netns.Current()
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -436,30 +436,6 @@ func TestCheckNetNS(t *testing.T) {
 	}
 }
 
-func TestNetNSIdentity(t *testing.T) {
-	cur, err := CurrentNetNS()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !strings.HasPrefix(cur, "net:[") || !strings.HasSuffix(cur, "]") {
-		t.Fatalf("CurrentNetNS = %q", cur)
-	}
-	if got, err := NetNSOfFd(-1); err != nil || got != cur {
-		t.Fatalf("NetNSOfFd(-1) = %q, %v; want %q", got, err, cur)
-	}
-	f, err := os.Open("/proc/self/ns/net")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	if got, err := NetNSOfFd(int(f.Fd())); err != nil || got != cur {
-		t.Fatalf("NetNSOfFd(own ns fd) = %q, %v; want %q", got, err, cur)
-	}
-	if _, err := NetNSOfFd(int(os.Stdin.Fd())); err == nil {
-		t.Fatal("NetNSOfFd(stdin) succeeded")
-	}
-}
-
 func TestHoldControllerExcludesOthers(t *testing.T) {
 	s := newStore(t)
 	release, err := s.HoldController("run")

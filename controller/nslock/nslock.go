@@ -18,13 +18,12 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"runtime"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
 
-	"github.com/vishvananda/netns"
+	"github.com/ctguard/ctguard/internal/netns"
 	"golang.org/x/sys/unix"
 )
 
@@ -253,35 +252,5 @@ func (r *limited) Read(p []byte) (int, error) {
 }
 
 // inNetNS runs fn on a locked OS thread switched into the namespace (or
-// directly for the current one), so the sockets fn creates live there. A
-// thread that cannot switch back is never unlocked: Go discards it with
-// the goroutine.
-func (l *Locker) inNetNS(fn func() error) error {
-	if l.netnsFd < 0 {
-		return fn()
-	}
-	done := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		orig, err := netns.Get()
-		if err != nil {
-			runtime.UnlockOSThread()
-			done <- err
-			return
-		}
-		defer orig.Close()
-		if err := netns.Set(netns.NsHandle(l.netnsFd)); err != nil {
-			runtime.UnlockOSThread()
-			done <- fmt.Errorf("enter netns: %w", err)
-			return
-		}
-		fnErr := fn()
-		if err := netns.Set(orig); err != nil {
-			done <- fmt.Errorf("leave netns: %w", err)
-			return // thread stays locked and dies with the goroutine
-		}
-		runtime.UnlockOSThread()
-		done <- fnErr
-	}()
-	return <-done
-}
+// directly for the current one), so the sockets fn creates live there.
+func (l *Locker) inNetNS(fn func() error) error { return netns.Do(l.netnsFd, fn) }

@@ -15,12 +15,12 @@ func WriteYAML(w io.Writer, p Plan) error {
 	if err := WriteJSON(&js, p); err != nil {
 		return err
 	}
-	return JSONToYAML(w, js.Bytes())
+	return jsonToYAML(w, js.Bytes())
 }
 
-// JSONToYAML writes the JSON document js as YAML (sigs.k8s.io/yaml: the
+// jsonToYAML writes the JSON document js as YAML (sigs.k8s.io/yaml: the
 // Kubernetes conversion, which keeps every field and value).
-func JSONToYAML(w io.Writer, js []byte) error {
+func jsonToYAML(w io.Writer, js []byte) error {
 	y, err := yaml.JSONToYAML(js)
 	if err != nil {
 		return err

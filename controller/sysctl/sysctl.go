@@ -2,7 +2,7 @@
 //
 // net.* sysctls are per network namespace, and /proc/sys shows the
 // namespace of the thread that opens the file. So every file is opened on a
-// locked OS thread switched into the target namespace and back; once open,
+// locked OS thread switched into the target namespace and back (netns.Do); once open,
 // the file stays bound to that namespace and is read or written from any
 // thread.
 package sysctl
@@ -12,10 +12,9 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"runtime"
 	"strings"
 
-	"github.com/vishvananda/netns"
+	"github.com/ctguard/ctguard/internal/netns"
 
 	"github.com/ctguard/ctguard/policy"
 )
@@ -87,56 +86,18 @@ func (s *Sysctl) open(name string, flag int) (*os.File, error) {
 	if err != nil {
 		return nil, err
 	}
-	if s.netnsFd < 0 {
-		f, err := os.OpenFile(path, flag, 0)
-		if err != nil {
-			return nil, fmt.Errorf("sysctl %s: %w", name, err)
-		}
-		return f, nil
-	}
-	type result struct {
-		f   *os.File
-		err error
-	}
-	done := make(chan result, 1)
-	// A goroutine of its own: if its thread cannot switch back, the thread
-	// stays locked and dies with the goroutine, and the caller's goroutine
-	// never runs in the wrong namespace.
-	go func() {
-		f, err := openIn(netns.NsHandle(s.netnsFd), path, flag)
-		done <- result{f, err}
-	}()
-	r := <-done
-	if r.err != nil {
-		return nil, fmt.Errorf("sysctl %s: %w", name, r.err)
-	}
-	return r.f, nil
-}
-
-// openIn opens path on the calling goroutine's thread switched into target.
-// It unlocks the thread only after switching it back.
-func openIn(target netns.NsHandle, path string, flag int) (*os.File, error) {
-	runtime.LockOSThread()
-	orig, err := netns.Get()
+	var f *os.File
+	err = netns.Do(s.netnsFd, func() (err error) {
+		f, err = os.OpenFile(path, flag, 0)
+		return err
+	})
 	if err != nil {
-		runtime.UnlockOSThread()
-		return nil, fmt.Errorf("get current netns: %w", err)
-	}
-	defer orig.Close()
-	if err := netns.Set(target); err != nil {
-		runtime.UnlockOSThread()
-		return nil, fmt.Errorf("enter netns: %w", err)
-	}
-	f, openErr := os.OpenFile(path, flag, 0)
-	if err := netns.Set(orig); err != nil {
-		// Never unlock: the thread must die with its goroutine.
 		if f != nil {
-			f.Close()
+			f.Close() // opened, but the thread could not switch back
 		}
-		return nil, fmt.Errorf("leave netns: %w", err)
+		return nil, fmt.Errorf("sysctl %s: %w", name, err)
 	}
-	runtime.UnlockOSThread()
-	return f, openErr
+	return f, nil
 }
 
 // procPath maps a dotted sysctl name to its /proc/sys file.

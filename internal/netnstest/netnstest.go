@@ -4,17 +4,16 @@ package netnstest
 
 import (
 	"bytes"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"os"
 	"os/exec"
-	"runtime"
 	"strconv"
 	"testing"
 	"time"
 
-	"github.com/vishvananda/netns"
+	"github.com/ctguard/ctguard/internal/netns"
+	vnetns "github.com/vishvananda/netns"
 )
 
 // RequirePrivileged skips the test unless it runs as root. When
@@ -50,7 +49,7 @@ func Slow(d time.Duration) time.Duration {
 // NS is a named network namespace created for one test.
 type NS struct {
 	Name   string
-	Handle netns.NsHandle
+	Handle vnetns.NsHandle
 }
 
 // Fd returns the namespace's file descriptor, for netlink sockets that must
@@ -58,52 +57,27 @@ type NS struct {
 func (n *NS) Fd() int { return int(n.Handle) }
 
 // NewNetNS creates a uniquely named network namespace (visible to
-// "ip netns exec") with loopback up, and deletes it when the test ends. The
-// calling goroutine's thread is never left inside it.
+// "ip netns exec") with loopback up, and deletes it when the test ends. No
+// thread is ever left inside it.
 func NewNetNS(t testing.TB, prefix string) *NS {
 	t.Helper()
 	RequirePrivileged(t)
-	b := make([]byte, 4)
-	if _, err := rand.Read(b); err != nil {
+	name, err := netns.UniqueName("ctg-" + prefix + "-")
+	if err != nil {
 		t.Fatal(err)
 	}
-	name := "ctg-" + prefix + "-" + hex.EncodeToString(b)
-	if len(name) > 32 {
-		name = name[:32]
-	}
-	h, err := newNamed(name)
+	n, err := netns.NewNamed(name)
 	if err != nil {
-		t.Fatalf("create netns %s: %v", name, err)
+		t.Fatal(err)
 	}
-	ns := &NS{Name: name, Handle: h}
+	ns := &NS{Name: n.Name, Handle: n.Handle}
 	t.Cleanup(func() {
-		h.Close()
-		if err := netns.DeleteNamed(name); err != nil {
-			t.Errorf("delete netns %s: %v", name, err)
+		if err := n.Delete(); err != nil {
+			t.Error(err)
 		}
 	})
 	ns.MustRun(t, "ip", "link", "set", "lo", "up")
 	return ns
-}
-
-// newNamed creates the namespace on a locked thread and switches that
-// thread back before unlocking it.
-func newNamed(name string) (netns.NsHandle, error) {
-	runtime.LockOSThread()
-	orig, err := netns.Get()
-	if err != nil {
-		runtime.UnlockOSThread()
-		return 0, err
-	}
-	defer orig.Close()
-	h, err := netns.NewNamed(name)
-	if err := netns.Set(orig); err != nil {
-		// The thread is stuck in the new namespace: never unlock it, so Go
-		// discards it when the goroutine ends.
-		runtime.Goexit()
-	}
-	runtime.UnlockOSThread()
-	return h, err
 }
 
 // Run runs a command inside the namespace ("ip netns exec") and returns its
@@ -147,26 +121,14 @@ func (n *NS) Sysctl(t testing.TB, name string) string {
 }
 
 // Do runs fn on a locked OS thread switched into the namespace, so sockets
-// fn creates live there, and switches the thread back before unlocking it.
-// A thread that cannot switch back is never unlocked: Go discards it.
+// fn creates live there (netns.Do). fn may call t.Fatal: the test then
+// stops.
 func (n *NS) Do(t testing.TB, fn func()) {
 	t.Helper()
-	runtime.LockOSThread()
-	orig, err := netns.Get()
-	if err != nil {
-		runtime.UnlockOSThread()
-		t.Fatal(err)
-	}
-	defer orig.Close()
-	if err := netns.Set(n.Handle); err != nil {
-		runtime.UnlockOSThread()
-		t.Fatal(err)
-	}
-	defer func() {
-		if err := netns.Set(orig); err != nil {
-			runtime.Goexit()
+	if err := netns.Do(n.Fd(), func() error { fn(); return nil }); err != nil {
+		if errors.Is(err, netns.ErrExited) {
+			t.FailNow() // fn failed the test and ended its goroutine
 		}
-		runtime.UnlockOSThread()
-	}()
-	fn()
+		t.Fatal(err)
+	}
 }

@@ -5,12 +5,16 @@
 // Without a per-flow flag already in force, the NAT box marks the segment
 // invalid, and the connection is reset (by the box's own RST in the SNAT
 // case, by the client's in the DNAT case).
+//
+// It builds on the lab: the topology is lab/topo's, the server is
+// lab/handshake's adversarial server and segment injection with a handling
+// of its own (settle, then greet); what it adds is the testing.TB wiring,
+// that handling and a client that opens connections a given number at a
+// time.
 package racetest
 
 import (
-	"encoding/binary"
-	"errors"
-	"fmt"
+	"context"
 	"io"
 	"net"
 	"net/netip"
@@ -20,19 +24,22 @@ import (
 	"time"
 
 	"github.com/ctguard/ctguard/internal/netnstest"
+	"github.com/ctguard/ctguard/lab/handshake"
+	"github.com/ctguard/ctguard/lab/topo"
 	"golang.org/x/sys/unix"
 )
 
-// Kind is the NAT the box does.
-type Kind string
+// Kind is the NAT the box does: the lab's topologies.
+type Kind = topo.NAT
 
 // The NAT kinds.
 const (
-	SNAT Kind = "snat" // masquerade toward the server
-	DNAT Kind = "dnat" // a service address DNATed to the backend
+	SNAT = topo.SNAT // masquerade toward the server
+	DNAT = topo.DNAT // a service address DNATed to the backend
 )
 
-// Topo is client -- nat -- server in three namespaces of one test.
+// Topo is client -- nat -- server in three namespaces of one test: the
+// lab's topology (lab/topo), one family.
 type Topo struct {
 	Kind                Kind
 	IPv6                bool
@@ -40,62 +47,49 @@ type Topo struct {
 	// Target is what the client dials: the server (SNAT) or the service
 	// address (DNAT). Backend is where the server listens.
 	Target, Backend netip.AddrPort
+	// Addrs are the family's addresses (the client's, the NAT's, ...).
+	Addrs topo.Addresses
+
+	lab *topo.Topology
 }
 
-// New builds the topology: addresses in 198.18.0.0/15 or fd00:c7::/32,
-// forwarding on, and the NAT in a table "g8nat" of the NAT namespace.
+// New builds the lab's topology of kind for one family (topo.Build:
+// addresses in 198.18.0.0/15 or fd00:c7::/32, forwarding on, the NAT in
+// table inet ctguardlab of the NAT namespace) and removes it when the test
+// ends.
 func New(t testing.TB, kind Kind, ipv6 bool) *Topo {
 	t.Helper()
-	tp := &Topo{Kind: kind, IPv6: ipv6,
-		Client: netnstest.NewNetNS(t, "g8c"), NAT: netnstest.NewNetNS(t, "g8n"), Server: netnstest.NewNetNS(t, "g8s")}
-	cliAddr, natIn, natOut, srvAddr, vip, plen, fam := "198.18.8.2", "198.18.8.1", "198.19.8.1", "198.19.8.2", "198.18.9.1", "24", "ip"
+	netnstest.RequirePrivileged(t)
+	f := topo.IPv4
 	if ipv6 {
-		cliAddr, natIn, natOut, srvAddr, vip, plen, fam = "fd00:c7:8:1::2", "fd00:c7:8:1::1", "fd00:c7:8:2::1", "fd00:c7:8:2::2", "fd00:c7:8:9::1", "64", "ip6"
+		f = topo.IPv6
 	}
-	tp.NAT.MustRun(t, "ip", "link", "add", "g8in", "type", "veth", "peer", "name", "g8cli", "netns", tp.Client.Name)
-	tp.NAT.MustRun(t, "ip", "link", "add", "g8out", "type", "veth", "peer", "name", "g8srv", "netns", tp.Server.Name)
-	nodad := []string{}
-	if ipv6 {
-		nodad = []string{"nodad"}
+	lt, err := topo.Build(context.Background(), kind, f)
+	if err != nil {
+		t.Fatal(err)
 	}
-	for _, c := range []struct {
-		ns        *netnstest.NS
-		dev, addr string
-	}{{tp.NAT, "g8in", natIn}, {tp.NAT, "g8out", natOut}, {tp.Client, "g8cli", cliAddr}, {tp.Server, "g8srv", srvAddr}} {
-		c.ns.MustRun(t, "ip", append([]string{"addr", "add", c.addr + "/" + plen, "dev", c.dev}, nodad...)...)
-		c.ns.MustRun(t, "ip", "link", "set", c.dev, "up")
-	}
-	tp.Client.MustRun(t, "ip", "route", "add", "default", "via", natIn)
-	tp.Server.MustRun(t, "ip", "route", "add", "default", "via", natOut)
-	if ipv6 {
-		tp.NAT.MustRun(t, "sysctl", "-qw", "net.ipv6.conf.all.forwarding=1")
-	} else {
-		tp.NAT.MustRun(t, "sysctl", "-qw", "net.ipv4.ip_forward=1")
-	}
-	tp.Backend = netip.AddrPortFrom(netip.MustParseAddr(srvAddr), 8080)
-	nat := fmt.Sprintf("add table inet g8nat; add chain inet g8nat post { type nat hook postrouting priority srcnat; }; add rule inet g8nat post oifname g8out meta nfproto %s masquerade", map[bool]string{false: "ipv4", true: "ipv6"}[ipv6])
-	tp.Target = tp.Backend
-	if kind == DNAT {
-		tp.Target = netip.AddrPortFrom(netip.MustParseAddr(vip), 80)
-		nat = fmt.Sprintf("add table inet g8nat; add chain inet g8nat pre { type nat hook prerouting priority dstnat; }; add rule inet g8nat pre %s daddr %s tcp dport 80 dnat %s to %s", fam, vip, fam, netip.AddrPortFrom(tp.Backend.Addr(), 8080))
-	}
-	tp.NAT.MustRun(t, "nft", nat)
-	return tp
+	t.Cleanup(func() {
+		if err := lt.Close(); err != nil {
+			t.Error(err)
+		}
+	})
+	ns := func(n topo.Namespace) *netnstest.NS { return &netnstest.NS{Name: n.Name, Handle: n.Handle} }
+	return &Topo{Kind: kind, IPv6: ipv6, Client: ns(lt.Client), NAT: ns(lt.NAT), Server: ns(lt.Server),
+		Target: lt.ServiceAddr(f), Backend: lt.ListenAddr(f), Addrs: lt.Addrs(f), lab: lt}
 }
 
-// Adversary is the server: it accepts, sends one segment beyond the
-// client's window at once, waits, and looks whether its connection is still
+// Adversary is the server, the lab's adversarial server (handshake.Server)
+// with a handling of its own: it sends one segment beyond the client's
+// window at once, waits, and looks whether its connection is still
 // established; if so it greets the client and waits for the client to close.
 // The client sends nothing before the greeting, so a reset caused by the
 // segment always carries the sequence number the server expects (a client
 // byte arriving first would turn it into a challenge ACK), and a reset that
 // lands after Settle is still counted when the server reads the close.
 type Adversary struct {
-	ln       net.Listener
-	raw      int
+	srv      *handshake.Server
 	survived atomic.Int64
 	reset    atomic.Int64
-	wg       sync.WaitGroup
 	// Settle is how long the server waits after the segment before looking
 	// at its connection.
 	Settle time.Duration
@@ -112,28 +106,19 @@ func (a *Adversary) SetBenign(on bool) { a.benign.Store(on) }
 // StartAdversary listens on the backend address in the server namespace.
 func (tp *Topo) StartAdversary(t testing.TB) *Adversary {
 	t.Helper()
-	a := &Adversary{Settle: 30 * time.Millisecond, raw: -1}
-	var err error
-	tp.Server.Do(t, func() {
-		if a.ln, err = net.Listen("tcp", tp.Backend.String()); err != nil {
-			return
-		}
-		af := unix.AF_INET
-		if tp.IPv6 {
-			af = unix.AF_INET6
-		}
-		if a.raw, err = unix.Socket(af, unix.SOCK_RAW, unix.IPPROTO_TCP); err != nil {
-			return
-		}
-		if tp.IPv6 {
-			err = unix.SetsockoptInt(a.raw, unix.IPPROTO_IPV6, unix.IPV6_CHECKSUM, 16) // the kernel sums
+	a := &Adversary{Settle: 30 * time.Millisecond}
+	srv, err := handshake.ListenFunc(tp.lab.Server, tp.Backend, func(s *handshake.Server, c *net.TCPConn) {
+		if a.handle(s, c) {
+			a.survived.Add(1)
+		} else {
+			a.reset.Add(1)
 		}
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	go a.serve()
-	t.Cleanup(func() { a.ln.Close(); a.wg.Wait(); unix.Close(a.raw) })
+	a.srv = srv
+	t.Cleanup(func() { srv.Close() })
 	return a
 }
 
@@ -143,29 +128,10 @@ func (a *Adversary) Counts() (survived, reset int) {
 	return int(a.survived.Load()), int(a.reset.Load())
 }
 
-func (a *Adversary) serve() {
-	for {
-		c, err := a.ln.Accept()
-		if err != nil {
-			return
-		}
-		a.wg.Add(1)
-		go func() {
-			defer a.wg.Done()
-			defer c.Close()
-			if a.handle(c.(*net.TCPConn)) {
-				a.survived.Add(1)
-			} else {
-				a.reset.Add(1)
-			}
-		}()
-	}
-}
-
 // handle serves one connection and reports whether it survived.
-func (a *Adversary) handle(c *net.TCPConn) bool {
+func (a *Adversary) handle(s *handshake.Server, c *net.TCPConn) bool {
 	if !a.benign.Load() {
-		if err := a.inject(c); err != nil {
+		if err := s.Inject(c); err != nil {
 			return false // cannot tell: count against the mitigation
 		}
 		time.Sleep(a.Settle)
@@ -187,54 +153,6 @@ func greet(c *net.TCPConn) bool {
 	return err == nil
 }
 
-// inject sends, from the connection's own tuple, 100 bytes at snd_nxt +
-// 1 GiB: beyond any window the client advertised.
-func (a *Adversary) inject(c *net.TCPConn) error { return InjectBeyondWindow(a.raw, c) }
-
-// InjectBeyondWindow reads the server connection c's sequence numbers
-// (TCP_REPAIR) and sends, on raw (a SOCK_RAW IPPROTO_TCP socket) and from c's
-// own tuple, 100 bytes at snd_nxt + 1 GiB: beyond any window the client
-// advertised, so conntrack marks the segment invalid on every kernel.
-func InjectBeyondWindow(raw int, c *net.TCPConn) error {
-	sc, err := c.SyscallConn()
-	if err != nil {
-		return err
-	}
-	var sndNxt, rcvNxt int
-	var serr error
-	err = sc.Control(func(fd uintptr) {
-		s := int(fd)
-		if serr = unix.SetsockoptInt(s, unix.IPPROTO_TCP, unix.TCP_REPAIR, 1); serr != nil {
-			return
-		}
-		defer unix.SetsockoptInt(s, unix.IPPROTO_TCP, unix.TCP_REPAIR, unix.TCP_REPAIR_OFF_NO_WP)
-		if serr = unix.SetsockoptInt(s, unix.IPPROTO_TCP, unix.TCP_REPAIR_QUEUE, 2); serr != nil { // TCP_SEND_QUEUE
-			return
-		}
-		if sndNxt, serr = unix.GetsockoptInt(s, unix.IPPROTO_TCP, unix.TCP_QUEUE_SEQ); serr != nil {
-			return
-		}
-		if serr = unix.SetsockoptInt(s, unix.IPPROTO_TCP, unix.TCP_REPAIR_QUEUE, 1); serr != nil { // TCP_RECV_QUEUE
-			return
-		}
-		rcvNxt, serr = unix.GetsockoptInt(s, unix.IPPROTO_TCP, unix.TCP_QUEUE_SEQ)
-	})
-	if err = errors.Join(err, serr); err != nil {
-		return fmt.Errorf("read the sequence numbers: %w", err)
-	}
-	local := c.LocalAddr().(*net.TCPAddr).AddrPort()
-	remote := c.RemoteAddr().(*net.TCPAddr).AddrPort()
-	seg := Segment(local, remote, uint32(sndNxt)+1<<30, uint32(rcvNxt), 100)
-	return unix.Sendto(raw, seg, 0, sockaddr(remote))
-}
-
-func sockaddr(ap netip.AddrPort) unix.Sockaddr {
-	if ap.Addr().Unmap().Is4() {
-		return &unix.SockaddrInet4{Addr: ap.Addr().Unmap().As4()}
-	}
-	return &unix.SockaddrInet6{Addr: ap.Addr().As16()}
-}
-
 // established reports whether the connection is still ESTABLISHED.
 func established(c *net.TCPConn) bool {
 	raw, err := c.SyscallConn()
@@ -244,39 +162,6 @@ func established(c *net.TCPConn) bool {
 	var info *unix.TCPInfo
 	raw.Control(func(fd uintptr) { info, err = unix.GetsockoptTCPInfo(int(fd), unix.IPPROTO_TCP, unix.TCP_INFO) })
 	return err == nil && info.State == 1 // TCP_ESTABLISHED
-}
-
-// Segment returns a TCP header (ACK|PSH) and n bytes of payload from src to
-// dst. The checksum is filled in for IPv4; an IPv6 raw socket sums it.
-func Segment(src, dst netip.AddrPort, seq, ack uint32, n int) []byte {
-	b := make([]byte, 20+n)
-	binary.BigEndian.PutUint16(b[0:], src.Port())
-	binary.BigEndian.PutUint16(b[2:], dst.Port())
-	binary.BigEndian.PutUint32(b[4:], seq)
-	binary.BigEndian.PutUint32(b[8:], ack)
-	b[12] = 5 << 4
-	b[13] = 0x18 // PSH|ACK
-	binary.BigEndian.PutUint16(b[14:], 65535)
-	for i := 20; i < len(b); i++ {
-		b[i] = 'x'
-	}
-	if s, d := src.Addr().Unmap(), dst.Addr().Unmap(); s.Is4() {
-		var sum uint32
-		s4, d4 := s.As4(), d.As4()
-		for _, w := range [][]byte{s4[:], d4[:], {0, unix.IPPROTO_TCP}, {byte(len(b) >> 8), byte(len(b))}, b} {
-			for i := 0; i+1 < len(w); i += 2 {
-				sum += uint32(w[i])<<8 | uint32(w[i+1])
-			}
-			if len(w)%2 == 1 {
-				sum += uint32(w[len(w)-1]) << 8
-			}
-		}
-		for sum > 0xffff {
-			sum = sum>>16 + sum&0xffff
-		}
-		binary.BigEndian.PutUint16(b[16:], ^uint16(sum))
-	}
-	return b
 }
 
 // Result is what a run of connections gave.

@@ -19,10 +19,10 @@ const BeyondWindowOffset = 1<<30 + 1<<28
 // CraftedPayload is the data length of the crafted segment.
 const CraftedPayload = 100
 
-// craft encodes the segment from local to remote with sequence number seq
+// Craft encodes the segment from local to remote with sequence number seq
 // and acknowledgement ack (ACK|PSH, CraftedPayload bytes) as an IP packet
-// with lengths and checksums computed.
-func craft(local, remote netip.AddrPort, seq, ack uint32) ([]byte, error) {
+// with lengths and checksums computed, for an IPPROTO_RAW socket.
+func Craft(local, remote netip.AddrPort, seq, ack uint32) ([]byte, error) {
 	local, remote = netip.AddrPortFrom(local.Addr().Unmap(), local.Port()), netip.AddrPortFrom(remote.Addr().Unmap(), remote.Port())
 	if local.Addr().Is4() != remote.Addr().Is4() {
 		return nil, fmt.Errorf("craft segment %s -> %s: mixed address families", local, remote)
@@ -66,15 +66,19 @@ func craft(local, remote netip.AddrPort, seq, ack uint32) ([]byte, error) {
 	return buf.Bytes(), nil
 }
 
-// rawSender sends complete IP packets (IPPROTO_RAW: the header is the
-// caller's) through the routing table of the namespace it was opened in.
-type rawSender struct {
+// Injector sends, from a server connection's own tuple, the crafted
+// segment beyond the client's window: the one injection of the lab's
+// server and of the kernel tests' adversary (internal/racetest). It sends
+// complete IP packets (IPPROTO_RAW: the header is its own) through the
+// routing table of the namespace it was opened in.
+type Injector struct {
 	fd   int
 	ipv6 bool
 }
 
-// newRawSender opens the raw socket in the calling thread's namespace.
-func newRawSender(ipv6 bool) (*rawSender, error) {
+// NewInjector opens the raw socket in the calling thread's namespace (call
+// it inside netns.Do).
+func NewInjector(ipv6 bool) (*Injector, error) {
 	domain := unix.AF_INET
 	if ipv6 {
 		domain = unix.AF_INET6
@@ -83,12 +87,29 @@ func newRawSender(ipv6 bool) (*rawSender, error) {
 	if err != nil {
 		return nil, fmt.Errorf("raw socket: %w", err)
 	}
-	return &rawSender{fd: fd, ipv6: ipv6}, nil
+	return &Injector{fd: fd, ipv6: ipv6}, nil
+}
+
+// Inject reads the server connection c's sequence numbers (TCP_REPAIR) and
+// sends, from c's own address and port, CraftedPayload bytes at its next
+// sequence number + BeyondWindowOffset. Concurrent calls are safe.
+func (r *Injector) Inject(c *net.TCPConn) error {
+	snd, rcv, err := sequences(c)
+	if err != nil {
+		return err
+	}
+	local := c.LocalAddr().(*net.TCPAddr).AddrPort()
+	remote := c.RemoteAddr().(*net.TCPAddr).AddrPort()
+	pkt, err := Craft(local, remote, snd+BeyondWindowOffset, rcv)
+	if err != nil {
+		return err
+	}
+	return r.send(pkt, remote.Addr())
 }
 
 // send transmits pkt towards dst. Concurrent calls are safe: each is one
 // sendto.
-func (r *rawSender) send(pkt []byte, dst netip.Addr) error {
+func (r *Injector) send(pkt []byte, dst netip.Addr) error {
 	var sa unix.Sockaddr
 	if r.ipv6 {
 		sa = &unix.SockaddrInet6{Addr: dst.As16()}
@@ -102,4 +123,4 @@ func (r *rawSender) send(pkt []byte, dst netip.Addr) error {
 }
 
 // Close closes the socket.
-func (r *rawSender) Close() error { return unix.Close(r.fd) }
+func (r *Injector) Close() error { return unix.Close(r.fd) }

@@ -35,10 +35,11 @@ const serverLinger = 5 * time.Second
 
 // Server is the adversarial server. Its counters may be read while it runs.
 type Server struct {
-	ln   net.Listener
-	raw  *rawSender
-	wg   sync.WaitGroup
-	done chan struct{}
+	ln     net.Listener
+	raw    *Injector
+	handle func(*Server, *net.TCPConn)
+	wg     sync.WaitGroup
+	done   chan struct{}
 
 	accepted, injected, resets atomic.Int64
 	mu                         sync.Mutex
@@ -57,12 +58,25 @@ type Stats struct {
 	InjectErr error
 }
 
-// Listen starts the server on addr in namespace ns: the listening socket
-// and the raw socket that sends the crafted segments are created there.
+// Listen starts the lab's server on addr in namespace ns: each connection
+// gets the crafted segment at once, then Response, and the server waits
+// for the client to close (Respond). The listening socket and the raw
+// socket that sends the crafted segments are created in ns.
 func Listen(ns topo.Namespace, addr netip.AddrPort) (*Server, error) {
-	s := &Server{done: make(chan struct{})}
+	return ListenFunc(ns, addr, func(s *Server, c *net.TCPConn) {
+		_ = s.Inject(c) // counted in Stats
+		s.Respond(c)
+	})
+}
+
+// ListenFunc is Listen with another way of serving a connection: handle
+// runs on a goroutine of its own for each accepted connection (Inject sends
+// the crafted segment); the server closes the connection afterwards.
+// internal/racetest's adversary is one.
+func ListenFunc(ns topo.Namespace, addr netip.AddrPort, handle func(s *Server, c *net.TCPConn)) (*Server, error) {
+	s := &Server{done: make(chan struct{}), handle: handle}
 	err := ns.Do(func() (err error) {
-		if s.raw, err = newRawSender(addr.Addr().Is6()); err != nil {
+		if s.raw, err = NewInjector(addr.Addr().Is6()); err != nil {
 			return err
 		}
 		s.ln, err = net.Listen("tcp", addr.String())
@@ -90,24 +104,31 @@ func (s *Server) serve() {
 		s.wg.Add(1)
 		go func() {
 			defer s.wg.Done()
-			s.handle(c.(*net.TCPConn))
+			defer c.Close()
+			s.handle(s, c.(*net.TCPConn))
 		}()
 	}
 }
 
-// handle sends the crafted segment at once, then the response, then waits
-// for the client to close.
-func (s *Server) handle(c *net.TCPConn) {
-	defer c.Close()
-	if err := s.inject(c); err != nil {
+// Inject sends the crafted segment beyond the client's window on c and
+// counts it (Stats.Injected, or Stats.InjectErr for the first failure).
+func (s *Server) Inject(c *net.TCPConn) error {
+	err := s.raw.Inject(c)
+	if err != nil {
 		s.mu.Lock()
 		if s.injectErr == nil {
 			s.injectErr = err
 		}
 		s.mu.Unlock()
-	} else {
-		s.injected.Add(1)
+		return err
 	}
+	s.injected.Add(1)
+	return nil
+}
+
+// Respond sends Response, then waits for the client to close, counting a
+// reset (Stats.Resets).
+func (s *Server) Respond(c *net.TCPConn) {
 	_ = c.SetDeadline(time.Now().Add(serverLinger))
 	_, err := c.Write(Response)
 	if err == nil {
@@ -119,22 +140,6 @@ func (s *Server) handle(c *net.TCPConn) {
 	if errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) {
 		s.resets.Add(1)
 	}
-}
-
-// inject reads the connection's sequence numbers and sends the segment
-// beyond the client's window from the server's address and port.
-func (s *Server) inject(c *net.TCPConn) error {
-	snd, rcv, err := sequences(c)
-	if err != nil {
-		return err
-	}
-	local := c.LocalAddr().(*net.TCPAddr).AddrPort()
-	remote := c.RemoteAddr().(*net.TCPAddr).AddrPort()
-	pkt, err := craft(local, remote, snd+BeyondWindowOffset, rcv)
-	if err != nil {
-		return err
-	}
-	return s.raw.send(pkt, remote.Addr())
 }
 
 // Stats returns the server's counters.

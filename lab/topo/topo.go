@@ -8,8 +8,6 @@ package topo
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"net"
@@ -18,6 +16,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/ctguard/ctguard/internal/netns"
 )
 
 // Interface names. The client's and the server's only link is HostLink; the
@@ -85,8 +85,8 @@ func Build(ctx context.Context, kind NAT, families ...Family) (_ *Topology, err 
 		}
 		t.Families = append(t.Families, f)
 	}
-	id := make([]byte, 4)
-	if _, err := rand.Read(id); err != nil {
+	base, err := netns.UniqueName(NamePrefix)
+	if err != nil {
 		return nil, err
 	}
 	defer func() {
@@ -95,7 +95,7 @@ func Build(ctx context.Context, kind NAT, families ...Family) (_ *Topology, err 
 		}
 	}()
 	steps := []func() error{
-		func() error { return t.createNamespaces(NamePrefix + hex.EncodeToString(id)) },
+		func() error { return t.createNamespaces(base) },
 		t.skipDAD,
 		t.wire,
 		t.enableForwarding,
@@ -115,13 +115,13 @@ func Build(ctx context.Context, kind NAT, families ...Family) (_ *Topology, err 
 
 // createNamespaces creates the client, NAT and server namespaces.
 func (t *Topology) createNamespaces(base string) (err error) {
-	if t.Client, err = newNamespace(base + "-client"); err != nil {
+	if t.Client, err = netns.NewNamed(base + "-client"); err != nil {
 		return err
 	}
-	if t.NAT, err = newNamespace(base + "-nat"); err != nil {
+	if t.NAT, err = netns.NewNamed(base + "-nat"); err != nil {
 		return err
 	}
-	t.Server, err = newNamespace(base + "-server")
+	t.Server, err = netns.NewNamed(base + "-server")
 	return err
 }
 
@@ -230,7 +230,7 @@ func (t *Topology) Close() error {
 		var errs []error
 		for _, ns := range t.Namespaces() {
 			if ns.Name != "" {
-				errs = append(errs, ns.remove())
+				errs = append(errs, ns.Delete())
 			}
 		}
 		t.closeErr = errors.Join(errs...)
