@@ -155,7 +155,7 @@ func (c *Conn) dump(ctx context.Context, filter bool, value, mask uint32, fn fun
 			default:
 				continue
 			}
-			if !decodeWireFlow(m.Data, &f) {
+			if !DecodeFlow(m.Data, &f) {
 				continue
 			}
 			if err := fn(&f); err != nil {

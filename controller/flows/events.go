@@ -194,7 +194,7 @@ func decodeEvents(dst []Event, b []byte) ([]Event, error) {
 		}
 		dst = append(dst, Event{Type: typ})
 		e := &dst[len(dst)-1]
-		if !decodeWireFlow(m.Data, &e.Flow) {
+		if !DecodeFlow(m.Data, &e.Flow) {
 			dst = dst[:len(dst)-1]
 			continue
 		}

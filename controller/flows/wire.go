@@ -96,10 +96,10 @@ func (w *wireWriter) liberal(seq uint32, flags uint16, u *Update) {
 	w.End(m)
 }
 
-// decodeWireFlow decodes a ctnetlink entry message's attributes (a dump
-// entry or an event) into f; ok is false for an entry that is not TCP or
-// lacks its original tuple.
-func decodeWireFlow(data []byte, f *Flow) (ok bool) {
+// DecodeFlow decodes a ctnetlink entry message's attributes (a dump
+// entry, an event or a GET's answer) into f, without allocating; ok is
+// false for an entry that is not TCP or lacks its original tuple.
+func DecodeFlow(data []byte, f *Flow) (ok bool) {
 	*f = Flow{}
 	a := nlwire.Attrs(data)
 	var orig bool

@@ -57,3 +57,29 @@ func TestDecodeTuple(t *testing.T) {
 		})
 	}
 }
+
+// TestDecodeFlow decodes an entry as a GET answers it (the gate's reads)
+// and rejects a truncated one.
+func TestDecodeFlow(t *testing.T) {
+	orig := Tuple{Src: netip.MustParseAddr("198.18.8.2"), Dst: netip.MustParseAddr("198.18.9.1"), SrcPort: 40000, DstPort: 80}
+	reply := Tuple{Src: netip.MustParseAddr("198.19.8.2"), Dst: netip.MustParseAddr("198.18.8.2"), SrcPort: 8080, DstPort: 40000}
+	var w nlwire.Writer
+	AppendTuple(&w, ctaTupleOrig, &orig)
+	AppendTuple(&w, ctaTupleReply, &reply)
+	w.BE32(ctaStatus, StatusDstNAT|0x8)
+	w.BE32(ctaMark, 0x800000)
+	pi := w.Nest(ctaProtoInfo)
+	tcp := w.Nest(ctaProtoInfoTCP)
+	w.Attr(ctaProtoInfoTCPFlagsOriginal, 0x03, 0)
+	w.Attr(ctaProtoInfoTCPFlagsReply, BeLiberal|0x01, 0)
+	w.Unnest(tcp)
+	w.Unnest(pi)
+	var f Flow
+	want := Flow{Orig: orig, Reply: reply, Proto: ProtoTCP, Status: StatusDstNAT | 0x8, Mark: 0x800000, OrigFlags: 0x03, ReplyFlags: BeLiberal | 0x01, HasFlags: true}
+	if !DecodeFlow(w.B, &f) || f != want {
+		t.Errorf("DecodeFlow = %+v; want %+v", f, want)
+	}
+	if DecodeFlow(w.B[:20], &f) {
+		t.Error("a truncated entry decoded")
+	}
+}

@@ -152,7 +152,7 @@ type slot struct {
 	dirs  flows.Directions // to set; 0: nothing to do
 	done  bool             // answered (GET or update), or nothing to ask
 	skip  bool             // failed and counted: accept unflagged
-	entry Entry
+	entry flows.Flow // the GET's answer
 	found bool
 	errno unix.Errno
 }
@@ -423,7 +423,7 @@ func (g *Gate) read() (int, error) {
 		t, tok := replyTuple(payload)
 		d := &g.slots[n]
 		d.id, d.queue, d.at = id, m.ResID, time.Now()
-		d.t, d.dirs, d.done, d.skip, d.entry, d.found, d.errno = t, 0, false, false, Entry{}, false, 0
+		d.t, d.dirs, d.done, d.skip, d.entry, d.found, d.errno = t, 0, false, false, flows.Flow{}, false, 0
 		if !tok || truncated {
 			d.done, d.skip = true, true // accepted unflagged
 			g.count(Errors, 1)
@@ -469,14 +469,8 @@ func (g *Gate) decide(s *slot, pl *policies) {
 		g.count(Errors, 1)
 		return
 	}
-	f := flows.Flow{
-		Orig:   s.entry.Orig,
-		Reply:  s.entry.Reply,
-		Proto:  flows.ProtoTCP,
-		Status: s.entry.Status,
-	}
-	f.HasFlags, f.OrigFlags, f.ReplyFlags = s.entry.HasFlags, s.entry.OrigFlags, s.entry.ReplyFlags
-	r := pl.sel.Match(&f)
+	f := &s.entry
+	r := pl.sel.Match(f)
 	want := r.Dirs
 	if f.HasFlags {
 		want &^= f.Liberal()
@@ -569,7 +563,7 @@ func (g *Gate) exchange(batch []slot) {
 				s.done, s.errno = true, nlwire.Errno(m.Data)
 				pending--
 			case m.Type == subsysCtnetlink<<8|ipctnlMsgCtNew:
-				s.entry, s.found = decodeEntry(m.Data)
+				s.found = flows.DecodeFlow(m.Data, &s.entry) && s.entry.Reply.Src.IsValid()
 			}
 		}
 	}

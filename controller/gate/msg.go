@@ -32,19 +32,12 @@ const (
 	nfAccept             = 1
 
 	// ctnetlink
-	ipctnlMsgCtNew   = 0
-	ipctnlMsgCtGet   = 1
-	ctaTupleOrig     = 1
-	ctaTupleReply    = 2
-	ctaStatus        = 3
-	ctaProtoinfo     = 4
-	ctaProtoinfoTCP  = 1
-	ctaTCPFlagsOrig  = 4
-	ctaTCPFlagsReply = 5
-	beLiberal        = 0x08
-	protoTCP         = 6
-	afInet, afInet6  = unix.AF_INET, unix.AF_INET6
-	nlmFRequestAck   = unix.NLM_F_REQUEST | unix.NLM_F_ACK
+	ipctnlMsgCtNew  = 0
+	ipctnlMsgCtGet  = 1
+	ctaTupleReply   = 2
+	protoTCP        = 6
+	afInet, afInet6 = unix.AF_INET, unix.AF_INET6
+	nlmFRequestAck  = unix.NLM_F_REQUEST | unix.NLM_F_ACK
 )
 
 // Tuple is one conntrack tuple direction: the reply tuple a queued SYN-ACK
@@ -108,66 +101,4 @@ func packetInfo(data []byte) (id uint32, payload []byte, ok bool) {
 		}
 	}
 	return id, payload, hasID
-}
-
-// Entry is what the gate reads of a conntrack entry fetched by its reply
-// tuple: enough for the policies' match.
-type Entry struct {
-	Orig, Reply Tuple
-	Status      uint32
-	// OrigFlags and ReplyFlags are the TCP flags of each direction
-	// (HasFlags false when the entry carried none).
-	OrigFlags, ReplyFlags uint8
-	HasFlags              bool
-}
-
-// decodeEntry decodes a ctnetlink entry message's attributes.
-func decodeEntry(data []byte) (e Entry, ok bool) {
-	a := nlwire.Attrs(data)
-	var orig, reply bool
-	for {
-		typ, v, more := a.Next()
-		if !more {
-			break
-		}
-		switch typ {
-		case ctaTupleOrig:
-			_, orig = flows.DecodeTuple(v, &e.Orig)
-		case ctaTupleReply:
-			_, reply = flows.DecodeTuple(v, &e.Reply)
-		case ctaStatus:
-			if len(v) == 4 {
-				e.Status = binary.BigEndian.Uint32(v)
-			}
-		case ctaProtoinfo:
-			decodeTCPFlags(v, &e)
-		}
-	}
-	return e, orig && reply
-}
-
-func decodeTCPFlags(b []byte, e *Entry) {
-	a := nlwire.Attrs(b)
-	for {
-		typ, v, more := a.Next()
-		if !more {
-			return
-		}
-		if typ != ctaProtoinfoTCP {
-			continue
-		}
-		ta := nlwire.Attrs(v)
-		for {
-			tt, tv, more := ta.Next()
-			if !more {
-				break
-			}
-			switch {
-			case tt == ctaTCPFlagsOrig && len(tv) == 2:
-				e.OrigFlags, e.HasFlags = tv[0], true
-			case tt == ctaTCPFlagsReply && len(tv) == 2:
-				e.ReplyFlags, e.HasFlags = tv[0], true
-			}
-		}
-	}
 }

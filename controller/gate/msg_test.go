@@ -121,32 +121,6 @@ func find(b []byte, typ uint16) []byte {
 	}
 }
 
-func TestDecodeEntry(t *testing.T) {
-	var w writer
-	orig := tuple("198.18.8.2:40000", "198.18.9.1:80")
-	reply := tuple("198.19.8.2:8080", "198.18.8.2:40000")
-	m := w.Begin(subsysCtnetlink<<8|ipctnlMsgCtNew, 0, 1, afInet, 0)
-	flows.AppendTuple(&w.Writer, ctaTupleOrig, &orig)
-	flows.AppendTuple(&w.Writer, ctaTupleReply, &reply)
-	w.BE32(ctaStatus, flows.StatusDstNAT|0x8)
-	pi := w.Nest(ctaProtoinfo)
-	tcp := w.Nest(ctaProtoinfoTCP)
-	w.Attr(ctaTCPFlagsOrig, 0x03, 0)
-	w.Attr(ctaTCPFlagsReply, flows.BeLiberal|0x01, 0)
-	w.Unnest(tcp)
-	w.Unnest(pi)
-	w.End(m)
-	ms := parse(t, w.B)
-	e, ok := decodeEntry(ms[0].Data)
-	want := Entry{Orig: orig, Reply: reply, Status: flows.StatusDstNAT | 0x8, OrigFlags: 0x03, ReplyFlags: flows.BeLiberal | 0x01, HasFlags: true}
-	if !ok || e != want {
-		t.Errorf("decodeEntry = %+v, %v; want %+v", e, ok, want)
-	}
-	if _, ok := decodeEntry(ms[0].Data[:20]); ok {
-		t.Error("a truncated entry decoded")
-	}
-}
-
 func TestVerdictsCoverEachQueueRun(t *testing.T) {
 	var w writer
 	w.verdicts([]slot{{queue: 5, id: 3}, {queue: 5, id: 9}, {queue: 5, id: 4}, {queue: 6, id: 1}, {queue: 5, id: 10}})
