@@ -81,9 +81,12 @@ func TestPrivilegedRunGateClosesTheRace(t *testing.T) {
 				if v := value(fams, "ctguard_gate_packets_total", "result", "errors"); v != 0 {
 					t.Errorf("gate errors: %v", v)
 				}
-				out := string(tp.NAT.MustRun(t, "conntrack", "-L", "-p", "tcp", "-f", map[bool]string{false: "ipv4", true: "ipv6"}[v6], "--mark", "8388608/8388608"))
+				family := map[bool]string{false: "ipv4", true: "ipv6"}[v6]
+				out := string(tp.NAT.MustRun(t, "conntrack", "-L", "-p", "tcp", "-f", family, "--mark", "8388608/8388608"))
 				if marked := regexp.MustCompile(`(?m)^tcp `).FindAllStringIndex(out, -1); len(marked) < n {
-					t.Errorf("conntrack -L --mark shows %d flows, want %d", len(marked), n)
+					// Every flow, marked or not, says which one is missing.
+					all := tp.NAT.MustRun(t, "conntrack", "-L", "-p", "tcp", "-f", family)
+					t.Errorf("conntrack -L --mark shows %d flows, want %d; all flows:\n%s", len(marked), n, all)
 				}
 				t.Logf("%d of %d reset; gate latency mean %v", res.Reset, n, histogramMean(fams, "ctguard_gate_latency_seconds"))
 			})
