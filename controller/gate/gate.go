@@ -152,7 +152,7 @@ type slot struct {
 	dirs  flows.Directions // to set; 0: nothing to do
 	done  bool             // answered (GET or update), or nothing to ask
 	skip  bool             // failed and counted: accept unflagged
-	entry flows.Flow // the GET's answer
+	entry flows.Flow       // the GET's answer
 	found bool
 	errno unix.Errno
 }

@@ -12,18 +12,13 @@ import (
 )
 
 // benchWorkarounds are the ways of running the box the benchmarks compare:
-// no ctguard, "ctguard run" with each per-flow variant this build's policy
-// package knows, and dropInvalid.
+// no ctguard, "ctguard run" with each per-flow variant, and dropInvalid.
 func benchWorkarounds(withNone bool) []string {
 	var out []string
 	if withNone {
 		out = append(out, "none")
 	}
-	out = append(out, mitigate.Liberal)
-	if mitigate.HandshakeKnown() {
-		out = append(out, mitigate.LiberalGate, mitigate.LiberalGuard, mitigate.LiberalEvents)
-	}
-	return append(out, mitigate.DropInvalid)
+	return append(out, mitigate.Liberal, mitigate.LiberalGate, mitigate.LiberalGuard, mitigate.LiberalEvents, mitigate.DropInvalid)
 }
 
 func workaroundArg(name string) string {

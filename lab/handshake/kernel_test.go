@@ -46,48 +46,33 @@ const (
 	testRate  = 500
 )
 
-// row is one way of running the box in the race test.
-type row struct {
-	workaround string // "" runs no ctguard
-	// needsHandshake marks rows that can pass only once the policy
-	// package knows spec.liberal.handshake (the gate or the guard): until
-	// then a perFlow policy is the event engine alone, which loses the
-	// race (about half the connections, issue 8).
-	needsHandshake bool
-}
-
-var rows = []row{
-	{workaround: ""},
-	{workaround: mitigate.Liberal, needsHandshake: true}, // the policy's default handshake protection
-	{workaround: mitigate.LiberalGate, needsHandshake: true},
-	{workaround: mitigate.LiberalGuard, needsHandshake: true},
-	// dropInvalid protects today: it proves the harness and "ctguard run"
-	// in the box before the perFlow rows can run.
-	{workaround: mitigate.DropInvalid},
+// raceWorkarounds are the ways of running the box in the race test: ""
+// runs no ctguard (the control run, which must see resets), then each
+// workaround that must protect every connection.
+var raceWorkarounds = []string{
+	"",
+	mitigate.Liberal, // the policy's default handshake protection, the gate
+	mitigate.LiberalGate,
+	mitigate.LiberalGuard,
+	mitigate.DropInvalid,
 }
 
 // TestPrivilegedHandshakeRace is issue 8's proof: the adversarial server
 // sends a segment beyond the window the instant each of 1000 connections
 // (500 a second) is established, through an SNAT and a DNAT box, IPv4 and
 // IPv6. Without ctguard the connections are reset (so the test can fail);
-// with "ctguard run" and a perFlow policy (or dropInvalid) none is. Rows that need
-// spec.liberal.handshake are skipped, saying so, while the policy package
-// lacks it (mitigate.HandshakeKnown).
+// with "ctguard run" and a perFlow policy (or dropInvalid) none is.
 func TestPrivilegedHandshakeRace(t *testing.T) {
 	netnstest.RequirePrivileged(t)
-	handshakeKnown := mitigate.HandshakeKnown()
 	for _, kind := range []topo.NAT{topo.SNAT, topo.DNAT} {
 		for _, f := range []topo.Family{topo.IPv4, topo.IPv6} {
-			for _, r := range rows {
-				name := r.workaround
+			for _, w := range raceWorkarounds {
+				name := w
 				if name == "" {
 					name = lab.Baseline
 				}
 				t.Run(fmt.Sprintf("%s/%s/%s", kind, f, name), func(t *testing.T) {
-					if r.needsHandshake && !handshakeKnown {
-						t.Skip("the policy package has no spec.liberal.handshake yet (mitigate.HandshakeKnown): perFlow is the event engine alone, which loses this race; measure it with BenchmarkHandshakeTable")
-					}
-					out := race(t, kind, f, r.workaround, handshake.Load{Conns: testConns, Rate: testRate})
+					out := race(t, kind, f, w, handshake.Load{Conns: testConns, Rate: testRate})
 					invalid := out.invalid
 					t.Logf("%d/%d reset (%d RST, %d short, %d timeout), %d never connected, setup p50 %v p99 %v, %.0f conn/s, conntrack invalid +%d, ctguard CPU %v/connection",
 						out.Reset, out.Conns, out.ResetByRST, out.ResetShort, out.ResetTimeout, out.ConnectFailed, out.SetupP50, out.SetupP99, out.Rate, invalid,
@@ -98,7 +83,7 @@ func TestPrivilegedHandshakeRace(t *testing.T) {
 					if out.Rate < testRate/2 {
 						t.Errorf("opened connections at %.0f/s, aiming at %d/s", out.Rate, testRate)
 					}
-					if r.workaround == "" {
+					if w == "" {
 						if out.Reset == 0 {
 							t.Errorf("no connection reset without ctguard: the adversarial server proves nothing")
 						}
@@ -111,7 +96,7 @@ func TestPrivilegedHandshakeRace(t *testing.T) {
 					}
 					if out.Reset != 0 || out.ConnectFailed != 0 || out.OK != out.Conns {
 						t.Errorf("with ctguard run (%s): %d of %d connections reset, %d never connected; first: %s",
-							r.workaround, out.Reset, out.Conns, out.ConnectFailed, out.FirstError)
+							w, out.Reset, out.Conns, out.ConnectFailed, out.FirstError)
 					}
 				})
 			}
@@ -205,16 +190,12 @@ func runLoad(tb testing.TB, ctx context.Context, tp *topo.Topology, f topo.Famil
 // TestPrivilegedHandshakeKill9 kills "ctguard run" (the gate) with -9 on
 // an SNAT and a DNAT box: connections keep being established (the queue's
 // bypass: no black hole, protection lost), and a restart with the same
-// state directory protects every connection again. It runs once the
-// policy package knows spec.liberal.handshake. Its claim is behaviour, not
+// state directory protects every connection again. Its claim is behaviour, not
 // speed: on a CPU CTGUARD_TEST_TIME_SCALE times slower (an emulated kernel,
 // hack/kernels/matrix) it opens that many times fewer connections, that
 // many times slower, and gives each that much longer.
 func TestPrivilegedHandshakeKill9(t *testing.T) {
 	netnstest.RequirePrivileged(t)
-	if !mitigate.HandshakeKnown() {
-		t.Skip("the policy package has no spec.liberal.handshake yet (mitigate.HandshakeKnown): there is no gate to kill")
-	}
 	scale := netnstest.TimeScale()
 	load := handshake.Load{
 		Conns:          500 / scale,

@@ -9,8 +9,7 @@ import (
 )
 
 // TestDocuments checks every workaround's policy for both kinds of NAT box:
-// it parses (the handshake variants only where the policy package knows
-// the field), dropInvalid sits on the hook the invalid packet takes, and a
+// it parses, dropInvalid sits on the hook the invalid packet takes, and a
 // per-flow policy on a DNAT box selects destination-NATed flows.
 func TestDocuments(t *testing.T) {
 	for _, kind := range []topo.NAT{topo.SNAT, topo.DNAT} {
@@ -20,14 +19,7 @@ func TestDocuments(t *testing.T) {
 				t.Fatalf("%s/%s: %v", kind, name, err)
 			}
 			ps, err := policy.Parse(name+".yaml", []byte(doc))
-			needsField := strings.Contains(doc, "handshake:")
-			switch {
-			case needsField && !HandshakeKnown():
-				if err == nil {
-					t.Errorf("%s/%s: parsed although HandshakeKnown is false", kind, name)
-				}
-				continue
-			case err != nil:
+			if err != nil {
 				t.Fatalf("%s/%s: %v\n%s", kind, name, err, doc)
 			}
 			p := ps[0]
@@ -48,7 +40,7 @@ func TestDocuments(t *testing.T) {
 				if !p.IsPerFlow() {
 					t.Errorf("%s/%s: not perFlow", kind, name)
 				}
-				dnat := strings.Contains(doc, "natOnly: false") || strings.Contains(doc, "nat: [dnat]")
+				dnat := strings.Contains(doc, "nat: [dnat]")
 				if dnat != (kind == topo.DNAT) {
 					t.Errorf("%s/%s: selects destination-NATed flows %v:\n%s", kind, name, dnat, doc)
 				}

@@ -51,17 +51,12 @@ const (
 var Names = []string{Liberal, LiberalGate, LiberalGuard, LiberalEvents, LiberalGlobal, DropInvalid}
 
 // All returns the workarounds "ctguard lab" runs by default, in report
-// order: the handshake variants only where this build's policy package
-// knows spec.liberal.handshake. LiberalEvents, which loses the handshake
-// race by design, runs only when named: the lab's verdict is about the
-// configurations an operator should use.
+// order. LiberalEvents, which loses the handshake race by design, runs
+// only when named: the lab's verdict is about the configurations an
+// operator should use.
 func All(log *slog.Logger) []lab.Mitigation {
-	names := []string{Liberal}
-	if HandshakeKnown() {
-		names = append(names, LiberalGate, LiberalGuard)
-	}
 	var out []lab.Mitigation
-	for _, n := range append(names, LiberalGlobal, DropInvalid) {
+	for _, n := range []string{Liberal, LiberalGate, LiberalGuard, LiberalGlobal, DropInvalid} {
 		out = append(out, ByName(n, log))
 	}
 	return out
@@ -114,21 +109,6 @@ func selfBinary() string {
 	return path
 }
 
-// HandshakeKnown reports whether this build's policy package accepts
-// spec.liberal.handshake (gate, guard, none).
-func HandshakeKnown() bool {
-	_, err := policy.Parse("probe.yaml", []byte(perFlowDoc("probe", "gate", "")))
-	return err == nil
-}
-
-// NATMatchKnown reports whether this build's policy package accepts
-// spec.match.nat ([snat], [dnat], ...); before it, natOnly: false is the
-// only way to select destination-NATed flows.
-func NATMatchKnown() bool {
-	_, err := policy.Parse("probe.yaml", []byte(perFlowDoc("probe", "", "    nat: [dnat]\n")))
-	return err == nil
-}
-
 // perFlowDoc is a per-flow liberal policy on the REPLY direction with an
 // optional handshake and extra match lines.
 func perFlowDoc(name, handshake, match string) string {
@@ -148,13 +128,7 @@ func Document(name string, kind topo.NAT) (string, error) {
 	pname := "lab-" + strings.ToLower(name)
 	match := ""
 	if kind == topo.DNAT {
-		// Select the destination-NATed flows: match.nat where the policy
-		// package knows it, else every flow (the lab's box forwards only
-		// the lab's).
-		match = "    natOnly: false\n"
-		if NATMatchKnown() {
-			match = "    nat: [dnat]\n"
-		}
+		match = "    nat: [dnat]\n" // the destination-NATed flows
 	}
 	switch name {
 	case Liberal:
