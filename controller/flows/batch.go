@@ -50,7 +50,7 @@ type Updater struct {
 	mu   sync.Mutex
 	nl   *netlink.Conn
 	raw  syscall.RawConn
-	w    wireWriter
+	w    nlwire.Writer
 	rbuf []byte
 	seq  uint32
 
@@ -82,7 +82,7 @@ func NewUpdater(netnsFd int) (*Updater, error) {
 		// whole message back (best effort: old kernels lack it).
 		_ = unix.SetsockoptInt(int(fd), unix.SOL_NETLINK, netlinkCapAck, 1)
 	})
-	u := &Updater{nl: nl, raw: raw, rbuf: make([]byte, 64<<10), w: wireWriter{nlwire.Writer{B: make([]byte, 0, MaxBatch*160)}}}
+	u := &Updater{nl: nl, raw: raw, rbuf: make([]byte, 64<<10), w: nlwire.Writer{B: make([]byte, 0, MaxBatch*160)}}
 	u.readWait = func(fd uintptr) bool {
 		u.rn, u.rerr = nlwire.Recv(int(fd), u.rbuf, 0)
 		return u.rerr != unix.EAGAIN
@@ -124,7 +124,7 @@ func (u *Updater) apply(ups []Update) error {
 			flags |= unix.NLM_F_ACK
 		}
 		ups[i].Errno = 0
-		u.w.liberal(base+uint32(i), flags, &ups[i])
+		AppendUpdate(&u.w, base+uint32(i), flags, &ups[i])
 	}
 	last := base + uint32(len(ups)) - 1
 	u.seq = last

@@ -35,8 +35,8 @@ func TestBatchEncodingMatchesSingleUpdate(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				var w wireWriter
-				w.liberal(9, unix.NLM_F_REQUEST, &Update{Key: f.Key(), Dirs: dirs, Set: set, Mark: mark})
+				var w nlwire.Writer
+				AppendUpdate(&w, 9, unix.NLM_F_REQUEST, &Update{Key: f.Key(), Dirs: dirs, Set: set, Mark: mark})
 				m, _, ok := nlwire.Next(w.B)
 				if !ok || !bytes.Equal(w.B[nlwire.MsgHdrLen:], want.Data) || m.Seq != 9 {
 					t.Errorf("set %v dirs %v mark %#x:\n got  %x\n want %x", set, dirs, mark, w.B[nlwire.MsgHdrLen:], want.Data)
@@ -51,10 +51,10 @@ func TestBatchEncodingMatchesSingleUpdate(t *testing.T) {
 func TestUpdateByReplyTuple(t *testing.T) {
 	reply := Tuple{Src: netip.MustParseAddr("fd00:c7:8:2::2"), Dst: netip.MustParseAddr("fd00:c7:8:1::2"), SrcPort: 8080, DstPort: 40000}
 	u := Update{Key: Key{Orig: reply}, ByReply: true, Dirs: Reply, Set: true, Mark: DefaultMarkBit}
-	w := wireWriter{nlwire.Writer{B: make([]byte, 0, 512)}}
+	w := nlwire.Writer{B: make([]byte, 0, 512)}
 	allocs := testing.AllocsPerRun(100, func() {
 		w.B = w.B[:0]
-		w.liberal(7, unix.NLM_F_REQUEST|unix.NLM_F_ACK, &u)
+		AppendUpdate(&w, 7, unix.NLM_F_REQUEST|unix.NLM_F_ACK, &u)
 	})
 	if allocs != 0 {
 		t.Errorf("%v allocations per update, want 0", allocs)
@@ -170,9 +170,9 @@ func TestPrivilegedUpdaterAndMarkDump(t *testing.T) {
 
 // BenchmarkDecodeEvent shows the event decoder allocates nothing.
 func BenchmarkDecodeEvent(b *testing.B) {
-	var w wireWriter
+	var w nlwire.Writer
 	f := Flow{Orig: Tuple{Src: netip.MustParseAddr("198.18.1.2"), Dst: netip.MustParseAddr("198.19.0.10"), SrcPort: 1, DstPort: 443}}
-	w.liberal(1, unix.NLM_F_REQUEST|unix.NLM_F_CREATE, &Update{Key: f.Key(), Dirs: Both, Set: true, Mark: DefaultMarkBit})
+	AppendUpdate(&w, 1, unix.NLM_F_REQUEST|unix.NLM_F_CREATE, &Update{Key: f.Key(), Dirs: Both, Set: true, Mark: DefaultMarkBit})
 	dst := make([]Event, 0, 4)
 	b.ReportAllocs()
 	for b.Loop() {

@@ -23,9 +23,6 @@ const (
 	ctaProtoInfoTCPWScale = 2 // original; reply is 3
 )
 
-// wireWriter appends ctnetlink messages to a reusable buffer.
-type wireWriter struct{ nlwire.Writer }
-
 // AppendTuple appends a CTA_TUPLE_* nest of type typ for the TCP tuple t.
 func AppendTuple(w *nlwire.Writer, typ uint16, t *Tuple) {
 	n := w.Nest(typ)
@@ -52,18 +49,20 @@ func AppendTuple(w *nlwire.Writer, typ uint16, t *Tuple) {
 	w.Unnest(n)
 }
 
-// liberal appends the flags-only update u (see liberalMessage, which this
-// encodes byte for byte, and Update.ByReply) with the given header flags.
-func (w *wireWriter) liberal(seq uint32, flags uint16, u *Update) {
+// AppendUpdate appends the flags-only update u as one ctnetlink message
+// with the given sequence number and header flags (see liberalMessage,
+// which this encodes byte for byte, and Update.ByReply). The Updater sends
+// these in batches; the gate sends them in the same write as its verdicts.
+func AppendUpdate(w *nlwire.Writer, seq uint32, flags uint16, u *Update) {
 	fam := uint8(unix.AF_INET6)
 	if u.Key.Orig.Src.Is4() {
 		fam = unix.AF_INET
 	}
 	m := w.Begin(subsysCtnetlink<<8|ipctnlMsgCtNew, flags, seq, fam, 0)
 	if u.ByReply {
-		AppendTuple(&w.Writer, ctaTupleReply, &u.Key.Orig)
+		AppendTuple(w, ctaTupleReply, &u.Key.Orig)
 	} else {
-		AppendTuple(&w.Writer, ctaTupleOrig, &u.Key.Orig)
+		AppendTuple(w, ctaTupleOrig, &u.Key.Orig)
 	}
 	if u.Key.Zone != 0 {
 		w.BE16(ctaZone, u.Key.Zone)

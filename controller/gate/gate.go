@@ -11,8 +11,11 @@
 // Nothing is ever dropped: any error accepts the packet unflagged (and is
 // counted); when ctguard is not listening the kernel bypasses the queue, and
 // a full queue fails open. Packets are read in batches (one recvmmsg); the
-// updates of a batch go in one send and their acks are read in bulk; one
-// batch verdict accepts the whole batch. One goroutine does all the I/O,
+// updates of a batch and the one batch verdict that accepts it go in a
+// single write on the queue socket: the kernel handles a write's messages
+// in order before the write returns, so every flag is set before its packet
+// moves on, and the updates' acks come back with the next packets. One
+// goroutine does all the I/O,
 // without allocating per packet, in raw system calls that never block
 // (it waits in the runtime's poller).
 //
@@ -52,11 +55,14 @@ const (
 	// queueMaxLen bounds the packets waiting in the kernel; beyond it
 	// the queue fails open (accepts).
 	queueMaxLen = 4096
-	// ackTimeout bounds the wait for the kernel's answers to a batch; on
-	// expiry the batch is accepted unflagged.
+	// ackTimeout bounds the wait for the kernel's answers to the GETs of
+	// a batch; on expiry the batch is accepted unflagged.
 	ackTimeout = time.Second
 	slotSize   = 512
 	socketBuf  = 4 << 20
+	// netlinkCapAck (NETLINK_CAP_ACK): an error carries only the failed
+	// message's header back, not the whole message.
+	netlinkCapAck = 10
 )
 
 // Counter names one of the gate's counters.
@@ -67,7 +73,8 @@ type Counter int
 const (
 	// Queued counts packets the gate received.
 	Queued Counter = iota
-	// Flagged counts entries the gate flagged (update acknowledged).
+	// Flagged counts entries the gate flagged (update acknowledged; the
+	// ack is read with the packets after the batch's verdict).
 	Flagged
 	// AlreadyLiberal counts selected entries that already had the flag in
 	// every wanted direction.
@@ -154,7 +161,7 @@ type slot struct {
 	skip  bool             // failed and counted: accept unflagged
 	entry flows.Flow       // the GET's answer
 	found bool
-	errno unix.Errno
+	errno unix.Errno // the GET's error
 }
 
 // Gate is the handshake gate of one network namespace.
@@ -162,8 +169,7 @@ type Gate struct {
 	cfg      Config
 	log      *slog.Logger
 	obs      Observer
-	q, ct    *netlink.Conn
-	upd      *flows.Updater // the flag updates, batched
+	q, ct    *netlink.Conn // the queue (packets, updates, verdicts); the GETs
 	qraw     syscall.RawConn
 	ctraw    syscall.RawConn
 	pols     atomic.Pointer[policies]
@@ -184,8 +190,6 @@ type Gate struct {
 	write     func(fd uintptr) bool
 	latencies []time.Duration
 	ctbuf     []byte
-	ups       []flows.Update
-	upSlot    []int // the slot of each of ups
 }
 
 // Open binds the queue in the namespace: from now on the gate rules'
@@ -210,8 +214,6 @@ func Open(cfg Config) (*Gate, error) {
 	g.latencies = make([]time.Duration, 0, cfg.MaxBatch)
 	g.w.B = make([]byte, 0, cfg.MaxBatch*160)
 	g.ctbuf = make([]byte, 64<<10)
-	g.ups = make([]flows.Update, 0, cfg.MaxBatch)
-	g.upSlot = make([]int, 0, cfg.MaxBatch)
 	g.readWait = func(fd uintptr) bool {
 		g.rn, g.rerr = nlwire.Recv(int(fd), g.rbuf, unix.MSG_TRUNC)
 		return g.rerr != unix.EAGAIN
@@ -237,11 +239,6 @@ func Open(cfg Config) (*Gate, error) {
 		g.q.Close()
 		return nil, fmt.Errorf("open the ctnetlink socket: %w", err)
 	}
-	if g.upd, err = flows.NewUpdater(cfg.NetNSFd); err != nil {
-		g.q.Close()
-		g.ct.Close()
-		return nil, err
-	}
 	if err := g.bind(); err != nil {
 		g.Close()
 		return nil, fmt.Errorf("bind NFQUEUE %d: %w", cfg.Queue, err)
@@ -250,7 +247,7 @@ func Open(cfg Config) (*Gate, error) {
 }
 
 // dial opens a NETLINK_NETFILTER socket in the namespace with a large
-// receive buffer.
+// receive buffer and short error messages.
 func dial(netnsFd int) (*netlink.Conn, syscall.RawConn, error) {
 	cfg := &netlink.Config{}
 	if netnsFd >= 0 {
@@ -269,6 +266,7 @@ func dial(netnsFd int) (*netlink.Conn, syscall.RawConn, error) {
 		if unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, socketBuf) != nil {
 			_ = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUF, socketBuf)
 		}
+		_ = unix.SetsockoptInt(int(fd), unix.SOL_NETLINK, netlinkCapAck, 1) // best effort
 	})
 	return nl, raw, nil
 }
@@ -356,7 +354,7 @@ func (g *Gate) Stats() Snapshot {
 // Close unbinds the queue (the kernel bypasses it from then on) and closes
 // the sockets.
 func (g *Gate) Close() error {
-	return errors.Join(g.q.Close(), g.ct.Close(), g.upd.Close())
+	return errors.Join(g.q.Close(), g.ct.Close())
 }
 
 func (g *Gate) count(c Counter, n int) {
@@ -394,7 +392,8 @@ func (g *Gate) Run(ctx context.Context) error {
 
 // read waits for a packet, then takes whatever else is queued, up to
 // MaxBatch, in one system call (recvmmsg); it returns how many slots it
-// filled.
+// filled with packets. The acks of earlier updates, read among them, are
+// counted here.
 func (g *Gate) read() (int, error) {
 	if err := g.qraw.Read(g.readBatch); err != nil {
 		return 0, err
@@ -412,8 +411,12 @@ func (g *Gate) read() (int, error) {
 			binary.NativeEndian.PutUint32(s.buf[:], uint32(raw))
 		}
 		m, _, ok := nlwire.Next(s.buf[:raw])
+		if ok && m.Type == unix.NLMSG_ERROR {
+			g.countAck(m.Data)
+			continue
+		}
 		if !ok || m.Type != subsysQueue<<8|nfqnlMsgPacket {
-			continue // e.g. a late ack
+			continue
 		}
 		id, payload, ok := packetInfo(m.Data)
 		if !ok {
@@ -453,8 +456,7 @@ func (g *Gate) handle(batch []slot) {
 			g.decide(&batch[i], pl)
 		}
 	}
-	g.update(batch)
-	g.verdicts(batch)
+	g.answer(batch)
 }
 
 // decide sets what to flag on a slot whose entry the GET returned.
@@ -482,33 +484,6 @@ func (g *Gate) decide(s *slot, pl *policies) {
 		g.count(AlreadyLiberal, 1)
 	default:
 		s.dirs = want
-	}
-}
-
-// update sets the flag and the mark bit on every slot's entry that needs
-// it, addressed by the reply tuple, through the batched updater (one write,
-// answers read in bulk), and counts the answers.
-func (g *Gate) update(batch []slot) {
-	g.ups, g.upSlot = g.ups[:0], g.upSlot[:0]
-	for i := range batch {
-		s := &batch[i]
-		if s.dirs == 0 || s.skip {
-			continue
-		}
-		g.ups = append(g.ups, flows.Update{Key: flows.Key{Orig: s.t}, ByReply: true,
-			Dirs: s.dirs, Set: true, Mark: g.cfg.MarkBit})
-		g.upSlot = append(g.upSlot, i)
-	}
-	if len(g.ups) == 0 {
-		return
-	}
-	if err := g.upd.Apply(g.ups); err != nil {
-		g.log.Warn("the gate's flag updates failed; packets accepted unflagged", "err", err)
-	}
-	for j := range g.ups {
-		e := g.ups[j].Errno
-		batch[g.upSlot[j]].errno = e
-		g.countUpdate(e)
 	}
 }
 
@@ -580,9 +555,14 @@ func (g *Gate) exchange(batch []slot) {
 	}
 }
 
-// countUpdate counts the answer to a liberal update.
-func (g *Gate) countUpdate(e unix.Errno) {
-	switch e {
+// countAck counts an ack the queue socket received (the data of an
+// NLMSG_ERROR message): the answer to one of the gate's updates.
+func (g *Gate) countAck(data []byte) {
+	if len(data) < 4+nlwire.MsgHdrLen ||
+		binary.NativeEndian.Uint16(data[4+4:]) != subsysCtnetlink<<8|ipctnlMsgCtNew {
+		return // not an update's: the echoed request is another message
+	}
+	switch nlwire.Errno(data) {
 	case 0:
 		g.count(Flagged, 1)
 	case unix.ENOENT:
@@ -592,10 +572,21 @@ func (g *Gate) countUpdate(e unix.Errno) {
 	}
 }
 
-// verdicts accepts every packet of the batch: one batch verdict per queue
-// with the highest id (packet ids of a queue grow).
-func (g *Gate) verdicts(batch []slot) {
+// answer sets the flag and the mark bit on every slot's entry that needs
+// it, addressed by the reply tuple, and accepts every packet of the batch,
+// all in one write on the queue socket: the updates first, each asking for
+// an ack (counted by read), then the batch verdicts.
+func (g *Gate) answer(batch []slot) {
 	g.w.B = g.w.B[:0]
+	for i := range batch {
+		s := &batch[i]
+		if s.dirs == 0 || s.skip {
+			continue
+		}
+		g.seq++
+		u := flows.Update{Key: flows.Key{Orig: s.t}, ByReply: true, Dirs: s.dirs, Set: true, Mark: g.cfg.MarkBit}
+		flows.AppendUpdate(&g.w.Writer, g.seq, nlmFRequestAck, &u)
+	}
 	g.w.verdicts(batch)
 	g.wbuf = g.w.B
 	err := g.qraw.Write(g.write)
@@ -608,9 +599,10 @@ func (g *Gate) verdicts(batch []slot) {
 		g.latencies = append(g.latencies, now.Sub(batch[i].at))
 	}
 	if err != nil {
-		// The packets wait in the kernel until the socket closes (then the
-		// kernel accepts them): nothing better to do than say so.
-		g.log.Error("sending the gate's verdicts failed", "err", err)
+		// Neither the updates nor the verdicts reached the kernel: the
+		// packets wait there until the socket closes (then the kernel
+		// accepts them). Nothing better to do than say so.
+		g.log.Error("sending the gate's updates and verdicts failed", "err", err)
 		g.count(Errors, len(batch))
 	}
 	g.obs.Batch(len(batch), g.latencies)

@@ -211,8 +211,7 @@ func TestSetPoliciesFastPath(t *testing.T) {
 }
 
 // TestPerPacketPathDoesNotAllocate covers what the gate does per packet:
-// parse the headers, append the GET and the verdict (the update is
-// flows.Updater's, checked there).
+// parse the headers, append the GET, the update and the verdict.
 func TestPerPacketPathDoesNotAllocate(t *testing.T) {
 	p4 := ipv4(5, protoTCP, "198.19.8.2:443", "198.19.8.1:40000")
 	p6 := ipv6("[fd00:c7:8:2::2]:8080", "[fd00:c7:8:1::2]:40000", ipv6HopByHop)
@@ -226,6 +225,8 @@ func TestPerPacketPathDoesNotAllocate(t *testing.T) {
 				t.Fatal("parse failed")
 			}
 			w.get(2, &tp)
+			u := flows.Update{Key: flows.Key{Orig: tp}, ByReply: true, Dirs: flows.Reply, Set: true, Mark: flows.DefaultMarkBit}
+			flows.AppendUpdate(&w.Writer, 3, nlmFRequestAck, &u)
 		}
 		w.verdicts(batch)
 		for b := w.B; len(b) > 0; {
@@ -235,5 +236,28 @@ func TestPerPacketPathDoesNotAllocate(t *testing.T) {
 	})
 	if allocs != 0 {
 		t.Errorf("%v allocations per packet pair, want 0", allocs)
+	}
+}
+
+// TestCountAck checks how the acks the queue socket reads are counted: an
+// update's by its error code, any other message's (the bind's) not at all.
+func TestCountAck(t *testing.T) {
+	ack := func(errno unix.Errno, typ uint16) []byte {
+		b := binary.NativeEndian.AppendUint32(nil, uint32(-int32(errno)))
+		b = binary.NativeEndian.AppendUint32(b, nlwire.MsgHdrLen) // the echoed header
+		b = binary.NativeEndian.AppendUint16(b, typ)
+		return append(b, make([]byte, nlwire.MsgHdrLen-6)...)
+	}
+	update := uint16(subsysCtnetlink<<8 | ipctnlMsgCtNew)
+	g := &Gate{obs: noObserver{}}
+	for _, data := range [][]byte{
+		ack(0, update), ack(0, update), ack(unix.ENOENT, update), ack(unix.EPERM, update),
+		ack(0, subsysQueue<<8|nfqnlMsgConfig), ack(0, update)[:10],
+	} {
+		g.countAck(data)
+	}
+	st := g.Stats()
+	if st.Flagged != 2 || st.Gone != 1 || st.Errors != 1 {
+		t.Errorf("flagged %d gone %d errors %d, want 2 1 1", st.Flagged, st.Gone, st.Errors)
 	}
 }
