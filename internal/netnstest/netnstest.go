@@ -81,12 +81,16 @@ func NewNetNS(t testing.TB, prefix string) *NS {
 }
 
 // Run runs a command inside the namespace ("ip netns exec") and returns its
-// combined output.
+// output: all of its stdout, then all of its stderr. Kept apart, they cannot
+// interleave: a tool that block-buffers stdout (conntrack -L) writes its
+// stderr summary between two of its stdout buffers, which can cut a listed
+// line in two.
 func (n *NS) Run(name string, args ...string) ([]byte, error) {
 	cmd := exec.Command("ip", append([]string{"netns", "exec", n.Name, name}, args...)...)
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
+	var out, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &stderr
 	err := cmd.Run()
+	out.Write(stderr.Bytes())
 	return out.Bytes(), err
 }
 
