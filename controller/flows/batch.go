@@ -35,9 +35,8 @@ type Update struct {
 const MaxBatch = 256
 
 const (
-	updaterBuf    = 4 << 20
-	updaterWait   = 5 * time.Second
-	netlinkCapAck = 10 // NETLINK_CAP_ACK
+	updaterBuf  = 4 << 20
+	updaterWait = 5 * time.Second
 )
 
 // Updater sends flags-only updates in batches on a netlink socket of its
@@ -80,7 +79,7 @@ func NewUpdater(netnsFd int) (*Updater, error) {
 		}
 		// Errors then carry only the failed message's header, not the
 		// whole message back (best effort: old kernels lack it).
-		_ = unix.SetsockoptInt(int(fd), unix.SOL_NETLINK, netlinkCapAck, 1)
+		_ = unix.SetsockoptInt(int(fd), unix.SOL_NETLINK, unix.NETLINK_CAP_ACK, 1)
 	})
 	u := &Updater{nl: nl, raw: raw, rbuf: make([]byte, 64<<10), w: nlwire.Writer{B: make([]byte, 0, MaxBatch*160)}}
 	u.readWait = func(fd uintptr) bool {

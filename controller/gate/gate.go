@@ -60,9 +60,6 @@ const (
 	ackTimeout = time.Second
 	slotSize   = 512
 	socketBuf  = 4 << 20
-	// netlinkCapAck (NETLINK_CAP_ACK): an error carries only the failed
-	// message's header back, not the whole message.
-	netlinkCapAck = 10
 )
 
 // Counter names one of the gate's counters.
@@ -157,7 +154,7 @@ type slot struct {
 	t     Tuple
 	at    time.Time
 	dirs  flows.Directions // to set; 0: nothing to do
-	done  bool             // answered (GET or update), or nothing to ask
+	done  bool             // the GET answered, or nothing to ask
 	skip  bool             // failed and counted: accept unflagged
 	entry flows.Flow       // the GET's answer
 	found bool
@@ -266,7 +263,9 @@ func dial(netnsFd int) (*netlink.Conn, syscall.RawConn, error) {
 		if unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, socketBuf) != nil {
 			_ = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUF, socketBuf)
 		}
-		_ = unix.SetsockoptInt(int(fd), unix.SOL_NETLINK, netlinkCapAck, 1) // best effort
+		// An error carries only the failed request's header back, not the
+		// whole request (best effort: old kernels lack it).
+		_ = unix.SetsockoptInt(int(fd), unix.SOL_NETLINK, unix.NETLINK_CAP_ACK, 1)
 	})
 	return nl, raw, nil
 }
@@ -556,10 +555,13 @@ func (g *Gate) exchange(batch []slot) {
 }
 
 // countAck counts an ack the queue socket received (the data of an
-// NLMSG_ERROR message): the answer to one of the gate's updates.
+// NLMSG_ERROR message, struct nlmsgerr: the error code, then the request's
+// header, whose type follows its 4-byte length): the answer to one of the
+// gate's updates.
 func (g *Gate) countAck(data []byte) {
+	const typeAt = 4 + 4
 	if len(data) < 4+nlwire.MsgHdrLen ||
-		binary.NativeEndian.Uint16(data[4+4:]) != subsysCtnetlink<<8|ipctnlMsgCtNew {
+		binary.NativeEndian.Uint16(data[typeAt:]) != subsysCtnetlink<<8|ipctnlMsgCtNew {
 		return // not an update's: the echoed request is another message
 	}
 	switch nlwire.Errno(data) {
