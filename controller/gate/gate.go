@@ -14,10 +14,10 @@
 // updates of a batch and the one batch verdict that accepts it go in a
 // single write on the queue socket: the kernel handles a write's messages
 // in order before the write returns, so every flag is set before its packet
-// moves on, and the updates' acks come back with the next packets. One
-// goroutine does all the I/O,
-// without allocating per packet, in raw system calls that never block
-// (it waits in the runtime's poller).
+// moves on. The updates ask for no ack: only a refusal comes back, read
+// with the next packets. One goroutine does all the I/O, without allocating
+// per packet, in raw system calls that never block (it waits in the
+// runtime's poller).
 //
 // Policies that scope by sources, destinations or ports (or several gated
 // policies wanting different directions) need the entry's original tuple,
@@ -70,8 +70,10 @@ type Counter int
 const (
 	// Queued counts packets the gate received.
 	Queued Counter = iota
-	// Flagged counts entries the gate flagged (update acknowledged; the
-	// ack is read with the packets after the batch's verdict).
+	// Flagged counts entries the gate flagged: updates the kernel did
+	// not refuse. Updates ask for no ack (a refusal comes back anyway,
+	// queued on the socket before the write returns), so an update counts
+	// once the gate has read the socket empty after it.
 	Flagged
 	// AlreadyLiberal counts selected entries that already had the flag in
 	// every wanted direction.
@@ -187,6 +189,7 @@ type Gate struct {
 	write     func(fd uintptr) bool
 	latencies []time.Duration
 	ctbuf     []byte
+	unsettled int // updates sent whose refusal, if any, is still unread
 }
 
 // Open binds the queue in the namespace: from now on the gate rules'
@@ -221,7 +224,11 @@ func Open(cfg Config) (*Gate, error) {
 	}
 	g.readBatch = func(fd uintptr) bool {
 		g.rn, g.rerr = g.batch.Recv(int(fd), len(g.slots), unix.MSG_TRUNC)
-		return g.rerr != unix.EAGAIN
+		if g.rerr == unix.EAGAIN {
+			g.settle() // before waiting
+			return false
+		}
+		return true
 	}
 	g.write = func(fd uintptr) bool {
 		_, g.werr = nlwire.Write(int(fd), g.wbuf)
@@ -432,7 +439,18 @@ func (g *Gate) read() (int, error) {
 		}
 		n++
 	}
+	if g.rn < len(g.slots) {
+		g.settle()
+	}
 	return n, nil
+}
+
+// settle counts the updates sent so far as flagged, less those refused:
+// the gate has read the queue socket empty, so every refusal (queued
+// before its write returned) has been counted.
+func (g *Gate) settle() {
+	g.count(Flagged, g.unsettled)
+	g.unsettled = 0
 }
 
 // handle flags the batch's flows and accepts its packets.
@@ -556,14 +574,15 @@ func (g *Gate) exchange(batch []slot) {
 
 // countAck counts an ack the queue socket received (the data of an
 // NLMSG_ERROR message, struct nlmsgerr: the error code, then the request's
-// header, whose type follows its 4-byte length): the answer to one of the
-// gate's updates.
+// header, whose type follows its 4-byte length) when it answers one of the
+// gate's updates: the update is settled.
 func (g *Gate) countAck(data []byte) {
 	const typeAt = 4 + 4
 	if len(data) < 4+nlwire.MsgHdrLen ||
 		binary.NativeEndian.Uint16(data[typeAt:]) != subsysCtnetlink<<8|ipctnlMsgCtNew {
 		return // not an update's: the echoed request is another message
 	}
+	g.unsettled = max(g.unsettled-1, 0)
 	switch nlwire.Errno(data) {
 	case 0:
 		g.count(Flagged, 1)
@@ -576,10 +595,12 @@ func (g *Gate) countAck(data []byte) {
 
 // answer sets the flag and the mark bit on every slot's entry that needs
 // it, addressed by the reply tuple, and accepts every packet of the batch,
-// all in one write on the queue socket: the updates first, each asking for
-// an ack (counted by read), then the batch verdicts.
+// all in one write on the queue socket: the updates first, asking for no
+// ack (the kernel answers a refusal all the same, counted by read), then
+// the batch verdicts.
 func (g *Gate) answer(batch []slot) {
 	g.w.B = g.w.B[:0]
+	updates := 0
 	for i := range batch {
 		s := &batch[i]
 		if s.dirs == 0 || s.skip {
@@ -587,7 +608,8 @@ func (g *Gate) answer(batch []slot) {
 		}
 		g.seq++
 		u := flows.Update{Key: flows.Key{Orig: s.t}, ByReply: true, Dirs: s.dirs, Set: true, Mark: g.cfg.MarkBit}
-		flows.AppendUpdate(&g.w.Writer, g.seq, nlmFRequestAck, &u)
+		flows.AppendUpdate(&g.w.Writer, g.seq, unix.NLM_F_REQUEST, &u)
+		updates++
 	}
 	g.w.verdicts(batch)
 	g.wbuf = g.w.B
@@ -600,7 +622,9 @@ func (g *Gate) answer(batch []slot) {
 	for i := range batch {
 		g.latencies = append(g.latencies, now.Sub(batch[i].at))
 	}
-	if err != nil {
+	if err == nil {
+		g.unsettled += updates
+	} else {
 		// Neither the updates nor the verdicts reached the kernel: the
 		// packets wait there until the socket closes (then the kernel
 		// accepts them). Nothing better to do than say so.

@@ -226,7 +226,7 @@ func TestPerPacketPathDoesNotAllocate(t *testing.T) {
 			}
 			w.get(2, &tp)
 			u := flows.Update{Key: flows.Key{Orig: tp}, ByReply: true, Dirs: flows.Reply, Set: true, Mark: flows.DefaultMarkBit}
-			flows.AppendUpdate(&w.Writer, 3, nlmFRequestAck, &u)
+			flows.AppendUpdate(&w.Writer, 3, unix.NLM_F_REQUEST, &u)
 		}
 		w.verdicts(batch)
 		for b := w.B; len(b) > 0; {
@@ -239,8 +239,10 @@ func TestPerPacketPathDoesNotAllocate(t *testing.T) {
 	}
 }
 
-// TestCountAck checks how the acks the queue socket reads are counted: an
-// update's by its error code, any other message's (the bind's) not at all.
+// TestCountAck checks how the updates' outcomes are counted: an update
+// answered by its error code (a refusal, or an ack), any other message
+// (the bind's ack) not at all, and the unanswered ones as flagged once the
+// socket is read empty.
 func TestCountAck(t *testing.T) {
 	ack := func(errno unix.Errno, typ uint16) []byte {
 		b := binary.NativeEndian.AppendUint32(nil, uint32(-int32(errno)))
@@ -249,15 +251,19 @@ func TestCountAck(t *testing.T) {
 		return append(b, make([]byte, nlwire.MsgHdrLen-6)...)
 	}
 	update := uint16(subsysCtnetlink<<8 | ipctnlMsgCtNew)
-	g := &Gate{obs: noObserver{}}
+	g := &Gate{obs: noObserver{}, unsettled: 5}
 	for _, data := range [][]byte{
 		ack(0, update), ack(0, update), ack(unix.ENOENT, update), ack(unix.EPERM, update),
 		ack(0, subsysQueue<<8|nfqnlMsgConfig), ack(0, update)[:10],
 	} {
 		g.countAck(data)
 	}
-	st := g.Stats()
-	if st.Flagged != 2 || st.Gone != 1 || st.Errors != 1 {
-		t.Errorf("flagged %d gone %d errors %d, want 2 1 1", st.Flagged, st.Gone, st.Errors)
+	if st := g.Stats(); st.Flagged != 2 || st.Gone != 1 || st.Errors != 1 || g.unsettled != 1 {
+		t.Errorf("flagged %d gone %d errors %d unsettled %d, want 2 1 1 1", st.Flagged, st.Gone, st.Errors, g.unsettled)
 	}
+	g.settle() // read the socket empty
+	if st := g.Stats(); st.Flagged != 3 || g.unsettled != 0 {
+		t.Errorf("settled: flagged %d unsettled %d, want 3 0", st.Flagged, g.unsettled)
+	}
+	g.count(Flagged, g.unsettled) // what read does on reading the socket empty
 }
