@@ -36,6 +36,7 @@ type connRateMode struct {
 	run    bool   // whether ctguard run runs on the box
 	binary string // "": the binary under test
 	tp     *racetest.Topo
+	proc   *runProc
 	pid    int
 	conns  int
 	errs   int
@@ -113,13 +114,19 @@ spec:
 			p := startRun(b, m.tp.NAT, b.TempDir(), args...)
 			binary = under
 			p.waitReady()
-			m.pid = p.cmd.Process.Pid
+			m.proc, m.pid = p, p.cmd.Process.Pid
 		}
 		connRate(b, m.tp, 500) // warm up
 	}
 	rounds := connRateRounds
 	if r, err := strconv.Atoi(os.Getenv("CTGUARD_BENCH_CONN_ROUNDS")); err == nil && r > 0 {
 		rounds = r
+	}
+	batches := map[*connRateMode][2]float64{} // the gate's batches and packets before the rounds
+	for _, m := range modes {
+		if m.proc != nil {
+			batches[m] = gateBatches(m.proc)
+		}
 	}
 	b.ResetTimer()
 	for r := range rounds {
@@ -147,6 +154,9 @@ spec:
 		if m.pid != 0 {
 			b.ReportMetric(rate/anchor, m.name+"-x-no-ctguard")
 			b.ReportMetric(float64(m.cpu.Microseconds())/float64(m.conns), m.name+"-cpu-µs/conn")
+			if now, then := gateBatches(m.proc), batches[m]; now[0] > then[0] {
+				b.ReportMetric((now[1]-then[1])/(now[0]-then[0]), m.name+"-packets/batch")
+			}
 		}
 		if m.errs > 0 {
 			b.Errorf("%s: %d of %d connections failed", m.name, m.errs, m.conns)
@@ -242,4 +252,15 @@ func exchange(tp *racetest.Topo, buf []byte) bool {
 			return false
 		}
 	}
+}
+
+// gateBatches returns how many batches the gate of p has handled and how
+// many packets they held (its ctguard_gate_batch_size histogram).
+func gateBatches(p *runProc) [2]float64 {
+	f := p.scrape()["ctguard_gate_batch_size"]
+	if f == nil || len(f.GetMetric()) == 0 || f.GetMetric()[0].Histogram == nil {
+		return [2]float64{}
+	}
+	h := f.GetMetric()[0].Histogram
+	return [2]float64{float64(h.GetSampleCount()), h.GetSampleSum()}
 }
