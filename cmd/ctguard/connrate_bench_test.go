@@ -49,8 +49,9 @@ type connRateMode struct {
 // same CPUs, connRateWorkers connections in flight, each a short HTTP/1.0
 // exchange (request, a 3-byte response, the server closes). Modes: no
 // ctguard (the anchor), `ctguard run` with a dropInvalid policy, with the
-// default policy's perFlow liberal on NEW events (`handshake: none`), and
-// with the embedded default policy (the handshake gate). Every mode has its
+// default policy's perFlow liberal on conntrack events (`handshake: none`),
+// the same with the guard rule (`handshake: guard`), and with the embedded
+// default policy (the handshake gate). Every mode has its
 // own topology and controller, all set up first; then each mode runs b.N
 // connections per round, the modes interleaved, connRateRounds rounds, so
 // that the machine's noise falls on all of them alike. It reports each
@@ -59,7 +60,9 @@ type connRateMode struct {
 // runs only the modes it names (no-ctguard always);
 // CTGUARD_BENCH_BASE_BINARY=PATH adds the mode gate-base: the default
 // policy run by another ctguard binary (e.g. built from main), to compare
-// two versions in one run.
+// two versions in one run. CTGUARD_BENCH_CONN_CLIENT=ab makes the
+// connections with ApacheBench (`ab -c 50`, the issue's client: C, one
+// thread, far less CPU per connection than the Go client) instead.
 //
 //	go test ./cmd/ctguard -run '^$' -bench PrivilegedConnRate -benchtime 20000x
 func BenchmarkPrivilegedConnRate(b *testing.B) {
@@ -74,6 +77,7 @@ spec:
   match:
     nat: [snat]
 `
+	guard := strings.Replace(none, "handshake: none", "handshake: guard", 1)
 	drop := `apiVersion: ctguard.io/v1alpha1
 kind: MitigationPolicy
 metadata:
@@ -85,6 +89,7 @@ spec:
 		{name: "no-ctguard"},
 		{name: "dropInvalid", run: true, policy: drop},
 		{name: "none", run: true, policy: none},
+		{name: "guard", run: true, policy: guard},
 		{name: "gate", run: true},
 	}
 	if base := os.Getenv("CTGUARD_BENCH_BASE_BINARY"); base != "" {
@@ -97,6 +102,10 @@ spec:
 	}
 	if len(modes) == 0 || modes[0].name != "no-ctguard" {
 		b.Fatal("CTGUARD_BENCH_CONN_MODES must name no-ctguard (the anchor)")
+	}
+	rate := connRate
+	if os.Getenv("CTGUARD_BENCH_CONN_CLIENT") == "ab" {
+		rate = connRateAB
 	}
 	for _, m := range modes {
 		m.tp = racetest.New(b, racetest.SNAT, false)
@@ -116,7 +125,7 @@ spec:
 			p.waitReady()
 			m.proc, m.pid = p, p.cmd.Process.Pid
 		}
-		connRate(b, m.tp, 500) // warm up
+		rate(b, m.tp, 500) // warm up
 	}
 	rounds := connRateRounds
 	if r, err := strconv.Atoi(os.Getenv("CTGUARD_BENCH_CONN_ROUNDS")); err == nil && r > 0 {
@@ -138,7 +147,7 @@ spec:
 				cpu0 = cpuTime(b, m.pid)
 			}
 			start := time.Now()
-			m.errs += connRate(b, m.tp, b.N)
+			m.errs += rate(b, m.tp, b.N)
 			m.wall += time.Since(start)
 			m.conns += b.N
 			if m.pid != 0 {
@@ -227,6 +236,26 @@ func connRate(b *testing.B, tp *racetest.Topo, n int) int {
 	}
 	wg.Wait()
 	return int(failed.Load())
+}
+
+// connRateAB is connRate with ApacheBench as the client.
+func connRateAB(b *testing.B, tp *racetest.Topo, n int) int {
+	out := tp.Client.MustRun(b, "ab", "-q", "-r", "-s", "5", "-c", strconv.Itoa(min(connRateWorkers, n)), "-n", strconv.Itoa(n),
+		"http://"+tp.Target.String()+"/")
+	complete, failed := -1, -1
+	for _, line := range strings.Split(string(out), "\n") {
+		f := strings.Fields(line)
+		switch {
+		case len(f) == 3 && f[0] == "Complete" && f[1] == "requests:":
+			complete, _ = strconv.Atoi(f[2])
+		case len(f) >= 3 && f[0] == "Failed" && f[1] == "requests:":
+			failed, _ = strconv.Atoi(f[2])
+		}
+	}
+	if complete != n || failed < 0 {
+		b.Fatalf("ab: %d of %d requests complete, %d failed:\n%s", complete, n, failed, out)
+	}
+	return failed
 }
 
 // exchange makes one connection, sends the request and reads the whole
