@@ -59,7 +59,8 @@ type Event struct {
 type Subscription struct {
 	nl          *netlink.Conn
 	raw         syscall.RawConn
-	buf         []byte
+	batch       *nlwire.Batch // eventSlots datagrams per recvmmsg, into bufs
+	bufs        []byte
 	lossPending bool // ENOBUFS seen, queue not drained yet
 	lost        atomic.Uint64
 	closed      atomic.Bool
@@ -103,7 +104,24 @@ func newSubscription(nl *netlink.Conn, bufBytes int) (*Subscription, error) {
 			return nil, fmt.Errorf("join conntrack event group %d: %w", g, err)
 		}
 	}
-	return &Subscription{nl: nl, raw: raw, buf: make([]byte, 64<<10)}, nil
+	s := &Subscription{nl: nl, raw: raw, batch: nlwire.NewBatch(eventSlots), bufs: make([]byte, eventSlots*eventSlotSize)}
+	for i := range eventSlots {
+		s.batch.Buffer(i, s.slot(i))
+	}
+	return s, nil
+}
+
+// A Subscription reads up to eventSlots event datagrams per system call
+// (recvmmsg), each into a slot of eventSlotSize bytes: the kernel sends
+// every event as a datagram of its own, sized to fit (well under 1 KiB).
+const (
+	eventSlots    = 64
+	eventSlotSize = 4 << 10
+)
+
+// slot returns the buffer of datagram i.
+func (s *Subscription) slot(i int) []byte {
+	return s.bufs[i*eventSlotSize : (i+1)*eventSlotSize]
 }
 
 // ReadBuffer returns the receive buffer size the kernel granted (it doubles
@@ -134,7 +152,7 @@ func (s *Subscription) Receive(dst []Event) ([]Event, error) {
 	var rerr error
 	err := s.raw.Read(func(fd uintptr) bool {
 		for len(dst) < limit {
-			n, err := nlwire.Recv(int(fd), s.buf, 0)
+			n, err := s.batch.Recv(int(fd), min(eventSlots, limit-len(dst)), unix.MSG_TRUNC)
 			switch {
 			case err == unix.EAGAIN || err == unix.EWOULDBLOCK: // queue empty
 				if s.lossPending {
@@ -153,9 +171,16 @@ func (s *Subscription) Receive(dst []Event) ([]Event, error) {
 				rerr = err
 				return true
 			}
-			if dst, err = decodeEvents(dst, s.buf[:n]); err != nil {
-				rerr = err
-				return true
+			for i := range n {
+				size := s.batch.Len(i)
+				if size > eventSlotSize {
+					rerr = fmt.Errorf("a %d-byte event datagram exceeds its %d-byte buffer", size, eventSlotSize)
+					return true
+				}
+				if dst, err = decodeEvents(dst, s.slot(i)[:size]); err != nil {
+					rerr = err
+					return true
+				}
 			}
 		}
 		return true
