@@ -73,7 +73,8 @@ const (
 	// Flagged counts entries the gate flagged: updates the kernel did
 	// not refuse. Updates ask for no ack (a refusal comes back anyway,
 	// queued on the socket before the write returns), so an update counts
-	// once the gate has read the socket empty after it.
+	// once the gate has read the socket empty after it (a refusal lost in
+	// a receive overflow, itself counted in ReceiveErrors, counts here).
 	Flagged
 	// AlreadyLiberal counts selected entries that already had the flag in
 	// every wanted direction.
