@@ -103,9 +103,9 @@ spec:
 	if len(modes) == 0 || modes[0].name != "no-ctguard" {
 		b.Fatal("CTGUARD_BENCH_CONN_MODES must name no-ctguard (the anchor)")
 	}
-	rate := connRate
+	connect := connRate // makes n connections, returns how many failed
 	if os.Getenv("CTGUARD_BENCH_CONN_CLIENT") == "ab" {
-		rate = connRateAB
+		connect = connRateAB
 	}
 	for _, m := range modes {
 		m.tp = racetest.New(b, racetest.SNAT, false)
@@ -125,7 +125,7 @@ spec:
 			p.waitReady()
 			m.proc, m.pid = p, p.cmd.Process.Pid
 		}
-		rate(b, m.tp, 500) // warm up
+		connect(b, m.tp, 500) // warm up
 	}
 	rounds := connRateRounds
 	if r, err := strconv.Atoi(os.Getenv("CTGUARD_BENCH_CONN_ROUNDS")); err == nil && r > 0 {
@@ -147,7 +147,7 @@ spec:
 				cpu0 = cpuTime(b, m.pid)
 			}
 			start := time.Now()
-			m.errs += rate(b, m.tp, b.N)
+			m.errs += connect(b, m.tp, b.N)
 			m.wall += time.Since(start)
 			m.conns += b.N
 			if m.pid != 0 {
