@@ -126,6 +126,12 @@ func (c *Conn) dump(ctx context.Context, filter bool, value, mask uint32, fn fun
 	d := dumpReader{raw: raw, buf: make([]byte, dumpBuffer)}
 	var f Flow
 	for {
+		// Checked per datagram too: the deadline that stop sets comes from
+		// another goroutine, and the datagrams already queued would
+		// otherwise be read (to the end of the dump) before it lands.
+		if err := ctx.Err(); err != nil {
+			return err
+		}
 		b, err := d.next()
 		if err != nil {
 			if ctx.Err() != nil {
