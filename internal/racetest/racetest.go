@@ -174,41 +174,63 @@ type Result struct {
 	Setup []time.Duration
 }
 
-// Run opens n connections from the client, at most parallel at a time, each
-// reading the server's greeting and closing, and counts the resets.
+// Run opens n connections from the client, one after the other, at most
+// parallel open at a time, each reading the server's greeting and closing,
+// and counts the resets.
 func (tp *Topo) Run(t testing.TB, a *Adversary, n, parallel int) Result {
 	t.Helper()
+	return tp.run(t, a, n, parallel, 1)
+}
+
+// RunConcurrent is Run with parallel connections being opened at once: the
+// SYN-ACKs of many handshakes reach the box together.
+func (tp *Topo) RunConcurrent(t testing.TB, a *Adversary, n, parallel int) Result {
+	t.Helper()
+	return tp.run(t, a, n, parallel, parallel)
+}
+
+// run opens n connections from dialers goroutines, at most parallel open at
+// a time.
+func (tp *Topo) run(t testing.TB, a *Adversary, n, parallel, dialers int) Result {
 	survived0, reset0 := a.Counts()
 	res := Result{Connections: n, Setup: make([]time.Duration, n)}
-	var failed atomic.Int64
+	var failed, next atomic.Int64
 	sem := make(chan struct{}, parallel)
-	var wg sync.WaitGroup
-	// Sockets are created in the namespace of the thread that creates them.
-	tp.Client.Do(t, func() {
-		d := net.Dialer{Timeout: 3 * time.Second}
-		for i := range n {
-			sem <- struct{}{}
-			start := time.Now()
-			c, err := d.Dial("tcp", tp.Target.String())
-			res.Setup[i] = time.Since(start)
-			if err != nil {
-				failed.Add(1)
-				<-sem
-				continue
-			}
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				defer func() { <-sem }()
-				defer c.Close()
-				c.SetDeadline(time.Now().Add(3 * time.Second))
-				if _, err := io.ReadFull(c, make([]byte, len(greeting))); err != nil {
-					failed.Add(1)
+	var wg, readers sync.WaitGroup
+	for range dialers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			// Sockets are created in the namespace of the thread that
+			// creates them.
+			tp.Client.Do(t, func() {
+				d := net.Dialer{Timeout: 3 * time.Second}
+				for i := int(next.Add(1) - 1); i < n; i = int(next.Add(1) - 1) {
+					sem <- struct{}{}
+					start := time.Now()
+					c, err := d.Dial("tcp", tp.Target.String())
+					res.Setup[i] = time.Since(start)
+					if err != nil {
+						failed.Add(1)
+						<-sem
+						continue
+					}
+					readers.Add(1)
+					go func() {
+						defer readers.Done()
+						defer func() { <-sem }()
+						defer c.Close()
+						c.SetDeadline(time.Now().Add(3 * time.Second))
+						if _, err := io.ReadFull(c, make([]byte, len(greeting))); err != nil {
+							failed.Add(1)
+						}
+					}()
 				}
-			}()
-		}
-	})
+			})
+		}()
+	}
 	wg.Wait()
+	readers.Wait()
 	deadline := time.Now().Add(5 * time.Second)
 	for {
 		s, r := a.Counts()
