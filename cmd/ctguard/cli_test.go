@@ -50,6 +50,8 @@ func TestRejectsBadFlags(t *testing.T) {
 		{[]string{"run", "--event-buffer", "-1"}, "--event-buffer: -1 bytes is not between 1 and"},
 		{[]string{"run", "--event-buffer", "0"}, "--event-buffer"},
 		{[]string{"run", "--stuck-after", "0s"}, "--stuck-after: must be positive"},
+		{[]string{"run", "--gate-hold", "-1us"}, "--gate-hold: -1µs is not between 0 and 10ms"},
+		{[]string{"run", "--gate-hold", "1s"}, "--gate-hold: 1s is not between 0 and 10ms"},
 		{[]string{"run", "--metrics-addr", "", "--web-config-file", "web.yml"}, "--web-config-file: needs --metrics-addr"},
 		{[]string{"run", "--web-config-file", "/nonexistent/web.yml"}, "--web-config-file:"},
 		{[]string{"run", "--metrics-addr", "192.0.2.1:9468"}, "--metrics-addr: listen on 192.0.2.1:9468"},

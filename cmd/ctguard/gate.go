@@ -17,11 +17,11 @@ import (
 // table with gate rules never queues to nobody and the engine's first dump
 // comes after the gate listens. When it cannot bind, gate policies fall
 // back to guard rules (loudly): never a policy without protection.
-func startGate(s *session, g *globals, engine *perflow.Engine, m *metrics.Metrics, initial []policy.Policy) *gate.Runner {
+func startGate(s *session, g *globals, hold time.Duration, engine *perflow.Engine, m *metrics.Metrics, initial []policy.Policy) *gate.Runner {
 	onState := func(state string) {
 		m.Gate.State.Set(map[string]float64{gate.StateListening: metrics.GateListening, gate.StateFallback: metrics.GateFallback}[state])
 	}
-	gt, err := gate.Open(gate.Config{NetNSFd: -1, Queue: g.queue, MarkBit: flows.MarkBit(g.markBit), Logger: s.log, Observer: newGateObserver(m)})
+	gt, err := gate.Open(gate.Config{NetNSFd: -1, Queue: g.queue, MarkBit: flows.MarkBit(g.markBit), Hold: hold, Logger: s.log, Observer: newGateObserver(m)})
 	if err != nil {
 		s.log.Error("the handshake gate cannot run; gate policies fall back to guard rules (invalid packets from their servers are dropped)", "queue", g.queue, "err", err)
 		s.SetGate(g.queue, false, nil)

@@ -36,20 +36,26 @@ func percentile(ds []time.Duration, p float64) time.Duration {
 // BenchmarkPrivilegedHandshake measures what each handshake protection
 // costs a NAT box (SNAT, IPv4) in one run: connection setup latency seen by
 // the client (p50, p99; each op is one connection: connect, read the greeting, close) and
-// the controller's CPU per new flow, with a plain server; then the resets
+// the controller's CPU per new flow, with a plain server; the same latency
+// under load, b.N connections opened 64 at a time (where the gate holds SYN-ACKs
+// to batch them: gate-nohold runs it with --gate-hold 0); then the resets
 // of 1000 connections to the adversarial server, 64 at a time, and the
 // rate they went at. Compare the modes as ratios within one run: the
 // machine is shared.
 //
 //	go test ./cmd/ctguard -run '^$' -bench PrivilegedHandshake -benchtime 2000x
 func BenchmarkPrivilegedHandshake(b *testing.B) {
-	for _, mode := range []string{"no-ctguard", "none", "guard", "gate"} {
+	for _, mode := range []string{"no-ctguard", "none", "guard", "gate", "gate-nohold"} {
 		b.Run(mode, func(b *testing.B) {
 			tp := racetest.New(b, racetest.SNAT, false)
 			pid := 0
 			if mode != "no-ctguard" {
-				pol := regexp.MustCompile(`workaround: liberal\n`).ReplaceAllString(gatePolicy(tp), "workaround: liberal\n  liberal:\n    handshake: "+mode+"\n")
-				p := startRun(b, tp.NAT, b.TempDir(), "-f", writePolicy(b, pol), "--resync", "1m")
+				handshake, args := mode, []string{"--resync", "1m"}
+				if mode == "gate-nohold" {
+					handshake, args = "gate", append(args, "--gate-hold", "0")
+				}
+				pol := regexp.MustCompile(`workaround: liberal\n`).ReplaceAllString(gatePolicy(tp), "workaround: liberal\n  liberal:\n    handshake: "+handshake+"\n")
+				p := startRun(b, tp.NAT, b.TempDir(), append(args, "-f", writePolicy(b, pol))...)
 				p.waitReady()
 				pid = p.cmd.Process.Pid
 			}
@@ -68,6 +74,9 @@ func BenchmarkPrivilegedHandshake(b *testing.B) {
 			if pid != 0 {
 				b.ReportMetric(float64((cpuTime(b, pid)-cpu0).Microseconds())/float64(b.N), "ctguard-cpu-µs/flow")
 			}
+			loaded := tp.RunConcurrent(b, srv, b.N, 64)
+			b.ReportMetric(float64(percentile(loaded.Setup, 0.5).Microseconds()), "loaded-p50-setup-µs")
+			b.ReportMetric(float64(percentile(loaded.Setup, 0.99).Microseconds()), "loaded-p99-setup-µs")
 			srv.SetBenign(false)
 			start := time.Now()
 			out := tp.Run(b, srv, 1000, 64)

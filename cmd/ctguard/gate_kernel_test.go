@@ -94,6 +94,37 @@ func TestPrivilegedRunGateClosesTheRace(t *testing.T) {
 	}
 }
 
+// TestPrivilegedRunGateHoldsUnderLoad runs the gate with a long hold
+// (--gate-hold 1ms) under 64 connections opened at once to the adversarial
+// server: the gate handles SYN-ACKs in batches, and a held SYN-ACK is still
+// flagged before it passes, so none of them is reset and conntrack -L shows
+// every flow marked.
+func TestPrivilegedRunGateHoldsUnderLoad(t *testing.T) {
+	t.Parallel()
+	const n = 600
+	tp := racetest.New(t, racetest.SNAT, false)
+	p := startRun(t, tp.NAT, t.TempDir(), "-f", writePolicy(t, gatePolicy(tp)), "--gate-hold", "1ms")
+	p.waitReady()
+	a := tp.StartAdversary(t)
+	if res := tp.RunConcurrent(t, a, n, 64); res.Reset != 0 {
+		t.Errorf("%d of %d connections reset with the gate holding", res.Reset, n)
+	}
+	fams := p.scrape()
+	if v := value(fams, "ctguard_gate_packets_total", "result", "flagged") + value(fams, "ctguard_flows_flagged_total", "policy", "gated"); v < n {
+		t.Errorf("the gate and the engine flagged %v flows, want at least %d", v, n)
+	}
+	out := string(tp.NAT.MustRun(t, "conntrack", "-L", "-p", "tcp", "-f", "ipv4", "--mark", "8388608/8388608"))
+	if marked := len(regexp.MustCompile(`(?m)^tcp `).FindAllStringIndex(out, -1)); marked < n {
+		t.Errorf("conntrack -L --mark shows %d flows, want %d", marked, n)
+	}
+	batches := fams["ctguard_gate_batch_size"].GetMetric()[0].GetHistogram()
+	mean := batches.GetSampleSum() / float64(batches.GetSampleCount())
+	if mean < 2 {
+		t.Errorf("the gate handled %.1f SYN-ACKs per batch, want 2 or more with a 1 ms hold", mean)
+	}
+	t.Logf("%d connections, 64 in flight: %.1f SYN-ACKs per batch", n, mean)
+}
+
 // TestPrivilegedRunGateKillAndRestart kills "ctguard run" with -9: the gate
 // rule stays, nobody listens, and the kernel bypasses the queue, so
 // connections still open at once (unprotected: the adversary resets them).

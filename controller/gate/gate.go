@@ -15,7 +15,8 @@
 // single write on the queue socket: the kernel handles a write's messages
 // in order before the write returns, so every flag is set before its packet
 // moves on. The updates ask for no ack: only a refusal comes back, read
-// with the next packets. One goroutine does all the I/O, without allocating
+// with the next packets. Under load the gate paces its reads (Config.Hold)
+// so that one wake-up serves many SYN-ACKs. One goroutine does all the I/O, without allocating
 // per packet, in raw system calls that never block (it waits in the
 // runtime's poller).
 //
@@ -49,6 +50,11 @@ import (
 // Defaults of Config.
 const (
 	DefaultMaxBatch = 64
+	// DefaultHold is the hold ctguard run uses unless told otherwise
+	// (--gate-hold): under load it cuts the gate's wake-ups several times
+	// over for at most this much (plus the kernel's timer slack) on a
+	// SYN-ACK.
+	DefaultHold = 200 * time.Microsecond
 	// copyRange is how much of each packet the kernel copies to the gate:
 	// the network and TCP headers with room for IPv6 extension headers.
 	copyRange = 128
@@ -123,6 +129,13 @@ type Config struct {
 	MarkBit flows.MarkBit
 	// MaxBatch bounds the packets handled together (DefaultMaxBatch when 0).
 	MaxBatch int
+	// Hold paces the gate under load (0: never). After a batch of two or
+	// more packets (SYN-ACKs came faster than the gate woke), the gate
+	// reads its queue again only Hold after that wake-up, so what arrives
+	// meanwhile is handled in one batch: at most one wake-up per Hold, and
+	// at most Hold (plus timer slack) added to a SYN-ACK. A batch of one
+	// packet, the rule at low rates, or a full batch is followed at once.
+	Hold time.Duration
 	// Logger and Observer are optional.
 	Logger   *slog.Logger
 	Observer Observer
@@ -381,6 +394,7 @@ func (g *Gate) Run(ctx context.Context) error {
 		n, err := g.read()
 		if n > 0 {
 			g.handle(g.slots[:n])
+			g.pace(n)
 		}
 		switch {
 		case err == nil:
@@ -395,6 +409,25 @@ func (g *Gate) Run(ctx context.Context) error {
 			return fmt.Errorf("read NFQUEUE %d: %w", g.cfg.Queue, err)
 		}
 	}
+}
+
+// pace waits, after a batch of n packets, as long as Config.Hold asks.
+// The wait is a plain sleep: the packets that arrive meanwhile stay in the
+// kernel's queue (which fails open when full) for the next read.
+func (g *Gate) pace(n int) {
+	if d := holdFor(g.cfg.Hold, n, len(g.slots), time.Since(g.slots[0].at)); d > 0 {
+		ts := unix.NsecToTimespec(d.Nanoseconds())
+		_ = unix.Nanosleep(&ts, nil) // a signal only shortens the hold
+	}
+}
+
+// holdFor returns how long to wait before the next read after a batch of
+// n packets out of at most limit, handled in elapsed since the wake-up.
+func holdFor(hold time.Duration, n, limit int, elapsed time.Duration) time.Duration {
+	if hold <= 0 || n < 2 || n >= limit {
+		return 0
+	}
+	return max(hold-elapsed, 0)
 }
 
 // read waits for a packet, then takes whatever else is queued, up to

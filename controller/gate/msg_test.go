@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"net/netip"
 	"testing"
+	"time"
 
 	"github.com/ctguard/ctguard/controller/flows"
 	"github.com/ctguard/ctguard/internal/nlwire"
@@ -264,5 +265,26 @@ func TestCountAck(t *testing.T) {
 	g.settle() // read the socket empty
 	if st := g.Stats(); st.Flagged != 3 || g.unsettled != 0 {
 		t.Errorf("settled: flagged %d unsettled %d, want 3 0", st.Flagged, g.unsettled)
+	}
+}
+
+func TestHoldFor(t *testing.T) {
+	const hold = 200 * time.Microsecond
+	for _, tc := range []struct {
+		name    string
+		hold    time.Duration
+		n       int
+		elapsed time.Duration
+		want    time.Duration
+	}{
+		{"off", 0, 5, 0, 0},
+		{"one packet: low rate, read again at once", hold, 1, 0, 0},
+		{"a full batch: more may wait, read again at once", hold, 64, 0, 0},
+		{"two packets: hold the rest of the period", hold, 2, 30 * time.Microsecond, 170 * time.Microsecond},
+		{"handling took longer than the hold", hold, 10, 250 * time.Microsecond, 0},
+	} {
+		if got := holdFor(tc.hold, tc.n, 64, tc.elapsed); got != tc.want {
+			t.Errorf("%s: holdFor(%s, %d, 64, %s) = %s, want %s", tc.name, tc.hold, tc.n, tc.elapsed, got, tc.want)
+		}
 	}
 }
