@@ -32,9 +32,10 @@ var httpRequest = []byte("GET / HTTP/1.0\r\nHost: bench\r\n\r\n")
 // connRateMode is one box configuration of BenchmarkPrivilegedConnRate.
 type connRateMode struct {
 	name   string
-	policy string // "" with run: the embedded default policy
-	run    bool   // whether ctguard run runs on the box
-	binary string // "": the binary under test
+	policy string   // "" with run: the embedded default policy
+	run    bool     // whether ctguard run runs on the box
+	binary string   // "": the binary under test
+	args   []string // more flags of ctguard run
 	tp     *racetest.Topo
 	proc   *runProc
 	pid    int
@@ -51,7 +52,8 @@ type connRateMode struct {
 // ctguard (the anchor), `ctguard run` with a dropInvalid policy, with the
 // default policy's perFlow liberal on conntrack events (`handshake: none`),
 // the same with the guard rule (`handshake: guard`), and with the embedded
-// default policy (the handshake gate). Every mode has its
+// default policy (the handshake gate), and that with --gate-hold 0
+// (gate-nohold: the gate reads again at once after every batch). Every mode has its
 // own topology and controller, all set up first; then each mode runs b.N
 // connections per round, the modes interleaved, connRateRounds rounds, so
 // that the machine's noise falls on all of them alike. It reports each
@@ -91,6 +93,7 @@ spec:
 		{name: "none", run: true, policy: none},
 		{name: "guard", run: true, policy: guard},
 		{name: "gate", run: true},
+		{name: "gate-nohold", run: true, args: []string{"--gate-hold", "0"}},
 	}
 	if base := os.Getenv("CTGUARD_BENCH_BASE_BINARY"); base != "" {
 		modes = append(modes, &connRateMode{name: "gate-base", run: true, binary: base})
@@ -112,7 +115,7 @@ spec:
 		m.tp.Client.MustRun(b, "sysctl", "-qw", "net.ipv4.ip_local_port_range=1024 65535")
 		startHTTPServer(b, m.tp)
 		if m.run {
-			args := []string{"--resync", "1m"}
+			args := append([]string{"--resync", "1m"}, m.args...)
 			if m.policy != "" {
 				args = append(args, "-f", writePolicy(b, m.policy))
 			}

@@ -129,12 +129,13 @@ type Config struct {
 	MarkBit flows.MarkBit
 	// MaxBatch bounds the packets handled together (DefaultMaxBatch when 0).
 	MaxBatch int
-	// Hold paces the gate under load (0: never). After a batch of two or
-	// more packets (SYN-ACKs came faster than the gate woke), the gate
-	// reads its queue again only Hold after that wake-up, so what arrives
-	// meanwhile is handled in one batch: at most one wake-up per Hold, and
-	// at most Hold (plus timer slack) added to a SYN-ACK. A batch of one
-	// packet, the rule at low rates, or a full batch is followed at once.
+	// Hold paces the gate under load (0: never). After a batch that shows
+	// load (two packets or more, or one already queued when the gate came
+	// back for it), the gate reads its queue again only Hold after that
+	// wake-up, so what arrives meanwhile is handled in one batch: under
+	// load at most one wake-up per Hold, and at most Hold (plus timer
+	// slack) added to a SYN-ACK. After a lone packet the gate had to wait
+	// for (the rule at low rates), or a full batch, it reads again at once.
 	Hold time.Duration
 	// Logger and Observer are optional.
 	Logger   *slog.Logger
@@ -203,7 +204,8 @@ type Gate struct {
 	write     func(fd uintptr) bool
 	latencies []time.Duration
 	ctbuf     []byte
-	unsettled int // updates sent whose refusal, if any, is still unread
+	unsettled int  // updates sent whose refusal, if any, is still unread
+	waited    bool // the last read found the queue empty and waited
 }
 
 // Open binds the queue in the namespace: from now on the gate rules'
@@ -240,6 +242,7 @@ func Open(cfg Config) (*Gate, error) {
 		g.rn, g.rerr = g.batch.Recv(int(fd), len(g.slots), unix.MSG_TRUNC)
 		if g.rerr == unix.EAGAIN {
 			g.settle() // before waiting
+			g.waited = true
 			return false
 		}
 		return true
@@ -415,16 +418,19 @@ func (g *Gate) Run(ctx context.Context) error {
 // The wait is a plain sleep: the packets that arrive meanwhile stay in the
 // kernel's queue (which fails open when full) for the next read.
 func (g *Gate) pace(n int) {
-	if d := holdFor(g.cfg.Hold, n, len(g.slots), time.Since(g.slots[0].at)); d > 0 {
+	if d := holdFor(g.cfg.Hold, n, len(g.slots), g.waited, time.Since(g.slots[0].at)); d > 0 {
 		ts := unix.NsecToTimespec(d.Nanoseconds())
 		_ = unix.Nanosleep(&ts, nil) // a signal only shortens the hold
 	}
 }
 
 // holdFor returns how long to wait before the next read after a batch of
-// n packets out of at most limit, handled in elapsed since the wake-up.
-func holdFor(hold time.Duration, n, limit int, elapsed time.Duration) time.Duration {
-	if hold <= 0 || n < 2 || n >= limit {
+// n packets out of at most limit, handled in elapsed since the wake-up. The
+// gate holds when the batch shows load: two packets or more, or one that
+// was already queued when the gate came back for it (waited is false). A
+// full batch is followed at once: more may be queued.
+func holdFor(hold time.Duration, n, limit int, waited bool, elapsed time.Duration) time.Duration {
+	if hold <= 0 || n == 0 || n >= limit || n == 1 && waited {
 		return 0
 	}
 	return max(hold-elapsed, 0)
@@ -435,6 +441,7 @@ func holdFor(hold time.Duration, n, limit int, elapsed time.Duration) time.Durat
 // filled with packets. The acks of earlier updates, read among them, are
 // counted here.
 func (g *Gate) read() (int, error) {
+	g.waited = false
 	if err := g.qraw.Read(g.readBatch); err != nil {
 		return 0, err
 	}

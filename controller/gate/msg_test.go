@@ -274,17 +274,20 @@ func TestHoldFor(t *testing.T) {
 		name    string
 		hold    time.Duration
 		n       int
+		waited  bool
 		elapsed time.Duration
 		want    time.Duration
 	}{
-		{"off", 0, 5, 0, 0},
-		{"one packet: low rate, read again at once", hold, 1, 0, 0},
-		{"a full batch: more may wait, read again at once", hold, 64, 0, 0},
-		{"two packets: hold the rest of the period", hold, 2, 30 * time.Microsecond, 170 * time.Microsecond},
-		{"handling took longer than the hold", hold, 10, 250 * time.Microsecond, 0},
+		{"off", 0, 5, false, 0, 0},
+		{"only acks: nothing to pace", hold, 0, false, 0, 0},
+		{"one packet waited for: low rate, read again at once", hold, 1, true, 0, 0},
+		{"one packet already queued: load, hold", hold, 1, false, 50 * time.Microsecond, 150 * time.Microsecond},
+		{"a full batch: more may be queued, read again at once", hold, 64, false, 0, 0},
+		{"two packets: hold the rest of the period", hold, 2, true, 30 * time.Microsecond, 170 * time.Microsecond},
+		{"handling took longer than the hold", hold, 10, true, 250 * time.Microsecond, 0},
 	} {
-		if got := holdFor(tc.hold, tc.n, 64, tc.elapsed); got != tc.want {
-			t.Errorf("%s: holdFor(%s, %d, 64, %s) = %s, want %s", tc.name, tc.hold, tc.n, tc.elapsed, got, tc.want)
+		if got := holdFor(tc.hold, tc.n, 64, tc.waited, tc.elapsed); got != tc.want {
+			t.Errorf("%s: holdFor(%s, %d, 64, %t, %s) = %s, want %s", tc.name, tc.hold, tc.n, tc.waited, tc.elapsed, got, tc.want)
 		}
 	}
 }
