@@ -51,10 +51,11 @@ type gateObserver struct {
 	packets   [gate.ReceiveErrors + 1]prometheus.Counter
 	batch     prometheus.Histogram
 	latencies prometheus.Histogram
+	hold      prometheus.Histogram
 }
 
 func newGateObserver(m *metrics.Metrics) *gateObserver {
-	o := &gateObserver{batch: m.Gate.BatchSize, latencies: m.Gate.Latency}
+	o := &gateObserver{batch: m.Gate.BatchSize, latencies: m.Gate.Latency, hold: m.Gate.Hold}
 	for c := range o.packets {
 		o.packets[c] = m.Gate.Packets.WithLabelValues(gate.Counter(c).String())
 	}
@@ -75,3 +76,6 @@ func (o *gateObserver) Batch(n int, latencies []time.Duration) {
 		o.latencies.Observe(l.Seconds())
 	}
 }
+
+// Hold implements gate.Observer.
+func (o *gateObserver) Hold(d time.Duration) { o.hold.Observe(d.Seconds()) }

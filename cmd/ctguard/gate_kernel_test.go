@@ -122,7 +122,12 @@ func TestPrivilegedRunGateHoldsUnderLoad(t *testing.T) {
 	if mean < 2 {
 		t.Errorf("the gate handled %.1f SYN-ACKs per batch, want 2 or more with a 1 ms hold", mean)
 	}
-	t.Logf("%d connections, 64 in flight: %.1f SYN-ACKs per batch", n, mean)
+	holds := fams["ctguard_gate_hold_seconds"].GetMetric()[0].GetHistogram()
+	if holds.GetSampleCount() == 0 {
+		t.Error("ctguard_gate_hold_seconds counted no hold")
+	}
+	t.Logf("%d connections, 64 in flight: %.1f SYN-ACKs per batch, %d holds of %v on average", n, mean,
+		holds.GetSampleCount(), histogramMean(fams, "ctguard_gate_hold_seconds"))
 }
 
 // TestPrivilegedRunGateKillAndRestart kills "ctguard run" with -9: the gate

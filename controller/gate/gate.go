@@ -117,6 +117,9 @@ type Observer interface {
 	// Batch reports a batch of packets handled and, per packet, the time
 	// from reading it to its verdict being sent.
 	Batch(packets int, latencies []time.Duration)
+	// Hold reports a hold under load (Config.Hold) and how long it lasted:
+	// the most a SYN-ACK that arrived during it waited for the gate.
+	Hold(time.Duration)
 }
 
 // Config configures a Gate.
@@ -419,8 +422,10 @@ func (g *Gate) Run(ctx context.Context) error {
 // kernel's queue (which fails open when full) for the next read.
 func (g *Gate) pace(n int) {
 	if d := holdFor(g.cfg.Hold, n, len(g.slots), g.waited, time.Since(g.slots[0].at)); d > 0 {
+		start := time.Now()
 		ts := unix.NsecToTimespec(d.Nanoseconds())
 		_ = unix.Nanosleep(&ts, nil) // a signal only shortens the hold
+		g.obs.Hold(time.Since(start))
 	}
 }
 
@@ -698,3 +703,4 @@ type noObserver struct{}
 
 func (noObserver) Count(Counter, int)         {}
 func (noObserver) Batch(int, []time.Duration) {}
+func (noObserver) Hold(time.Duration)         {}

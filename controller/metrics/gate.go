@@ -25,6 +25,10 @@ type GateMetrics struct {
 	// its accept verdict: what the gate adds to connection setup
 	// (ctguard_gate_latency_seconds).
 	Latency prometheus.Histogram
+	// Hold observes each hold of the gate under load (--gate-hold), as
+	// long as it lasted: the most a SYN-ACK arriving meanwhile waited
+	// before the gate read it (ctguard_gate_hold_seconds).
+	Hold prometheus.Histogram
 }
 
 func newGateMetrics() GateMetrics {
@@ -38,9 +42,12 @@ func newGateMetrics() GateMetrics {
 		Latency: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: Namespace, Name: "gate_latency_seconds",
 			Help:    "Time from the gate reading a SYN-ACK to accepting it.",
 			Buckets: prometheus.ExponentialBucketsRange(5e-6, 0.1, 15)}), // 5µs .. 100ms
+		Hold: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: Namespace, Name: "gate_hold_seconds",
+			Help:    "How long the handshake gate held its queue under load before reading it again.",
+			Buckets: prometheus.ExponentialBucketsRange(25e-6, 0.02, 11)}), // 25µs .. 20ms
 	}
 }
 
 func (g GateMetrics) collectors() []prometheus.Collector {
-	return []prometheus.Collector{g.State, g.Packets, g.BatchSize, g.Latency}
+	return []prometheus.Collector{g.State, g.Packets, g.BatchSize, g.Latency, g.Hold}
 }

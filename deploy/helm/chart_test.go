@@ -158,7 +158,8 @@ func TestHelmTemplateDefaults(t *testing.T) {
 	c := container(t, objs)
 	a := args(t, c)
 	if a[0] != "run" || flag(a, "-f") != "/etc/ctguard" || flag(a, "--state-dir") != "/var/lib/ctguard" ||
-		flag(a, "--metrics-addr") != "0.0.0.0:9468" || flag(a, "--mark-bit") != "0x800000" || !slices.Contains(a, "--cleanup-on-exit") {
+		flag(a, "--metrics-addr") != "0.0.0.0:9468" || flag(a, "--mark-bit") != "0x800000" || !slices.Contains(a, "--cleanup-on-exit") ||
+		flag(a, "--gate-hold") != "200us" {
 		t.Errorf("args %q", a)
 	}
 	if got := env(t, c, "GOMEMLIMIT"); got != "230MiB" {
@@ -193,11 +194,11 @@ func TestHelmTemplateDefaults(t *testing.T) {
 
 func TestHelmTemplateValues(t *testing.T) {
 	objs := render(t, "cleanupOnExit=false", "metrics.webConfigSecret=ctguard-web", "metrics.podMonitor.enabled=true",
-		"resources.limits.memory=1Gi", "markBit=1024", "metrics.bindAddress=127.0.0.1")
+		"resources.limits.memory=1Gi", "markBit=1024", "metrics.bindAddress=127.0.0.1", "gateHold=0")
 	c := container(t, objs)
 	a := args(t, c)
 	if slices.Contains(a, "--cleanup-on-exit") || flag(a, "--web-config-file") != "/etc/ctguard-web/web-config.yml" ||
-		flag(a, "--mark-bit") != "0x400" || flag(a, "--metrics-addr") != "127.0.0.1:9468" {
+		flag(a, "--mark-bit") != "0x400" || flag(a, "--metrics-addr") != "127.0.0.1:9468" || flag(a, "--gate-hold") != "0" {
 		t.Errorf("args %q", a)
 	}
 	if got := env(t, c, "GOMEMLIMIT"); got != "921MiB" {
