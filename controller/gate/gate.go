@@ -16,9 +16,9 @@
 // in order before the write returns, so every flag is set before its packet
 // moves on. The updates ask for no ack: only a refusal comes back, read
 // with the next packets. Under load the gate paces its reads (Config.Hold)
-// so that one wake-up serves many SYN-ACKs. One goroutine does all the I/O, without allocating
-// per packet, in raw system calls that never block (it waits in the
-// runtime's poller).
+// so that one wake-up serves many SYN-ACKs. One goroutine does all the I/O,
+// without allocating per packet, in raw system calls that never block (it
+// waits in the runtime's poller, and holds in nanosleep).
 //
 // Policies that scope by sources, destinations or ports (or several gated
 // policies wanting different directions) need the entry's original tuple,
