@@ -22,7 +22,8 @@ type GateMetrics struct {
 	// (ctguard_gate_batch_size).
 	BatchSize prometheus.Histogram
 	// Latency observes, per packet, the time from the gate reading it to
-	// its accept verdict: what the gate adds to connection setup
+	// its accept verdict: what the gate adds to connection setup, besides
+	// the wait of a SYN-ACK that arrived during a hold
 	// (ctguard_gate_latency_seconds).
 	Latency prometheus.Histogram
 	// Hold observes each hold of the gate under load (--gate-hold), as
