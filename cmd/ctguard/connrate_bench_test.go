@@ -43,6 +43,7 @@ type connRateMode struct {
 	errs   int
 	wall   time.Duration
 	cpu    time.Duration
+	ctxsw  int
 }
 
 // BenchmarkPrivilegedConnRate measures new connections per second through a
@@ -57,8 +58,8 @@ type connRateMode struct {
 // own topology and controller, all set up first; then each mode runs b.N
 // connections per round, the modes interleaved, connRateRounds rounds, so
 // that the machine's noise falls on all of them alike. It reports each
-// mode's connections/s, its ratio to no ctguard, and ctguard's CPU
-// (user + system) per connection. CTGUARD_BENCH_CONN_MODES=no-ctguard,gate
+// mode's connections/s, its ratio to no ctguard, ctguard's CPU (user +
+// system) and its threads' context switches per connection. CTGUARD_BENCH_CONN_MODES=no-ctguard,gate
 // runs only the modes it names (no-ctguard always);
 // CTGUARD_BENCH_BASE_BINARY=PATH adds the mode gate-base: the default
 // policy run by another ctguard binary (e.g. built from main), to compare
@@ -146,8 +147,10 @@ spec:
 			// Each round starts with another mode: no order effect.
 			m := modes[(r+k)%len(modes)]
 			var cpu0 time.Duration
+			var sw0 int
 			if m.pid != 0 {
 				cpu0 = cpuTime(b, m.pid)
+				sw0 = contextSwitches(b, m.pid)
 			}
 			start := time.Now()
 			m.errs += connect(b, m.tp, b.N)
@@ -155,6 +158,7 @@ spec:
 			m.conns += b.N
 			if m.pid != 0 {
 				m.cpu += cpuTime(b, m.pid) - cpu0
+				m.ctxsw += contextSwitches(b, m.pid) - sw0
 			}
 		}
 	}
@@ -166,6 +170,7 @@ spec:
 		if m.pid != 0 {
 			b.ReportMetric(rate/anchor, m.name+"-x-no-ctguard")
 			b.ReportMetric(float64(m.cpu.Microseconds())/float64(m.conns), m.name+"-cpu-µs/conn")
+			b.ReportMetric(float64(m.ctxsw)/float64(m.conns), m.name+"-switches/conn")
 			if now, then := gateBatches(m.proc), batches[m]; now[0] > then[0] {
 				b.ReportMetric((now[1]-then[1])/(now[0]-then[0]), m.name+"-packets/batch")
 			}
@@ -295,4 +300,28 @@ func gateBatches(p *runProc) [2]float64 {
 	}
 	h := f.GetMetric()[0].Histogram
 	return [2]float64{float64(h.GetSampleCount()), h.GetSampleSum()}
+}
+
+// contextSwitches returns how many times the threads of a process were
+// switched out so far (voluntary and not).
+func contextSwitches(b *testing.B, pid int) int {
+	b.Helper()
+	dirs, err := os.ReadDir("/proc/" + strconv.Itoa(pid) + "/task")
+	if err != nil {
+		b.Fatal(err)
+	}
+	n := 0
+	for _, d := range dirs {
+		data, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/task/" + d.Name() + "/status")
+		if err != nil {
+			continue // the thread ended
+		}
+		for _, line := range strings.Split(string(data), "\n") {
+			if f := strings.Fields(line); len(f) == 2 && strings.HasSuffix(f[0], "ctxt_switches:") {
+				k, _ := strconv.Atoi(f[1])
+				n += k
+			}
+		}
+	}
+	return n
 }
