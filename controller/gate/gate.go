@@ -18,7 +18,7 @@
 // with the next packets. Under load the gate paces its reads (Config.Hold)
 // so that one wake-up serves many SYN-ACKs. One goroutine does all the I/O,
 // without allocating per packet, in raw system calls that never block (it
-// waits in the runtime's poller, and holds in nanosleep).
+// waits in the runtime's poller, and holds in a raw nanosleep).
 //
 // Policies that scope by sources, destinations or ports (or several gated
 // policies wanting different directions) need the entry's original tuple,
@@ -420,7 +420,12 @@ func (g *Gate) Run(ctx context.Context) error {
 
 // pace waits, after a batch of n packets, as long as Config.Hold asks.
 // The wait is a plain sleep: the packets that arrive meanwhile stay in the
-// kernel's queue (which fails open when full) for the next read.
+// kernel's queue (which fails open when full) for the next read. The sleep
+// is a raw system call: an accounted one wakes the runtime's monitor
+// thread, which cost as many context switches as the hold saved. It keeps
+// the goroutine's processor (P) meanwhile, so other goroutines and a
+// garbage collection's stop-the-world may wait up to one hold (the flag
+// --gate-hold caps it at 10 ms).
 func (g *Gate) pace(n int) {
 	if d := holdFor(g.cfg.Hold, n, len(g.slots), g.waited, time.Since(g.slots[0].at)); d > 0 {
 		start := time.Now()
