@@ -325,31 +325,6 @@ func TestRunFlagsExistingFlowsAfterSubscribing(t *testing.T) {
 	}
 }
 
-// TestRunCountsOnceAFlowTheStartDumpFlaggedBeforeItsNewEvent: a flow
-// created after the subscription is in the start dump too, and its NEW
-// event is read after the dump flagged it: counted and flagged once.
-func TestRunCountsOnceAFlowTheStartDumpFlaggedBeforeItsNewEvent(t *testing.T) {
-	racing := tcpFlow(40000, 443, flows.TCPSynSent)
-	c := newFakeConn(racing)
-	e, err := New(Config{Policies: []policy.Policy{web}, Conn: c})
-	if err != nil {
-		t.Fatal(err)
-	}
-	stop := run(t, e)
-	waitFor(t, "the start dump's confirmation", func() bool { return e.Stats().Policies["web"].Confirmed == 1 })
-	c.send(fakeBatch{evs: []flows.Event{{Type: flows.EventNew, Flow: racing}}}) // as created: no flag, no mark
-	waitFor(t, "the NEW event", func() bool { return e.Stats().FlowsSeen == 2 })
-	if err := stop(); err != nil {
-		t.Fatal(err)
-	}
-	if st := e.Stats().Policies["web"]; st.Matched != 1 || st.Flagged != 1 {
-		t.Fatalf("web: %+v, want the flow matched and flagged once", st)
-	}
-	if n := strings.Count(strings.Join(c.callLog(), "\n"), "set "); n != 1 {
-		t.Fatalf("%d flag updates, want 1: %q", n, c.callLog())
-	}
-}
-
 // TestRunResyncsAfterLoss loses the NEW events of two flows: the resync flags
 // the new one, and still leaves the flow that existed before alone for the
 // existingFlows=false policy.

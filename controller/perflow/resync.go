@@ -127,9 +127,7 @@ func (e *Engine) resyncFlow(s *sweep, f *flows.Flow) {
 			switch {
 			case marked && s.kind != resyncSwap:
 				e.count(g, r.Policies, Reflagged)
-			case !marked:
-				// Its NEW event may still wait in the socket: the start
-				// dump too runs after the subscription.
+			case !marked && s.kind != resyncStart:
 				e.swept.add(entryHash(f))
 			}
 			e.out.add(f, dirs, true, e.mark, note{gen: g, pols: r.Policies})
@@ -231,10 +229,9 @@ const maxSwept = 1 << 16
 
 // swept remembers the last maxSwept flows a resync flagged that carried no
 // mark yet (a fixed ring of hashes and a set of at most maxSwept: about
-// 3 MiB at most; after a start that flagged many flows it stays that full,
-// since most of them never bring a NEW event): their NEW event may still
-// wait in the socket (a resync does not stop the event stream), and must
-// then neither flag nor count them again.
+// 3 MiB at most, nothing in steady state): their NEW event may still wait
+// in the socket (a resync does not stop the event stream), and must then
+// neither flag nor count them again.
 type swept struct {
 	ring []uint64
 	pos  int
