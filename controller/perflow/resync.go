@@ -128,6 +128,12 @@ func (e *Engine) resyncFlow(s *sweep, f *flows.Flow) {
 			case marked && s.kind != resyncSwap:
 				e.count(g, r.Policies, Reflagged)
 			case !marked && s.kind != resyncStart:
+				// Not at start: most flows the start flags never bring a
+				// NEW event, so their entries would stay, and a later
+				// connection reusing the tuple and the entry's memory
+				// (hence its CTA_ID) would be skipped unflagged
+				// (TestPrivilegedReusedTupleAfterStart, on 5.10). A flow
+				// created during the start dump is counted twice instead.
 				e.swept.add(entryHash(f))
 			}
 			e.out.add(f, dirs, true, e.mark, note{gen: g, pols: r.Policies})
