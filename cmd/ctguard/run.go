@@ -108,7 +108,8 @@ func runController(ctx context.Context, g *globals, f *runFlags) error {
 	// rules logging to it.
 	gated := startGate(s, g, f.gateHold, r.engine, r.m, initial.Policies)
 	ring := startIncidents(ctx, s, g.evidence, r.m, initial.Policies)
-	r.notifyLifecycle(ctx)
+	stopped := r.notifyLifecycle(ctx)
+	defer func() { cancel(); stopped() }()
 	reload, stopReloads, err := r.reloads(ctx)
 	if err != nil {
 		return err
@@ -222,13 +223,17 @@ func (r *controllerRun) readiness() error {
 }
 
 // notifyLifecycle feeds systemd's watchdog while healthy and says
-// STOPPING=1 when ctx ends.
-func (r *controllerRun) notifyLifecycle(ctx context.Context) {
+// STOPPING=1 when ctx ends. The function it returns waits until that is
+// said: the process must not exit before (under QEMU it once did).
+func (r *controllerRun) notifyLifecycle(ctx context.Context) (stopped func()) {
 	go feedWatchdog(ctx, r.sd, &r.ready, r.health, r.s.log)
+	said := make(chan struct{})
 	go func() {
 		<-ctx.Done()
 		notifySystemd(r.sd, r.s.log, sdnotify.Stopping)
+		close(said)
 	}()
+	return func() { <-said }
 }
 
 // reloads returns the channel Run reloads on: SIGHUP, and changes to -f's
