@@ -219,16 +219,21 @@ func TestPrivilegedRunGuardAndFallback(t *testing.T) {
 				}
 			}
 			a := tp.StartAdversary(t)
-			res := tp.Run(t, a, 40, 8)
-			dropped := namedCounter(t, tp, tc.dropRule)
-			t.Logf("%d of 40 reset; guard rule dropped %d", res.Reset, dropped)
-			if res.Reset != 0 {
-				t.Errorf("%d of 40 connections reset", res.Reset)
-			}
 			// The segments of flows the event engine flagged in time are
-			// valid; the others (the race it lost) are dropped.
+			// valid; the others (the race it lost) are dropped. A slow
+			// machine (QEMU) can let the engine win 40 races in a row:
+			// then up to two more rounds.
+			dropped := 0
+			for round := 1; round <= 3 && dropped == 0; round++ {
+				res := tp.Run(t, a, 40, 8)
+				dropped = namedCounter(t, tp, tc.dropRule)
+				t.Logf("round %d: %d of 40 reset; guard rule dropped %d", round, res.Reset, dropped)
+				if res.Reset != 0 {
+					t.Errorf("%d of 40 connections reset", res.Reset)
+				}
+			}
 			if dropped == 0 {
-				t.Errorf("the guard rule dropped nothing: the race did not happen, the test proves nothing")
+				t.Errorf("the guard rule dropped nothing in 120 connections: the race did not happen, the test proves nothing")
 			}
 		})
 	}
