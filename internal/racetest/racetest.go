@@ -15,6 +15,7 @@ package racetest
 
 import (
 	"context"
+	"errors"
 	"io"
 	"net"
 	"net/netip"
@@ -23,6 +24,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ctguard/ctguard/internal/netns"
 	"github.com/ctguard/ctguard/internal/netnstest"
 	"github.com/ctguard/ctguard/lab/handshake"
 	"github.com/ctguard/ctguard/lab/topo"
@@ -196,14 +198,14 @@ func (tp *Topo) run(t testing.TB, a *Adversary, n, parallel, dialers int) Result
 	res := Result{Connections: n, Setup: make([]time.Duration, n)}
 	var failed, next atomic.Int64
 	sem := make(chan struct{}, parallel)
-	var wg, readers sync.WaitGroup
+	var readers sync.WaitGroup
+	errs := make(chan error, dialers)
 	for range dialers {
-		wg.Add(1)
 		go func() {
-			defer wg.Done()
 			// Sockets are created in the namespace of the thread that
-			// creates them.
-			tp.Client.Do(t, func() {
+			// creates them. (Errors go back to the test's goroutine: only
+			// it may end the test.)
+			errs <- netns.Do(tp.Client.Fd(), func() error {
 				d := net.Dialer{Timeout: 3 * time.Second}
 				for i := int(next.Add(1) - 1); i < n; i = int(next.Add(1) - 1) {
 					sem <- struct{}{}
@@ -226,11 +228,18 @@ func (tp *Topo) run(t testing.TB, a *Adversary, n, parallel, dialers int) Result
 						}
 					}()
 				}
+				return nil
 			})
 		}()
 	}
-	wg.Wait()
-	readers.Wait()
+	var err error
+	for range dialers {
+		err = errors.Join(err, <-errs)
+	}
+	readers.Wait() // every dialer has returned: no reader is added any more
+	if err != nil {
+		t.Fatalf("dial from the client namespace: %v", err)
+	}
 	deadline := time.Now().Add(5 * time.Second)
 	for {
 		s, r := a.Counts()
